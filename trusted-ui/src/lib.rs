@@ -1,0 +1,2 @@
+//! Placeholder: filled in by the payment-core issue.
+#![no_std]
