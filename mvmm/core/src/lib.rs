@@ -1,1 +1,17 @@
-//! placeholder
+//! The host-tested core of the mVMM microvisor.
+//!
+//! Everything that decides (which VM owns what, what a trap means, what a
+//! power call does, how a virtual device answers) lives here, in safe code
+//! that runs under `cargo test` on the host. The EL2 binary (`mvmm`) only
+//! moves bits between the hardware and these types.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "config")]
+pub mod config;
+pub mod console;
+pub mod partition;
+pub mod psci;
+pub mod stage2;
+pub mod trap;
+pub mod vuart;

@@ -1,0 +1,325 @@
+//! Board files: TOML in `boards/<board>/board.toml`, parsed, validated and
+//! turned into Rust constants on the host.
+//!
+//! Only built with the `config` feature (mvmm's build script and xtask use
+//! it); the EL2 image links the generated constants, never this parser.
+
+use crate::partition::{
+    Board, Device, DeviceClass, Gic, MemRange, PartitionError, Uart, Vm, VmKind,
+};
+use serde::Deserialize;
+use std::fmt::Write as _;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardFile {
+    pub board: BoardSection,
+    #[serde(default)]
+    pub qemu: Option<QemuSection>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceEntry>,
+    #[serde(default, rename = "vm")]
+    pub vms: Vec<VmEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardSection {
+    pub name: String,
+    pub cpus: usize,
+    pub ram: RangeEntry,
+    pub mvmm: RangeEntry,
+    pub uart: UartEntry,
+    pub gic: GicEntry,
+}
+
+/// How to start this board under QEMU (only for emulated boards).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuSection {
+    /// Value of `-M`.
+    pub machine: String,
+    /// Value of `-cpu`.
+    pub cpu: String,
+    /// Value of `-m`.
+    pub memory: String,
+    /// Extra arguments, e.g. devices that fill virtio-mmio slots.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeEntry {
+    pub base: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UartEntry {
+    pub base: u64,
+    pub size: u64,
+    pub irq: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GicEntry {
+    pub distributor: RangeEntry,
+    pub redistributors: RangeEntry,
+    pub redistributor_stride: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    pub name: String,
+    pub class: String,
+    pub base: u64,
+    pub size: u64,
+    #[serde(default)]
+    pub irqs: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmEntry {
+    pub name: String,
+    pub kind: String,
+    pub cpus: Vec<usize>,
+    pub ram: Vec<RangeEntry>,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    pub entry: u64,
+}
+
+/// Why a board file was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Not TOML, or not the shape of a board file (the message has the line).
+    Syntax(String),
+    /// A name field holds an unknown value.
+    UnknownValue { entry: String, field: &'static str, value: String },
+    /// The description breaks a partition rule.
+    Partition(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Syntax(msg) => write!(f, "{msg}"),
+            ConfigError::UnknownValue { entry, field, value } => {
+                write!(f, "{entry}: unknown {field} '{value}'")
+            }
+            ConfigError::Partition(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<PartitionError<'_>> for ConfigError {
+    fn from(e: PartitionError<'_>) -> Self {
+        ConfigError::Partition(e.to_string())
+    }
+}
+
+fn range(r: &RangeEntry) -> MemRange {
+    MemRange::new(r.base, r.size)
+}
+
+impl BoardFile {
+    pub fn parse(text: &str) -> Result<BoardFile, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+    }
+
+    /// Builds the [`Board`] view of this file, validates it, and hands it
+    /// to `f`.
+    pub fn with_board<R>(&self, f: impl FnOnce(&Board<'_>) -> R) -> Result<R, ConfigError> {
+        let mut devices = Vec::new();
+        for d in &self.devices {
+            let class = DeviceClass::from_name(&d.class).ok_or_else(|| ConfigError::UnknownValue {
+                entry: format!("device '{}'", d.name),
+                field: "class",
+                value: d.class.clone(),
+            })?;
+            devices.push(Device {
+                name: &d.name,
+                class,
+                mmio: MemRange::new(d.base, d.size),
+                irqs: &d.irqs,
+            });
+        }
+        let rams: Vec<Vec<MemRange>> =
+            self.vms.iter().map(|v| v.ram.iter().map(range).collect()).collect();
+        let names: Vec<Vec<&str>> =
+            self.vms.iter().map(|v| v.devices.iter().map(String::as_str).collect()).collect();
+        let mut vms = Vec::new();
+        for (i, v) in self.vms.iter().enumerate() {
+            let kind = VmKind::from_name(&v.kind).ok_or_else(|| ConfigError::UnknownValue {
+                entry: format!("vm '{}'", v.name),
+                field: "kind",
+                value: v.kind.clone(),
+            })?;
+            vms.push(Vm {
+                name: &v.name,
+                kind,
+                vmid: u16::try_from(i + 1).unwrap_or(u16::MAX),
+                cpus: &v.cpus,
+                ram: &rams[i],
+                devices: &names[i],
+                entry: v.entry,
+            });
+        }
+        let b = &self.board;
+        let board = Board {
+            name: &b.name,
+            cpu_count: b.cpus,
+            ram: range(&b.ram),
+            mvmm: range(&b.mvmm),
+            uart: Uart { mmio: MemRange::new(b.uart.base, b.uart.size), irq: b.uart.irq },
+            gic: Gic {
+                distributor: range(&b.gic.distributor),
+                redistributors: range(&b.gic.redistributors),
+                redistributor_stride: b.gic.redistributor_stride,
+            },
+            devices: &devices,
+            vms: &vms,
+        };
+        board.validate()?;
+        Ok(f(&board))
+    }
+}
+
+/// Parses and validates a board file; on success returns Rust source that
+/// defines `pub const BOARD: mvmm_core::partition::Board<'static>`.
+pub fn generate(text: &str) -> Result<String, ConfigError> {
+    BoardFile::parse(text)?.with_board(codegen)
+}
+
+fn codegen(board: &Board<'_>) -> String {
+    let r = |m: MemRange| format!("MemRange::new({:#x}, {:#x})", m.base, m.size);
+    let mut s = String::new();
+    let _ = writeln!(s, "// Generated from the board file by mvmm-core's config module. Do not edit.");
+    let _ = writeln!(s, "use mvmm_core::partition::*;");
+    let _ = writeln!(s, "pub const BOARD: Board<'static> = Board {{");
+    let _ = writeln!(s, "    name: {:?},", board.name);
+    let _ = writeln!(s, "    cpu_count: {},", board.cpu_count);
+    let _ = writeln!(s, "    ram: {},", r(board.ram));
+    let _ = writeln!(s, "    mvmm: {},", r(board.mvmm));
+    let _ = writeln!(s, "    uart: Uart {{ mmio: {}, irq: {} }},", r(board.uart.mmio), board.uart.irq);
+    let _ = writeln!(
+        s,
+        "    gic: Gic {{ distributor: {}, redistributors: {}, redistributor_stride: {:#x} }},",
+        r(board.gic.distributor),
+        r(board.gic.redistributors),
+        board.gic.redistributor_stride
+    );
+    let _ = writeln!(s, "    devices: &[");
+    for d in board.devices {
+        let _ = writeln!(
+            s,
+            "        Device {{ name: {:?}, class: DeviceClass::{:?}, mmio: {}, irqs: &{:?} }},",
+            d.name,
+            d.class,
+            r(d.mmio),
+            d.irqs
+        );
+    }
+    let _ = writeln!(s, "    ],");
+    let _ = writeln!(s, "    vms: &[");
+    for vm in board.vms {
+        let rams: Vec<String> = vm.ram.iter().map(|m| r(*m)).collect();
+        let _ = writeln!(
+            s,
+            "        Vm {{ name: {:?}, kind: VmKind::{:?}, vmid: {}, cpus: &{:?}, ram: &[{}], devices: &{:?}, entry: {:#x} }},",
+            vm.name,
+            vm.kind,
+            vm.vmid,
+            vm.cpus,
+            rams.join(", "),
+            vm.devices,
+            vm.entry
+        );
+    }
+    let _ = writeln!(s, "    ],");
+    let _ = writeln!(s, "}};");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[board]
+name = "t"
+cpus = 3
+ram = { base = 0x4000_0000, size = 0x4000_0000 }
+mvmm = { base = 0x4000_0000, size = 0x100_0000 }
+uart = { base = 0x0900_0000, size = 0x1000, irq = 33 }
+gic = { distributor = { base = 0x0800_0000, size = 0x1_0000 }, redistributors = { base = 0x080a_0000, size = 0x6_0000 }, redistributor_stride = 0x2_0000 }
+
+[[device]]
+name = "net0"
+class = "network"
+base = 0x0a00_3e00
+size = 0x1000
+irqs = [79]
+
+[[vm]]
+name = "rich"
+kind = "rich"
+cpus = [0, 1]
+ram = [{ base = 0x5000_0000, size = 0x3000_0000 }]
+devices = ["net0"]
+entry = 0x5000_0000
+
+[[vm]]
+name = "secure"
+kind = "secure"
+cpus = [2]
+ram = [{ base = 0x4100_0000, size = 0x200_0000 }]
+entry = 0x4100_0000
+"#;
+
+    #[test]
+    fn a_good_file_generates_constants() {
+        let src = generate(&GOOD.replace("0x0a00_3e00", "0x0a00_3000")).unwrap();
+        assert!(src.contains("pub const BOARD: Board<'static>"));
+        assert!(src.contains(r#"Vm { name: "secure", kind: VmKind::Secure, vmid: 2, cpus: &[2]"#), "{src}");
+        assert!(src.contains("DeviceClass::Network"));
+    }
+
+    #[test]
+    fn misaligned_device_names_the_device() {
+        assert_eq!(
+            generate(GOOD).unwrap_err().to_string(),
+            "net0 range 0 (0xa003e00..0xa004e00) is empty, overflows, or is not 4096-byte aligned"
+        );
+    }
+
+    #[test]
+    fn network_device_in_secure_vm_fails_with_the_vm_and_device() {
+        let good = GOOD.replace("0x0a00_3e00", "0x0a00_3000");
+        let bad = good.replace("entry = 0x4100_0000", "entry = 0x4100_0000\ndevices = [\"net0\"]");
+        let err = generate(&bad).unwrap_err().to_string();
+        assert_eq!(err, "vm 'secure' is a secure VM and must not own network device 'net0'");
+        let bad = bad.replace("class = \"network\"", "class = \"rtc\"");
+        let err = generate(&bad).unwrap_err().to_string();
+        assert_eq!(err, "device 'net0' is given to two VMs: 'rich' and 'secure'");
+    }
+
+    #[test]
+    fn unknown_fields_kinds_and_classes_are_errors() {
+        let err = generate(&GOOD.replace("kind = \"secure\"", "kind = \"trusted\"")).unwrap_err();
+        assert_eq!(err.to_string(), "vm 'secure': unknown kind 'trusted'");
+        let err = generate(&GOOD.replace("class = \"network\"", "class = \"modem\"")).unwrap_err();
+        assert_eq!(err.to_string(), "device 'net0': unknown class 'modem'");
+        let err = generate(&GOOD.replace("cpus = [2]", "cpu = [2]")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `cpu`"), "{err}");
+        let err = generate("this is not toml").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

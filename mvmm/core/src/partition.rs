@@ -1,0 +1,585 @@
+//! The board and partition model: which VM owns which CPUs, RAM and devices.
+//!
+//! A board file (`boards/<board>/board.toml`) is parsed and validated on the
+//! host at build time (see [`crate::config`]) and turned into a `const`
+//! [`Board`] that mvmm links in, so EL2 never parses text. The same types and
+//! the same [`Board::validate`] are used on both sides.
+
+use core::fmt;
+
+/// Most VMs a board may declare (VMIDs 1..=MAX_VMS).
+pub const MAX_VMS: usize = 4;
+/// Most physical CPUs a board may declare.
+pub const MAX_CPUS: usize = 8;
+/// Granule of every RAM and MMIO range (stage-2 uses 4 KiB pages).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// A half-open physical or guest-physical range `[base, base + size)`.
+///
+/// # Invariants
+/// Checked by [`Board::validate`]: `size > 0`, both ends page aligned, no
+/// overflow of `base + size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemRange {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl MemRange {
+    pub const fn new(base: u64, size: u64) -> Self {
+        MemRange { base, size }
+    }
+
+    /// One past the last byte, saturating so a malformed range cannot wrap.
+    pub const fn end(&self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+
+    pub const fn contains(&self, addr: u64) -> bool {
+        addr >= self.base && addr < self.end()
+    }
+
+    /// True when `[addr, addr + len)` lies entirely inside this range.
+    pub const fn contains_range(&self, addr: u64, len: u64) -> bool {
+        match addr.checked_add(len) {
+            Some(end) => addr >= self.base && end <= self.end(),
+            None => false,
+        }
+    }
+
+    pub const fn overlaps(&self, other: &MemRange) -> bool {
+        self.base < other.end() && other.base < self.end()
+    }
+
+    fn well_formed(&self) -> bool {
+        self.size > 0
+            && self.base.checked_add(self.size).is_some()
+            && self.base % PAGE_SIZE == 0
+            && self.size % PAGE_SIZE == 0
+    }
+}
+
+impl fmt::Display for MemRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}..{:#x}", self.base, self.end())
+    }
+}
+
+/// What a device is, as far as partition rules care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceClass {
+    /// A network interface. Never allowed in a secure VM.
+    Network,
+    Rtc,
+    Block,
+    Input,
+    Display,
+    Rng,
+    /// Anything else the board wants to hand to a VM as is.
+    Other,
+}
+
+impl DeviceClass {
+    pub fn from_name(name: &str) -> Option<DeviceClass> {
+        Some(match name {
+            "network" => DeviceClass::Network,
+            "rtc" => DeviceClass::Rtc,
+            "block" => DeviceClass::Block,
+            "input" => DeviceClass::Input,
+            "display" => DeviceClass::Display,
+            "rng" => DeviceClass::Rng,
+            "other" => DeviceClass::Other,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DeviceClass::Network => "network",
+            DeviceClass::Rtc => "rtc",
+            DeviceClass::Block => "block",
+            DeviceClass::Input => "input",
+            DeviceClass::Display => "display",
+            DeviceClass::Rng => "rng",
+            DeviceClass::Other => "other",
+        }
+    }
+}
+
+/// A memory-mapped device of the board that can be passed through to a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Device<'a> {
+    pub name: &'a str,
+    pub class: DeviceClass,
+    pub mmio: MemRange,
+    /// GIC interrupt ids (INTIDs, SPIs are 32 and up) the device raises.
+    pub irqs: &'a [u32],
+}
+
+/// The role of a VM. The rules differ: a secure VM may not own a network
+/// device, and the rich VM owns the power of the whole machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmKind {
+    Rich,
+    Secure,
+}
+
+impl VmKind {
+    pub fn from_name(name: &str) -> Option<VmKind> {
+        match name {
+            "rich" => Some(VmKind::Rich),
+            "secure" => Some(VmKind::Secure),
+            _ => None,
+        }
+    }
+}
+
+/// One VM of the partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vm<'a> {
+    pub name: &'a str,
+    pub kind: VmKind,
+    /// Stage-2 VMID; assigned 1, 2, ... in declaration order.
+    pub vmid: u16,
+    /// Physical CPUs this VM runs on; its vCPU `i` runs on `cpus[i]`.
+    pub cpus: &'a [usize],
+    /// Guest RAM, mapped at the same address in the guest (IPA == PA).
+    pub ram: &'a [MemRange],
+    /// Names of board devices passed through to this VM.
+    pub devices: &'a [&'a str],
+    /// Where vCPU 0 starts, a guest-physical address inside `ram`.
+    pub entry: u64,
+}
+
+/// The generic interrupt controller of the board (GICv3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gic {
+    pub distributor: MemRange,
+    /// All redistributor frames, one `redistributor_stride` per CPU.
+    pub redistributors: MemRange,
+    pub redistributor_stride: u64,
+}
+
+/// The physical UART that mvmm owns and multiplexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uart {
+    pub mmio: MemRange,
+    pub irq: u32,
+}
+
+/// A whole board: the hardware facts and the partition on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Board<'a> {
+    pub name: &'a str,
+    pub cpu_count: usize,
+    /// All RAM of the machine.
+    pub ram: MemRange,
+    /// RAM reserved for mvmm itself (its image, stacks, tables, the
+    /// firmware's DTB); no VM may own any of it.
+    pub mvmm: MemRange,
+    pub uart: Uart,
+    pub gic: Gic,
+    pub devices: &'a [Device<'a>],
+    pub vms: &'a [Vm<'a>],
+}
+
+/// A reason a board description is refused. Every variant names the
+/// offending entry so the build error points at the line to fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionError<'a> {
+    NoVms,
+    TooManyVms { count: usize },
+    CpuCountOutOfRange { count: usize },
+    BadRange { what: &'a str, index: usize, range: MemRange },
+    MvmmOutsideRam { range: MemRange },
+    DuplicateVmName { name: &'a str },
+    DuplicateDeviceName { name: &'a str },
+    VmWithoutCpus { vm: &'a str },
+    VmWithoutRam { vm: &'a str },
+    CpuOutOfRange { vm: &'a str, cpu: usize },
+    CpuGivenTwice { cpu: usize, first: &'a str, second: &'a str },
+    RamOutsideBoard { vm: &'a str, index: usize, range: MemRange },
+    RamOverlapsMvmm { vm: &'a str, index: usize, range: MemRange },
+    RamOverlap { vm: &'a str, index: usize, other_vm: &'a str, other_index: usize, range: MemRange },
+    EntryOutsideRam { vm: &'a str, entry: u64 },
+    UnknownDevice { vm: &'a str, device: &'a str },
+    DeviceGivenTwice { device: &'a str, first: &'a str, second: &'a str },
+    NetworkInSecureVm { vm: &'a str, device: &'a str },
+    DeviceOverlap { device: &'a str, other: &'a str },
+    DeviceInRam { device: &'a str },
+    DeviceHidesUart { device: &'a str },
+    IrqOutOfRange { device: &'a str, irq: u32 },
+}
+
+impl fmt::Display for PartitionError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use PartitionError::*;
+        match *self {
+            NoVms => write!(f, "the board declares no [[vm]]"),
+            TooManyVms { count } => write!(f, "the board declares {count} VMs; at most {MAX_VMS} are supported"),
+            CpuCountOutOfRange { count } => {
+                write!(f, "board cpus = {count}: must be between 1 and {MAX_CPUS}")
+            }
+            BadRange { what, index, range } => write!(
+                f,
+                "{what} range {index} ({range}) is empty, overflows, or is not {PAGE_SIZE}-byte aligned"
+            ),
+            MvmmOutsideRam { range } => write!(f, "board mvmm range {range} is not inside board RAM"),
+            DuplicateVmName { name } => write!(f, "vm '{name}' is declared twice"),
+            DuplicateDeviceName { name } => write!(f, "device '{name}' is declared twice"),
+            VmWithoutCpus { vm } => write!(f, "vm '{vm}' has no cpus"),
+            VmWithoutRam { vm } => write!(f, "vm '{vm}' has no ram"),
+            CpuOutOfRange { vm, cpu } => write!(f, "vm '{vm}': cpu {cpu} does not exist on this board"),
+            CpuGivenTwice { cpu, first, second } => {
+                write!(f, "cpu {cpu} is given twice: to vm '{first}' and to vm '{second}'")
+            }
+            RamOutsideBoard { vm, index, range } => {
+                write!(f, "vm '{vm}' ram[{index}] {range} is outside the board's RAM")
+            }
+            RamOverlapsMvmm { vm, index, range } => {
+                write!(f, "vm '{vm}' ram[{index}] {range} overlaps the RAM reserved for mvmm")
+            }
+            RamOverlap { vm, index, other_vm, other_index, range } => write!(
+                f,
+                "vm '{vm}' ram[{index}] {range} overlaps vm '{other_vm}' ram[{other_index}]"
+            ),
+            EntryOutsideRam { vm, entry } => {
+                write!(f, "vm '{vm}': entry {entry:#x} is not inside its ram")
+            }
+            UnknownDevice { vm, device } => {
+                write!(f, "vm '{vm}' names device '{device}', which the board does not declare")
+            }
+            DeviceGivenTwice { device, first, second } => write!(
+                f,
+                "device '{device}' is given to two VMs: '{first}' and '{second}'"
+            ),
+            NetworkInSecureVm { vm, device } => write!(
+                f,
+                "vm '{vm}' is a secure VM and must not own network device '{device}'"
+            ),
+            DeviceOverlap { device, other } => {
+                write!(f, "device '{device}' overlaps device '{other}'")
+            }
+            DeviceInRam { device } => write!(f, "device '{device}' overlaps board RAM"),
+            DeviceHidesUart { device } => write!(
+                f,
+                "device '{device}' overlaps the UART or GIC, which mvmm owns and no VM may be given"
+            ),
+            IrqOutOfRange { device, irq } => write!(
+                f,
+                "device '{device}': irq {irq} is not a shared peripheral interrupt (32..1020)"
+            ),
+        }
+    }
+}
+
+impl<'a> Board<'a> {
+    /// Looks a board device up by name.
+    pub fn device(&self, name: &str) -> Option<&Device<'a>> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// The VM that runs on physical CPU `cpu`, and its vCPU index there.
+    pub fn vm_of_cpu(&self, cpu: usize) -> Option<(usize, usize)> {
+        self.vms.iter().enumerate().find_map(|(vm_index, vm)| {
+            vm.cpus.iter().position(|&c| c == cpu).map(|vcpu| (vm_index, vcpu))
+        })
+    }
+
+    /// Checks every partition rule; the first violation is returned.
+    pub fn validate(&self) -> Result<(), PartitionError<'a>> {
+        use PartitionError::*;
+        if self.cpu_count == 0 || self.cpu_count > MAX_CPUS {
+            return Err(CpuCountOutOfRange { count: self.cpu_count });
+        }
+        for (what, range) in [("board ram", self.ram), ("board mvmm", self.mvmm)] {
+            if !range.well_formed() {
+                return Err(BadRange { what, index: 0, range });
+            }
+        }
+        if !self.ram.contains_range(self.mvmm.base, self.mvmm.size) {
+            return Err(MvmmOutsideRam { range: self.mvmm });
+        }
+        self.validate_devices()?;
+        if self.vms.is_empty() {
+            return Err(NoVms);
+        }
+        if self.vms.len() > MAX_VMS {
+            return Err(TooManyVms { count: self.vms.len() });
+        }
+        for (i, vm) in self.vms.iter().enumerate() {
+            self.validate_vm(vm)?;
+            for earlier in &self.vms[..i] {
+                self.validate_pair(earlier, vm)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_devices(&self) -> Result<(), PartitionError<'a>> {
+        use PartitionError::*;
+        let owned_by_mvmm = [self.uart.mmio, self.gic.distributor, self.gic.redistributors];
+        for (i, dev) in self.devices.iter().enumerate() {
+            if !dev.mmio.well_formed() {
+                return Err(BadRange { what: dev.name, index: 0, range: dev.mmio });
+            }
+            if dev.mmio.overlaps(&self.ram) {
+                return Err(DeviceInRam { device: dev.name });
+            }
+            if owned_by_mvmm.iter().any(|r| r.overlaps(&dev.mmio)) {
+                return Err(DeviceHidesUart { device: dev.name });
+            }
+            if let Some(&irq) = dev.irqs.iter().find(|&&irq| !(32..1020).contains(&irq)) {
+                return Err(IrqOutOfRange { device: dev.name, irq });
+            }
+            for other in &self.devices[..i] {
+                if other.name == dev.name {
+                    return Err(DuplicateDeviceName { name: dev.name });
+                }
+                if other.mmio.overlaps(&dev.mmio) {
+                    return Err(DeviceOverlap { device: dev.name, other: other.name });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_vm(&self, vm: &Vm<'a>) -> Result<(), PartitionError<'a>> {
+        use PartitionError::*;
+        if vm.cpus.is_empty() {
+            return Err(VmWithoutCpus { vm: vm.name });
+        }
+        if vm.ram.is_empty() {
+            return Err(VmWithoutRam { vm: vm.name });
+        }
+        for (j, &cpu) in vm.cpus.iter().enumerate() {
+            if cpu >= self.cpu_count {
+                return Err(CpuOutOfRange { vm: vm.name, cpu });
+            }
+            if vm.cpus[..j].contains(&cpu) {
+                return Err(CpuGivenTwice { cpu, first: vm.name, second: vm.name });
+            }
+        }
+        for (index, range) in vm.ram.iter().enumerate() {
+            if !range.well_formed() {
+                return Err(BadRange { what: vm.name, index, range: *range });
+            }
+            if !self.ram.contains_range(range.base, range.size) {
+                return Err(RamOutsideBoard { vm: vm.name, index, range: *range });
+            }
+            if range.overlaps(&self.mvmm) {
+                return Err(RamOverlapsMvmm { vm: vm.name, index, range: *range });
+            }
+            if let Some(other_index) = vm.ram[..index].iter().position(|r| r.overlaps(range)) {
+                return Err(RamOverlap {
+                    vm: vm.name,
+                    index,
+                    other_vm: vm.name,
+                    other_index,
+                    range: *range,
+                });
+            }
+        }
+        if !vm.ram.iter().any(|r| r.contains(vm.entry)) {
+            return Err(EntryOutsideRam { vm: vm.name, entry: vm.entry });
+        }
+        for (j, &name) in vm.devices.iter().enumerate() {
+            let Some(dev) = self.device(name) else {
+                return Err(UnknownDevice { vm: vm.name, device: name });
+            };
+            if vm.devices[..j].contains(&name) {
+                return Err(DeviceGivenTwice { device: name, first: vm.name, second: vm.name });
+            }
+            if vm.kind == VmKind::Secure && dev.class == DeviceClass::Network {
+                return Err(NetworkInSecureVm { vm: vm.name, device: name });
+            }
+        }
+        Ok(())
+    }
+
+    /// Rules between two distinct VMs: nothing may be shared.
+    fn validate_pair(&self, first: &Vm<'a>, second: &Vm<'a>) -> Result<(), PartitionError<'a>> {
+        use PartitionError::*;
+        if first.name == second.name {
+            return Err(DuplicateVmName { name: second.name });
+        }
+        if let Some(&cpu) = second.cpus.iter().find(|c| first.cpus.contains(c)) {
+            return Err(CpuGivenTwice { cpu, first: first.name, second: second.name });
+        }
+        for (index, range) in second.ram.iter().enumerate() {
+            if let Some(other_index) = first.ram.iter().position(|r| r.overlaps(range)) {
+                return Err(RamOverlap {
+                    vm: second.name,
+                    index,
+                    other_vm: first.name,
+                    other_index,
+                    range: *range,
+                });
+            }
+        }
+        if let Some(&device) = second.devices.iter().find(|d| first.devices.contains(d)) {
+            return Err(DeviceGivenTwice { device, first: first.name, second: second.name });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub const DEVICES: &[Device<'static>] = &[
+        Device {
+            name: "rtc",
+            class: DeviceClass::Rtc,
+            mmio: MemRange::new(0x0901_0000, 0x1000),
+            irqs: &[34],
+        },
+        Device {
+            name: "net0",
+            class: DeviceClass::Network,
+            mmio: MemRange::new(0x0a00_3000, 0x1000),
+            irqs: &[79],
+        },
+    ];
+
+    pub const VMS: &[Vm<'static>] = &[
+        Vm {
+            name: "rich",
+            kind: VmKind::Rich,
+            vmid: 1,
+            cpus: &[0, 1],
+            ram: &[MemRange::new(0x5000_0000, 0x3000_0000)],
+            devices: &["rtc", "net0"],
+            entry: 0x5000_0000,
+        },
+        Vm {
+            name: "secure",
+            kind: VmKind::Secure,
+            vmid: 2,
+            cpus: &[2],
+            ram: &[MemRange::new(0x4100_0000, 0x0200_0000)],
+            devices: &[],
+            entry: 0x4100_0000,
+        },
+    ];
+
+    pub const BOARD: Board<'static> = Board {
+        name: "test",
+        cpu_count: 3,
+        ram: MemRange::new(0x4000_0000, 0x4000_0000),
+        mvmm: MemRange::new(0x4000_0000, 0x0100_0000),
+        uart: Uart { mmio: MemRange::new(0x0900_0000, 0x1000), irq: 33 },
+        gic: Gic {
+            distributor: MemRange::new(0x0800_0000, 0x1_0000),
+            redistributors: MemRange::new(0x080a_0000, 0x6_0000),
+            redistributor_stride: 0x2_0000,
+        },
+        devices: DEVICES,
+        vms: VMS,
+    };
+
+    fn with_vms<'a>(vms: &'a [Vm<'a>]) -> Result<(), String> {
+        Board { vms, ..BOARD }.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_reference_board_is_valid() {
+        assert_eq!(BOARD.validate(), Ok(()));
+        assert_eq!(BOARD.vm_of_cpu(1), Some((0, 1)));
+        assert_eq!(BOARD.vm_of_cpu(2), Some((1, 0)));
+        assert_eq!(BOARD.vm_of_cpu(7), None);
+    }
+
+    #[test]
+    fn overlapping_ram_names_both_vms() {
+        let secure = Vm { ram: &[MemRange::new(0x5100_0000, 0x1000)], entry: 0x5100_0000, ..VMS[1] };
+        let err = with_vms(&[VMS[0], secure]).unwrap_err();
+        assert_eq!(err, "vm 'secure' ram[0] 0x51000000..0x51001000 overlaps vm 'rich' ram[0]");
+    }
+
+    #[test]
+    fn ram_over_mvmm_or_outside_the_board_is_refused() {
+        let over = Vm { ram: &[MemRange::new(0x40f0_0000, 0x20_0000)], entry: 0x4100_0000, ..VMS[1] };
+        assert!(with_vms(&[VMS[0], over]).unwrap_err().contains("overlaps the RAM reserved for mvmm"));
+        let outside = Vm { ram: &[MemRange::new(0x8000_0000, 0x1000)], entry: 0x8000_0000, ..VMS[1] };
+        assert!(with_vms(&[VMS[0], outside]).unwrap_err().contains("'secure' ram[0] 0x80000000..0x80001000 is outside"));
+    }
+
+    #[test]
+    fn unaligned_empty_and_wrapping_ranges_are_refused() {
+        for range in [
+            MemRange::new(0x4100_0800, 0x1000),
+            MemRange::new(0x4100_0000, 0),
+            MemRange::new(0x4100_0000, 0x1800),
+            MemRange::new(u64::MAX - 0xfff, 0x2000),
+        ] {
+            let vm = Vm { ram: core::slice::from_ref(Box::leak(Box::new(range))), ..VMS[1] };
+            let err = with_vms(&[VMS[0], vm]).unwrap_err();
+            assert!(err.starts_with("secure range 0"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_device_given_to_two_vms_is_refused() {
+        let secure = Vm { devices: &["rtc"], ..VMS[1] };
+        assert_eq!(
+            with_vms(&[VMS[0], secure]).unwrap_err(),
+            "device 'rtc' is given to two VMs: 'rich' and 'secure'"
+        );
+    }
+
+    #[test]
+    fn a_network_device_in_the_secure_vm_is_refused() {
+        let rich = Vm { devices: &["rtc"], ..VMS[0] };
+        let secure = Vm { devices: &["net0"], ..VMS[1] };
+        assert_eq!(
+            with_vms(&[rich, secure]).unwrap_err(),
+            "vm 'secure' is a secure VM and must not own network device 'net0'"
+        );
+    }
+
+    #[test]
+    fn a_cpu_given_twice_is_refused() {
+        let secure = Vm { cpus: &[1], ..VMS[1] };
+        assert_eq!(
+            with_vms(&[VMS[0], secure]).unwrap_err(),
+            "cpu 1 is given twice: to vm 'rich' and to vm 'secure'"
+        );
+        let twice_in_one = Vm { cpus: &[2, 2], ..VMS[1] };
+        assert!(with_vms(&[VMS[0], twice_in_one]).unwrap_err().starts_with("cpu 2 is given twice"));
+        let missing = Vm { cpus: &[5], ..VMS[1] };
+        assert_eq!(with_vms(&[VMS[0], missing]).unwrap_err(), "vm 'secure': cpu 5 does not exist on this board");
+        let none = Vm { cpus: &[], ..VMS[1] };
+        assert_eq!(with_vms(&[VMS[0], none]).unwrap_err(), "vm 'secure' has no cpus");
+    }
+
+    #[test]
+    fn unknown_devices_entries_and_names_are_refused() {
+        let secure = Vm { devices: &["gpu9"], ..VMS[1] };
+        assert_eq!(
+            with_vms(&[VMS[0], secure]).unwrap_err(),
+            "vm 'secure' names device 'gpu9', which the board does not declare"
+        );
+        let secure = Vm { entry: 0x5000_0000, ..VMS[1] };
+        assert_eq!(with_vms(&[VMS[0], secure]).unwrap_err(), "vm 'secure': entry 0x50000000 is not inside its ram");
+        let again = Vm { name: "rich", ..VMS[1] };
+        assert_eq!(with_vms(&[VMS[0], again]).unwrap_err(), "vm 'rich' is declared twice");
+        assert_eq!(with_vms(&[]).unwrap_err(), "the board declares no [[vm]]");
+    }
+
+    #[test]
+    fn devices_must_not_overlap_ram_mvmm_hardware_or_each_other() {
+        let bad = |dev: Device<'static>| {
+            let devices: &'static [Device<'static>] = Box::leak(Box::new([DEVICES[0], dev]));
+            Board { devices, ..BOARD }.validate().map_err(|e| e.to_string()).unwrap_err()
+        };
+        let d = |base: u64| Device { name: "x", class: DeviceClass::Other, mmio: MemRange::new(base, 0x1000), irqs: &[] };
+        assert_eq!(bad(d(0x4000_0000)), "device 'x' overlaps board RAM");
+        assert!(bad(d(0x0900_0000)).starts_with("device 'x' overlaps the UART or GIC"));
+        assert!(bad(d(0x0800_0000)).starts_with("device 'x' overlaps the UART or GIC"));
+        assert_eq!(bad(d(0x0901_0000)), "device 'x' overlaps device 'rtc'");
+        assert_eq!(bad(Device { name: "rtc", ..d(0x0a00_0000) }), "device 'rtc' is declared twice");
+        assert_eq!(bad(Device { irqs: &[27], ..d(0x0a00_0000) }), "device 'x': irq 27 is not a shared peripheral interrupt (32..1020)");
+    }
+}
