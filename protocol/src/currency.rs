@@ -68,6 +68,11 @@ impl Currency {
         core::str::from_utf8(&self.code).unwrap_or("???")
     }
 
+    /// The three-letter code as bytes, for example `*b"EUR"`.
+    pub fn code_bytes(&self) -> [u8; 3] {
+        self.code
+    }
+
     /// Number of decimal places of the minor unit (2 for EUR, 0 for JPY).
     pub fn exponent(&self) -> u8 {
         self.exponent
@@ -88,7 +93,10 @@ mod tests {
         assert_eq!(Currency::from_code("EUR").map(|c| c.exponent()), Some(2));
         assert_eq!(Currency::from_code("JPY").map(|c| c.exponent()), Some(0));
         assert_eq!(Currency::from_code("KWD").map(|c| c.exponent()), Some(3));
-        assert_eq!(Currency::from_code("EUR").map(|c| c.code() == "EUR"), Some(true));
+        assert_eq!(
+            Currency::from_code("EUR").map(|c| c.code() == "EUR"),
+            Some(true)
+        );
     }
 
     #[test]
