@@ -1,13 +1,28 @@
 //! The trusted display of the secure VM: the screens the user approves payments on, and
 //! the input that answers them.
 //!
-//! Everything here is `no_std`, safe Rust and host-tested. The module split:
+//! Everything here is `no_std`, safe Rust and tested on the host:
 //! - [`text`]: the canonical transaction statement that is displayed and signed.
+//! - [`layout`]: where everything goes, for any display size; touch hit-testing.
+//! - [`input`]: key events, buttons and the masked PIN entry.
+//! - [`screens`]: the approval, PIN, result, lockout and timeout screens.
+//!
+//! See `docs/trusted-ui.md` for the design.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod input;
+pub mod layout;
+mod paint;
+pub mod screens;
 pub mod text;
 
+pub use input::{Button, KeyEvent, PIN_MAX_LEN, Pin, PinEntry, PinStep};
+pub use layout::{ButtonList, Layout, MAX_BUTTONS, Orientation, Screen};
+pub use paint::{DrawError, SCREEN_TEXT_CAPACITY, ScreenText};
+pub use screens::{
+    HEADER_TEXT, Outcome, draw_approval, draw_lockout, draw_pin_entry, draw_result, draw_timeout,
+};
 pub use text::{
     AMOUNT_TEXT_CAPACITY, APPROVAL_TEXT_CAPACITY, ApprovalText, ApprovalView,
     CREDENTIAL_LABEL_MAX_LEN, Field, MERCHANT_MAX_LEN, SECURITY_WORD_MAX_LEN, TextError,

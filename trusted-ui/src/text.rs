@@ -40,7 +40,7 @@ pub const APPROVAL_TEXT_CAPACITY: usize = 128;
 pub const AMOUNT_TEXT_CAPACITY: usize = 32;
 
 /// Longest merchant name, in characters (printable ASCII, so also bytes).
-pub const MERCHANT_MAX_LEN: usize = 32;
+pub const MERCHANT_MAX_LEN: usize = 30;
 
 /// Longest credential label, in characters.
 pub const CREDENTIAL_LABEL_MAX_LEN: usize = 24;
