@@ -113,7 +113,11 @@ impl Layout {
         let base = self.base_scale();
         match role {
             TextRole::Body => base,
-            TextRole::Large => base.saturating_add(1),
+            // Portrait phones have height to spare: make the amount stand out more.
+            TextRole::Large => match self.orientation {
+                Orientation::Landscape => base.saturating_add(1),
+                Orientation::Portrait => base.saturating_add(2),
+            },
             TextRole::Small => base.saturating_sub(1).max(1),
         }
     }

@@ -192,11 +192,7 @@ where
             Screen::Result,
             Symbol::Check,
             GO,
-            &[
-                "Approved",
-                "Payment approved.",
-                "You can return to your app.",
-            ],
+            &["Approved", "Payment approved.", "Return to your app."],
         ),
         Outcome::Declined => message(
             target,
@@ -221,7 +217,7 @@ where
         &[
             "PIN locked",
             "Too many wrong PINs.",
-            "Contact your card issuer.",
+            "Call your card issuer.",
         ],
     )
 }
@@ -267,6 +263,36 @@ where
     let gap = p.layout.gap();
 
     let diameter = p.layout.area().size.width.min(p.layout.area().size.height) / 4;
+    let role_of = |index: usize| {
+        if index == 0 {
+            TextRole::Large
+        } else {
+            TextRole::Body
+        }
+    };
+    // Centre the disc and the lines vertically in the room above the buttons.
+    let content = lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let scale = fit_scale(line, p.layout.scale(role_of(index)), column.size.width);
+            text_size(line, scale).height.saturating_add(gap)
+        })
+        .fold(
+            diameter.saturating_add(gap.saturating_mul(2)),
+            u32::saturating_add,
+        );
+    let buttons_top = p
+        .layout
+        .buttons(screen)
+        .first()
+        .map_or(column.top_left.y, |(_, rect)| rect.top_left.y);
+    let room = u32::try_from(buttons_top.saturating_sub(column.top_left.y)).unwrap_or(0);
+    let column = Rectangle::new(
+        offset(column.top_left, 0, room.saturating_sub(content) / 2),
+        column.size,
+    );
+
     let disc = Circle::new(
         offset(
             column.top_left,
@@ -280,11 +306,8 @@ where
 
     let mut y = diameter.saturating_add(gap.saturating_mul(2));
     for (index, line) in lines.iter().enumerate() {
-        let (role, ink) = if index == 0 {
-            (TextRole::Large, colour)
-        } else {
-            (TextRole::Body, INK)
-        };
+        let role = role_of(index);
+        let ink = if index == 0 { colour } else { INK };
         let used = p.line(line, column, y, role, ink, Align::Center)?;
         y = y.saturating_add(used).saturating_add(gap);
     }
