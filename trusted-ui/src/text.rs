@@ -20,8 +20,9 @@
 //!
 //! Free text (merchant, credential label, security word) must be printable ASCII
 //! (`' '..='~'`), non-empty, without leading or trailing spaces, and within a per-field
-//! length. Anything else is refused with a [`TextError`] naming the field, so the screen
-//! never has to draw a glyph the font lacks, a control character, or a look-alike letter.
+//! length (the rule of `protocol::is_display_text`). Anything else is refused with a
+//! [`TextError`] naming the field, so the screen never has to draw a glyph the font lacks,
+//! a control character, or a look-alike letter.
 
 use core::fmt::{self, Write as _};
 
@@ -39,11 +40,12 @@ pub const APPROVAL_TEXT_CAPACITY: usize = 128;
 /// `u64::MAX` has 20 digits; a decimal point, a space and the three-letter code make 25.
 pub const AMOUNT_TEXT_CAPACITY: usize = 32;
 
-/// Longest merchant name, in characters (printable ASCII, so also bytes).
-pub const MERCHANT_MAX_LEN: usize = 30;
+/// Longest merchant name, in characters (printable ASCII, so also bytes): the protocol's
+/// bound, so every merchant a valid request carries can be shown.
+pub const MERCHANT_MAX_LEN: usize = protocol::MAX_MERCHANT_LEN;
 
-/// Longest credential label, in characters.
-pub const CREDENTIAL_LABEL_MAX_LEN: usize = 24;
+/// Longest credential label, in characters: the protocol's bound.
+pub const CREDENTIAL_LABEL_MAX_LEN: usize = protocol::MAX_LABEL_LEN;
 
 /// Longest personal security word, in characters.
 pub const SECURITY_WORD_MAX_LEN: usize = 16;
@@ -285,6 +287,29 @@ mod tests {
             credential_label: &label,
         };
         assert!(approval_text(&view).is_ok());
+    }
+
+    #[test]
+    fn field_rule_matches_the_protocol() {
+        for text in [
+            "",
+            "a",
+            " a",
+            "a ",
+            "a b",
+            "~",
+            "\u{7f}",
+            "\t",
+            "caf\u{e9}",
+            "!@#$%^&*()",
+            "x\n",
+        ] {
+            assert_eq!(
+                check_field(Field::Merchant, text).is_ok(),
+                protocol::is_display_text(text),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
