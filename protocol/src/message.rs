@@ -209,6 +209,8 @@ pub enum ErrorCode {
     SessionRequired,
     /// The session record was rejected (see [`crate::session::RecordError`]).
     BadRecord,
+    /// The secure side hit an internal limit; nothing was changed.
+    Internal,
 }
 
 /// The request field an [`ErrorCode::InvalidRequest`] names.

@@ -91,6 +91,7 @@ fn every_response() -> std::vec::Vec<Response> {
             ErrorCode::StorageFailure,
             ErrorCode::SessionRequired,
             ErrorCode::BadRecord,
+            ErrorCode::Internal,
         ]
         .map(Err),
     );
