@@ -339,3 +339,19 @@ fn longest_texts_and_odd_sizes_draw_without_panic() {
         draw_lockout(&mut fb).expect("draws");
     }
 }
+
+#[test]
+fn a_single_changed_pixel_is_reported() {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        return; // Nothing to compare while regenerating.
+    }
+    let mut fb = FrameBuffer::new(800, 480);
+    draw_timeout(&mut fb).expect("draws");
+    let i = fb.index(Point::new(123, 45)).expect("inside");
+    fb.pixels[i] = Rgb888::new(1, 2, 3);
+    let error = check_against_golden("timeout", (800, 480), &fb).expect_err("must differ");
+    assert!(
+        error.contains("1 pixels differ, first at (123, 45)"),
+        "{error}"
+    );
+}
