@@ -245,6 +245,10 @@ fn codegen(board: &Board<'_>) -> String {
     }
     let _ = writeln!(s, "    ],");
     let _ = writeln!(s, "}};");
+    let prefixes: Vec<String> =
+        std::iter::once("mvmm").chain(board.vms.iter().map(|vm| vm.name)).map(|n| format!("[{n}] ")).collect();
+    let _ = writeln!(s, "/// Console line prefixes: mvmm, then each VM in order.");
+    let _ = writeln!(s, "pub const CONSOLE_PREFIXES: &[&str] = &{prefixes:?};");
     s
 }
 
@@ -290,6 +294,7 @@ entry = 0x4100_0000
         assert!(src.contains("pub const BOARD: Board<'static>"));
         assert!(src.contains(r#"Vm { name: "secure", kind: VmKind::Secure, vmid: 2, cpus: &[2]"#), "{src}");
         assert!(src.contains("DeviceClass::Network"));
+        assert!(src.contains(r#"CONSOLE_PREFIXES: &[&str] = &["[mvmm] ", "[rich] ", "[secure] "]"#), "{src}");
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! Turns the board file into constants and, for the EL2 target, a linker
+//! memory map. A board file that breaks a partition rule stops the build
+//! here with a message naming the offending entry.
+
+use std::path::PathBuf;
+use std::{env, fs, process};
+
+/// Stack bytes per physical CPU (shared with the boot assembly through the
+/// linker script).
+const STACK_SIZE: u64 = 32 * 1024;
+/// Most CPUs mvmm reserves stacks for (mvmm_core::partition::MAX_CPUS).
+const MAX_CPUS: u64 = 8;
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let board_file = match env::var("MVMM_BOARD_FILE") {
+        Ok(path) => PathBuf::from(path),
+        Err(_) => {
+            let board = env::var("MVMM_BOARD").unwrap_or_else(|_| "qemu-virt".into());
+            root.join("..").join("boards").join(board).join("board.toml")
+        }
+    };
+    println!("cargo:rerun-if-env-changed=MVMM_BOARD");
+    println!("cargo:rerun-if-env-changed=MVMM_BOARD_FILE");
+    println!("cargo:rerun-if-changed={}", board_file.display());
+    println!("cargo:rerun-if-changed=src/arch/aarch64/sections.ld");
+
+    let fail = |msg: String| -> ! {
+        eprintln!("error: board file {}: {msg}", board_file.display());
+        process::exit(1);
+    };
+    let text = fs::read_to_string(&board_file).unwrap_or_else(|e| fail(format!("cannot read it: {e}")));
+    let parsed = mvmm_core::config::BoardFile::parse(&text).unwrap_or_else(|e| fail(e.to_string()));
+    let source = mvmm_core::config::generate(&text).unwrap_or_else(|e| fail(e.to_string()));
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    fs::write(out.join("board.rs"), source).unwrap_or_else(|e| fail(format!("cannot write board.rs: {e}")));
+
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
+        // QEMU puts its DTB at the start of RAM when the image leaves room:
+        // the image starts 2 MiB into mvmm's reservation.
+        let mvmm = &parsed.board.mvmm;
+        let image = mvmm.base + 0x20_0000;
+        let memory = format!(
+            "MEMORY {{ RAM : ORIGIN = {image:#x}, LENGTH = {:#x} }}\n\
+             STACK_SIZE = {STACK_SIZE:#x};\nMAX_CPUS = {MAX_CPUS};\n",
+            mvmm.base + mvmm.size - image
+        );
+        fs::write(out.join("memory.ld"), memory).unwrap_or_else(|e| fail(format!("cannot write memory.ld: {e}")));
+        println!("cargo:rustc-link-search={}", out.display());
+        println!("cargo:rustc-link-arg=-T{}", root.join("src/arch/aarch64/sections.ld").display());
+    }
+    println!("cargo:rustc-env=MVMM_STACK_SIZE={STACK_SIZE}");
+}

@@ -1,0 +1,392 @@
+//! The hypervisor proper: bring-up, the run loop of each vCPU, and what
+//! mvmm does with every guest exit.
+//!
+//! The decisions come from `mvmm_core` (trap decoding, PSCI, the virtual
+//! UART, the console multiplexer, stage-2 planning); hardware access goes
+//! through `crate::arch`. No guest action reaches a panic: anything
+//! unexpected is logged with the VM's name and answered with an exception
+//! injected into that guest.
+
+use crate::arch::{self, GuestRegs};
+use crate::board::{BOARD, CONSOLE_PREFIXES};
+use crate::log;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use mvmm_core::console::ConsoleMux;
+use mvmm_core::partition::{MAX_CPUS, MAX_VMS, Vm, VmKind};
+use mvmm_core::psci::{self, Call, Outcome, VcpuPower};
+use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
+use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, sysreg};
+use mvmm_core::vuart::VirtualPl011;
+use spin::Mutex;
+
+/// Console writer 0 is mvmm; VM `i` writes as `i + 1`.
+pub const MVMM_SOURCE: usize = 0;
+/// Stage-2 tables per VM: root, two level-2 tables and level-3 tables for
+/// device windows and unaligned RAM edges.
+const TABLES_PER_VM: usize = 16;
+/// Faults logged per VM before mvmm only counts them (a guest must not be
+/// able to flood the console).
+const FAULT_LOG_LIMIT: u32 = 32;
+/// The virtual timer's interrupt.
+const VTIMER_INTID: u32 = 27;
+
+/// What mvmm keeps per VM.
+struct VmState {
+    uart: VirtualPl011,
+    power: [VcpuPower; MAX_CPUS],
+    stage2_root: u64,
+    faults: u32,
+    off: bool,
+}
+
+impl VmState {
+    const fn new() -> Self {
+        VmState {
+            uart: VirtualPl011::new(),
+            power: [VcpuPower::Off; MAX_CPUS],
+            stage2_root: 0,
+            faults: 0,
+            off: false,
+        }
+    }
+}
+
+#[repr(C, align(4096))]
+struct Stage2Pool([Table; TABLES_PER_VM]);
+
+static VMS: [Mutex<VmState>; MAX_VMS] = [const { Mutex::new(VmState::new()) }; MAX_VMS];
+static STAGE2: [Mutex<Stage2Pool>; MAX_VMS] =
+    [const { Mutex::new(Stage2Pool([[0; ENTRIES]; TABLES_PER_VM])) }; MAX_VMS];
+static CONSOLE: Mutex<ConsoleMux<'static>> = Mutex::new(ConsoleMux::new(CONSOLE_PREFIXES));
+/// The VM whose vUART receives what is typed on the physical console.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes bytes from console writer `source` (see [`MVMM_SOURCE`]).
+pub fn console_write(source: usize, bytes: &[u8]) {
+    let mut mux = CONSOLE.lock();
+    for &b in bytes {
+        mux.write(source, b, &mut arch::console_write_byte);
+    }
+}
+
+/// First code of every CPU after the boot assembly.
+pub fn cpu_main(cpu: usize, dtb: u64) -> ! {
+    if cpu == 0 {
+        boot(dtb);
+    }
+    arch::init_cpu_interface(cpu);
+    match BOARD.vm_of_cpu(cpu) {
+        Some((vm, vcpu)) => run_vcpu(cpu, vm, vcpu),
+        None => {
+            log!("cpu {cpu}: not given to any VM; idle");
+            loop {
+                arch::wait_for_interrupt();
+            }
+        }
+    }
+}
+
+/// Boot CPU only: stage-2 tables for every VM, the GIC, the other CPUs.
+fn boot(dtb: u64) {
+    log!(
+        "mVMM {} on board '{}': {} CPUs{}",
+        env!("CARGO_PKG_VERSION"),
+        BOARD.name,
+        BOARD.cpu_count,
+        // QEMU passes no DTB pointer to an ELF image; a Linux-style boot does.
+        if dtb != 0 { " (firmware DTB given)" } else { "" }
+    );
+    let rich = BOARD.vms.iter().position(|vm| vm.kind == VmKind::Rich).unwrap_or(0);
+    FOCUS.store(rich, Ordering::Relaxed);
+    for (i, vm) in BOARD.vms.iter().enumerate() {
+        let mut pool = STAGE2[i].lock();
+        let pool_pa = (&raw const pool.0) as u64;
+        let built = Stage2Builder::new(&mut pool.0, pool_pa).and_then(|mut b| {
+            b.map_vm(&BOARD, vm)?;
+            Ok((b.root_pa(), b.tables_used()))
+        });
+        match built {
+            Ok((root, tables)) => {
+                VMS[i].lock().stage2_root = root;
+                log!(
+                    "vm '{}' (VMID {}): cpus {:?}, ram {}, devices {:?}, {} stage-2 tables",
+                    vm.name,
+                    vm.vmid,
+                    vm.cpus,
+                    vm.ram[0],
+                    vm.devices,
+                    tables
+                );
+            }
+            Err(e) => {
+                // Validated at build time, so this is an mvmm bug: the VM
+                // stays off rather than running with a partial map.
+                VMS[i].lock().off = true;
+                log!("vm '{}': cannot build stage-2 tables ({e:?}); it will not run", vm.name);
+            }
+        }
+    }
+    arch::init_distributor();
+    for cpu in 1..BOARD.cpu_count {
+        if let Err(code) = arch::cpu_start(cpu) {
+            log!("cpu {cpu}: firmware refused CPU_ON ({code})");
+        }
+    }
+}
+
+/// Runs vCPU `vcpu` of VM `vm` on this CPU, for ever.
+fn run_vcpu(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
+    let vm = &BOARD.vms[vm_index];
+    let root = VMS[vm_index].lock().stage2_root;
+    if root == 0 {
+        park();
+    }
+    arch::install_vm(vm.vmid, root, vcpu);
+    if vcpu == 0 {
+        VMS[vm_index].lock().power[0] = VcpuPower::On;
+        log!("vm '{}': vcpu 0 starts at {:#x} on cpu {cpu}", vm.name, vm.entry);
+        start_guest(cpu, vm.entry, 0)
+    } else {
+        wait_for_cpu_on(cpu, vm_index, vcpu)
+    }
+}
+
+fn start_guest(cpu: usize, entry: u64, arg: u64) -> ! {
+    arch::reset_el1();
+    arch::enter_guest(&GuestRegs::at_entry(entry, arg), cpu)
+}
+
+/// Waits until the VM's PSCI CPU_ON names this vCPU, then starts it.
+fn wait_for_cpu_on(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
+    loop {
+        {
+            let mut state = VMS[vm_index].lock();
+            if let VcpuPower::OnPending { entry, context } = state.power[vcpu] {
+                state.power[vcpu] = VcpuPower::On;
+                drop(state);
+                start_guest(cpu, entry, context);
+            }
+        }
+        arch::wait_for_event();
+    }
+}
+
+/// Stops this CPU for good.
+fn park() -> ! {
+    loop {
+        arch::wait_for_interrupt();
+    }
+}
+
+/// The VM and vCPU running on this CPU.
+fn current() -> Option<(usize, usize, &'static Vm<'static>)> {
+    let (vm, vcpu) = BOARD.vm_of_cpu(arch::this_cpu())?;
+    Some((vm, vcpu, &BOARD.vms[vm]))
+}
+
+/// A synchronous exception from the guest on this CPU.
+pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
+    let Some((vm_index, vcpu, vm)) = current() else { park() };
+    match Exit::decode(esr) {
+        Exit::Wfi => {
+            regs.elr += 4;
+            arch::wait_for_interrupt();
+        }
+        Exit::Wfe => regs.elr += 4,
+        Exit::Hvc { .. } => power_call(regs, vm_index, vcpu, vm),
+        Exit::Smc { .. } => {
+            // A trapped SMC returns to the SMC itself; an HVC to the next
+            // instruction.
+            regs.elr += 4;
+            power_call(regs, vm_index, vcpu, vm);
+        }
+        Exit::SysReg(access) if access.encoding() == sysreg::ACTLR_EL1 => {
+            // Implementation-defined: reads as zero, writes ignored.
+            if access.read {
+                regs.set(access.rt, 0);
+            }
+            regs.elr += 4;
+        }
+        Exit::SysReg(access) if access.op0 == 1 => {
+            // DC ISW/CSW/CISW (set/way maintenance, trapped by HCR.TSW):
+            // a guest must not clean or invalidate caches by set/way on a
+            // shared cache hierarchy. Ignored: QEMU models no caches and
+            // stage-2 memory is write-back coherent.
+            regs.elr += 4;
+        }
+        Exit::SysReg(access) => {
+            report(vm_index, vm, regs, format_args!("trapped system register access {access:?}; undefined"));
+            inject(regs, vm_index, vm, Fault::Undefined, None);
+        }
+        Exit::DataAbort(abort) => data_abort(regs, vm_index, vm, &abort),
+        Exit::InstructionAbort { status } => {
+            let (ipa, va) = arch::fault_address();
+            report(
+                vm_index,
+                vm,
+                regs,
+                format_args!("stage-2 fault: instruction fetch at IPA {ipa:#x} (VA {va:#x}, status {status:#x}) outside its partition; injecting an abort"),
+            );
+            inject(regs, vm_index, vm, Fault::InstructionAbort, Some(va));
+        }
+        Exit::Other { class, iss } => {
+            report(
+                vm_index,
+                vm,
+                regs,
+                format_args!("unexpected trap (class {class:#x}, syndrome {iss:#x}); injecting an undefined instruction"),
+            );
+            inject(regs, vm_index, vm, Fault::Undefined, None);
+        }
+    }
+}
+
+/// PSCI / SMCCC from a guest, through SMC or HVC.
+fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'static>) {
+    let call = Call::decode([regs.x[0], regs.x[1], regs.x[2], regs.x[3]]);
+    let mut state = VMS[vm_index].lock();
+    let vcpus = vm.cpus.len();
+    match psci::handle(call, vcpu, &mut state.power[..vcpus], vm.ram) {
+        Outcome::Return(value) => regs.x[0] = value,
+        Outcome::StartVcpu { .. } => {
+            regs.x[0] = psci::ret::SUCCESS as u64;
+            drop(state);
+            arch::send_event();
+        }
+        Outcome::StopCaller => {
+            drop(state);
+            wait_for_cpu_on(arch::this_cpu(), vm_index, vcpu);
+        }
+        Outcome::SystemOff => {
+            state.off = true;
+            drop(state);
+            log!("vm '{}': PSCI SYSTEM_OFF", vm.name);
+            let all_off = VMS.iter().take(BOARD.vms.len()).all(|s| s.lock().off);
+            if vm.kind == VmKind::Rich || all_off {
+                log!("powering off");
+                arch::system_off();
+            }
+            park();
+        }
+        Outcome::SystemReset => {
+            let others_on = state.power[..vcpus]
+                .iter()
+                .enumerate()
+                .any(|(i, p)| i != vcpu && *p != VcpuPower::Off);
+            if others_on {
+                state.off = true;
+                drop(state);
+                log!("vm '{}': PSCI SYSTEM_RESET with other vCPUs running is not supported yet; the VM is stopped", vm.name);
+                park();
+            }
+            state.power[..vcpus].fill(VcpuPower::Off);
+            state.power[vcpu] = VcpuPower::On;
+            state.uart = VirtualPl011::new();
+            drop(state);
+            log!("vm '{}': PSCI SYSTEM_RESET: restarting the VM at {:#x}", vm.name, vm.entry);
+            start_guest(arch::this_cpu(), vm.entry, 0);
+        }
+    }
+}
+
+/// A stage-2 data abort: the virtual UART, or an access outside the VM.
+fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &DataAbort) {
+    let (ipa, va) = arch::fault_address();
+    let uart = BOARD.uart.mmio;
+    if uart.contains(ipa) && abort.syndrome_valid && !abort.stage1_walk {
+        let offset = ipa - uart.base;
+        let mut state = VMS[vm_index].lock();
+        let result = if abort.write {
+            state.uart.write(offset, abort.size, regs.get(abort.register) as u32)
+        } else {
+            if FOCUS.load(Ordering::Relaxed) == vm_index {
+                while state.uart.input_space() > 0 {
+                    let Some(byte) = arch::console_read_byte() else { break };
+                    state.uart.push_input(byte);
+                }
+            }
+            state.uart.read(offset, abort.size).map(|raw| {
+                regs.set(abort.register, trap::load_value(abort, u64::from(raw)));
+                None
+            })
+        };
+        drop(state);
+        match result {
+            Ok(output) => {
+                if let Some(byte) = output {
+                    console_write(vm_index + 1, &[byte]);
+                }
+                regs.elr += 4;
+            }
+            Err(_) => {
+                report(vm_index, vm, regs, format_args!("bad {}-byte access to its UART at offset {offset:#x}; injecting an abort", abort.size));
+                inject(regs, vm_index, vm, Fault::DataAbort { write: abort.write }, Some(va));
+            }
+        }
+        return;
+    }
+    report(
+        vm_index,
+        vm,
+        regs,
+        format_args!(
+            "stage-2 fault: {} at IPA {ipa:#x} (VA {va:#x}) outside its partition; injecting an abort",
+            if abort.write { "write" } else { "read" }
+        ),
+    );
+    inject(regs, vm_index, vm, Fault::DataAbort { write: abort.write }, Some(va));
+}
+
+/// Logs a guest event with the VM's name, up to [`FAULT_LOG_LIMIT`] per VM.
+fn report(vm_index: usize, vm: &Vm<'static>, regs: &GuestRegs, what: core::fmt::Arguments<'_>) {
+    let count = {
+        let mut state = VMS[vm_index].lock();
+        state.faults = state.faults.saturating_add(1);
+        state.faults
+    };
+    if count <= FAULT_LOG_LIMIT {
+        log!("vm '{}': {} (pc {:#x})", vm.name, what, regs.elr);
+    }
+    if count == FAULT_LOG_LIMIT {
+        log!("vm '{}': further faults are counted, not logged", vm.name);
+    }
+}
+
+/// Delivers `fault` to the guest's EL1 vectors. A guest whose vectors are
+/// not inside its own RAM could only fault again, for ever: it is stopped.
+fn inject(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, fault: Fault, far: Option<u64>) {
+    let vbar = arch::guest_vbar();
+    if !vm.ram.iter().any(|r| r.contains_range(vbar, 0x800)) {
+        log!("vm '{}': no exception vectors in its RAM (VBAR_EL1 {vbar:#x}); stopping this vCPU", vm.name);
+        VMS[vm_index].lock().off = true;
+        park();
+    }
+    let at = GuestPosition { pc: regs.elr, pstate: regs.spsr, vbar };
+    let injection = trap::inject(fault, at);
+    arch::set_el1_exception(injection.esr_el1, far, injection.elr_el1, injection.spsr_el1);
+    regs.elr = injection.pc;
+    regs.spsr = injection.pstate;
+}
+
+/// A physical interrupt while the guest ran.
+pub fn guest_irq(_regs: &mut GuestRegs) {
+    while let Some(intid) = arch::ack_interrupt() {
+        if intid == VTIMER_INTID {
+            // Priority drop only: the guest's EOI deactivates it (HW bit).
+            arch::end_of_interrupt(intid, false);
+            if !arch::inject_virtual(intid, true) {
+                arch::end_of_interrupt(intid, true);
+            }
+        } else {
+            arch::end_of_interrupt(intid, true);
+            log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
+        }
+    }
+}
+
+/// An FIQ or SError from the guest: logged; the guest continues.
+pub fn guest_unexpected(regs: &mut GuestRegs, kind: &str) {
+    if let Some((vm_index, _, vm)) = current() {
+        report(vm_index, vm, regs, format_args!("unexpected {kind}"));
+    }
+}
