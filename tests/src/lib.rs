@@ -1,1 +1,246 @@
-//! placeholder
+//! The QEMU side of mVMM's tests: where the images are, how QEMU is started
+//! for a board, and a console harness that waits for text with a deadline.
+//!
+//! `cargo xtask run` uses [`qemu_command`] too, so a test boots exactly
+//! what a developer boots.
+
+use mvmm_core::config::{BoardFile, QemuSection};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use std::{fmt, fs, thread};
+
+/// Environment variable naming the directory with the built images
+/// (`cargo xtask test` sets it).
+pub const IMAGE_DIR_VAR: &str = "MVMM_IMAGE_DIR";
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The board file of `board` (e.g. `qemu-virt`).
+pub fn board_file(board: &str) -> PathBuf {
+    repo_root().join("boards").join(board).join("board.toml")
+}
+
+/// Reads a board file and its `[qemu]` section.
+pub fn load_board(board: &str) -> Result<(BoardFile, QemuSection), String> {
+    let path = board_file(board);
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = BoardFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let qemu = file
+        .qemu
+        .clone()
+        .ok_or_else(|| format!("{}: no [qemu] section: this board does not run under QEMU", path.display()))?;
+    Ok((file, qemu))
+}
+
+/// The ELF images one boot needs.
+#[derive(Clone, Debug)]
+pub struct Images {
+    pub mvmm: PathBuf,
+    /// Guest images, loaded at their own physical addresses.
+    pub guests: Vec<PathBuf>,
+}
+
+impl Images {
+    /// The images of `cargo xtask build` in `dir`: mvmm, secure-os, and the
+    /// probe guest in the rich VM's slot.
+    pub fn in_dir(dir: &Path) -> Images {
+        Images {
+            mvmm: dir.join("mvmm"),
+            guests: vec![dir.join("secure-os"), dir.join("probe-guest")],
+        }
+    }
+
+    /// The images named by [`IMAGE_DIR_VAR`]; panics with a hint when it is
+    /// not set (the QEMU tests are run by `cargo xtask test`).
+    pub fn from_env() -> Images {
+        let dir = std::env::var_os(IMAGE_DIR_VAR)
+            .unwrap_or_else(|| panic!("{IMAGE_DIR_VAR} is not set: run the QEMU tests with `cargo xtask test`"));
+        Images::in_dir(Path::new(&dir))
+    }
+
+    pub fn missing(&self) -> Vec<&Path> {
+        std::iter::once(&self.mvmm).chain(&self.guests).map(PathBuf::as_path).filter(|p| !p.exists()).collect()
+    }
+}
+
+/// How the console is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Console {
+    /// Interactive: serial and QEMU monitor on the terminal (Ctrl-A X quits).
+    Terminal,
+    /// For tests: serial on stdio, no monitor, no escape character.
+    Piped,
+}
+
+/// The QEMU command line that boots `images` on `board`.
+pub fn qemu_command(board: &BoardFile, qemu: &QemuSection, images: &Images, console: Console) -> Command {
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args(["-M", &qemu.machine, "-cpu", &qemu.cpu, "-m", &qemu.memory]);
+    cmd.args(["-smp", &board.board.cpus.to_string()]);
+    cmd.arg("-kernel").arg(&images.mvmm);
+    for guest in &images.guests {
+        let mut arg = std::ffi::OsString::from("loader,file=");
+        arg.push(guest);
+        cmd.arg("-device").arg(arg);
+    }
+    // A reset request from the firmware ends the run instead of rebooting.
+    cmd.arg("-no-reboot");
+    match console {
+        Console::Terminal => cmd.arg("-nographic"),
+        Console::Piped => cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]),
+    };
+    cmd.args(&qemu.extra_args);
+    cmd
+}
+
+/// Text on the console that means a test has failed, whatever it expects.
+pub const FAILURE_PATTERNS: &[&str] = &["PANIC", "no exception vectors", "unexpected trap", "unexpected interrupt"];
+
+#[derive(Default)]
+struct Output {
+    text: String,
+    /// Output streams (stdout, stderr) that have ended.
+    closed_streams: u8,
+}
+
+/// Why an expectation failed.
+#[derive(Debug)]
+pub enum ConsoleError {
+    Timeout { wanted: String, waited: Duration },
+    Failure { pattern: &'static str },
+    Exited { wanted: String },
+}
+
+impl fmt::Display for ConsoleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsoleError::Timeout { wanted, waited } => write!(f, "no {wanted:?} on the console after {waited:?}"),
+            ConsoleError::Failure { pattern } => write!(f, "failure pattern {pattern:?} on the console"),
+            ConsoleError::Exited { wanted } => write!(f, "QEMU exited before {wanted:?} appeared"),
+        }
+    }
+}
+
+/// A running QEMU whose serial console the test reads and types into.
+/// QEMU is killed when this is dropped.
+pub struct Machine {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    output: Arc<(Mutex<Output>, Condvar)>,
+    /// Bytes of output already matched by earlier expectations.
+    cursor: usize,
+}
+
+impl Machine {
+    /// Boots the default board with the images from the environment.
+    pub fn boot() -> Machine {
+        let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+        let images = Images::from_env();
+        let missing = images.missing();
+        assert!(missing.is_empty(), "images missing: {missing:?}; run `cargo xtask test`");
+        Machine::start(qemu_command(&board, &qemu, &images, Console::Piped))
+    }
+
+    /// Starts `cmd` with piped stdio; its output is echoed to this process's
+    /// stdout (captured by the test harness unless the test fails).
+    pub fn start(mut cmd: Command) -> Machine {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let output = Arc::new((Mutex::new(Output::default()), Condvar::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = Arc::clone(&output);
+            thread::spawn(move || pump(stream, &output));
+        }
+        Machine { stdin: child.stdin.take(), child, output, cursor: 0 }
+    }
+
+    /// Waits until `wanted` appears after everything matched so far; fails
+    /// at once on a failure pattern.
+    pub fn expect(&mut self, wanted: &str, timeout: Duration) -> Result<String, ConsoleError> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.output;
+        let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(pattern) = FAILURE_PATTERNS.iter().find(|p| out.text.contains(*p)) {
+                return Err(ConsoleError::Failure { pattern });
+            }
+            if let Some(at) = out.text[self.cursor..].find(wanted) {
+                let end = self.cursor + at + wanted.len();
+                let line_end = out.text[end..].find('\n').map_or(out.text.len(), |i| end + i);
+                let matched = out.text[self.cursor..line_end].to_string();
+                self.cursor = end;
+                return Ok(matched);
+            }
+            if out.closed_streams == 2 {
+                return Err(ConsoleError::Exited { wanted: wanted.into() });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ConsoleError::Timeout { wanted: wanted.into(), waited: timeout });
+            }
+            out = cond.wait_timeout(out, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Everything the machine printed so far.
+    pub fn transcript(&self) -> String {
+        self.output.0.lock().unwrap_or_else(|e| e.into_inner()).text.clone()
+    }
+
+    /// Types `text` on the serial console.
+    pub fn send(&mut self, text: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(text.as_bytes()).and_then(|()| stdin.flush());
+        }
+    }
+
+    /// Waits for QEMU to exit by itself; kills it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pump(mut stream: Box<dyn Read + Send>, output: &(Mutex<Output>, Condvar)) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        let (lock, cond) = output;
+        let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if n == 0 {
+            out.closed_streams += 1;
+            cond.notify_all();
+            return;
+        }
+        let chunk = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+        print!("{chunk}");
+        out.text.push_str(&chunk);
+        cond.notify_all();
+    }
+}

@@ -1,1 +1,276 @@
-fn main() {}
+//! `cargo xtask`: build, boot and test mVMM with one command each.
+//!
+//! It installs what the project needs on a Debian machine (QEMU, the rustup
+//! targets) and says what is missing elsewhere.
+
+use clap::{Parser, Subcommand};
+use mvmm_tests::{Console, Images, IMAGE_DIR_VAR, load_board, qemu_command, repo_root};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+use std::{env, fs};
+
+/// Cross targets, as in rust-toolchain.toml.
+const TARGET_EL2: &str = "aarch64-unknown-none-softfloat";
+const TARGET_EL1: &str = "aarch64-unknown-none";
+const TARGET_LINUX: &str = "aarch64-unknown-linux-musl";
+/// Crates of the trusted base that must build for the secure VM.
+const NO_STD_CRATES: &[&str] = &["protocol", "payment-app", "trusted-ui", "mvmm-core"];
+/// Debian packages that provide the commands the project runs.
+const APT_PACKAGES: &[(&str, &str)] = &[("qemu-system-aarch64", "qemu-system-arm")];
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, boot and test mVMM",
+    long_about = "Build, boot and test mVMM.\n\nImages go to target/images/<board>/. On Debian as root, \
+missing packages (qemu-system-arm) and rustup targets are installed automatically."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build mvmm and the guest images for a board.
+    Build {
+        /// Board directory under boards/.
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
+    },
+    /// Build, then boot the board in QEMU (quit with Ctrl-A then X).
+    Run {
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
+        /// No window: the console is this terminal (the default when there
+        /// is no display).
+        #[arg(long)]
+        headless: bool,
+    },
+    /// Run every test: host unit tests, the no_std cross-build check, the
+    /// board-validation check, and the QEMU system tests.
+    Test {
+        /// Only the host tests and checks, no QEMU.
+        #[arg(long)]
+        host_only: bool,
+    },
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Build { board } => build(&board).map(|images| print_images(&images)),
+        Cmd::Run { board, headless } => run(&board, headless),
+        Cmd::Test { host_only } => test(host_only),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+/// Runs a command, failing with its name and status.
+fn run_cmd(cmd: &mut Command) -> Result {
+    let status = cmd.status().map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed ({status})")) }
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(repo_root());
+    cmd
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+}
+
+/// Makes sure the cross targets are installed (rustup does not add the
+/// targets of rust-toolchain.toml by itself when auto-install is off).
+fn ensure_targets() -> Result {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(repo_root())
+        .output()
+        .map_err(|e| format!("rustup is needed to add the cross targets: {e}"))?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> =
+        [TARGET_EL2, TARGET_EL1, TARGET_LINUX].into_iter().filter(|t| !installed.lines().any(|l| l == *t)).collect();
+    if !missing.is_empty() {
+        step(&format!("installing rustup targets {}", missing.join(" ")));
+        run_cmd(Command::new("rustup").args(["target", "add"]).args(&missing).current_dir(repo_root()))?;
+    }
+    Ok(())
+}
+
+fn have(command: &str) -> bool {
+    env::var_os("PATH").is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+}
+
+/// Installs missing Debian packages when this is Debian and we are root;
+/// otherwise stops with a message naming them.
+fn ensure_packages() -> Result {
+    let missing: Vec<&str> = APT_PACKAGES.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let debian = Path::new("/etc/debian_version").exists();
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !(debian && root) {
+        return Err(format!(
+            "missing packages: {}. Install them (on Debian: `sudo apt-get install {}`) and retry.",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    step(&format!("installing {} with apt-get", missing.join(" ")));
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    run_cmd(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))
+}
+
+/// Builds mvmm and the guests; returns the image set for QEMU.
+fn build(board: &str) -> Result<Images> {
+    ensure_targets()?;
+    let started = Instant::now();
+    step(&format!("building guests (secure-os, probe-guest) for {TARGET_EL1}"));
+    run_cmd(
+        cargo()
+            .args(["build", "--release", "--target", TARGET_EL1, "-p", "secure-os", "-p", "probe-guest"])
+            .env("MVMM_BOARD", board),
+    )?;
+    step(&format!("building mvmm for {TARGET_EL2}"));
+    run_cmd(cargo().args(["build", "--release", "--target", TARGET_EL2, "-p", "mvmm"]).env("MVMM_BOARD", board))?;
+    let dir = target_dir().join("images").join(board);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let copy = |target: &str, name: &str| -> Result {
+        let from = target_dir().join(target).join("release").join(name);
+        fs::copy(&from, dir.join(name)).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()))
+    };
+    copy(TARGET_EL2, "mvmm")?;
+    copy(TARGET_EL1, "secure-os")?;
+    copy(TARGET_EL1, "probe-guest")?;
+    eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(Images::in_dir(&dir))
+}
+
+fn print_images(images: &Images) {
+    println!("images:");
+    println!("  mvmm (EL2):   {}", images.mvmm.display());
+    for guest in &images.guests {
+        println!("  guest:        {}", guest.display());
+    }
+}
+
+fn run(board: &str, headless: bool) -> Result {
+    ensure_packages()?;
+    let images = build(board)?;
+    let (file, qemu) = load_board(board)?;
+    print_images(&images);
+    let has_display = env::var_os("DISPLAY").is_some() || env::var_os("WAYLAND_DISPLAY").is_some();
+    if !headless && !has_display {
+        eprintln!("no display found: running headless");
+    }
+    // There is no graphical output yet: the console is the interface, so
+    // both modes attach it to this terminal.
+    let mut cmd = qemu_command(&file, &qemu, &images, Console::Terminal);
+    println!("console: this terminal. Lines start with [mvmm], [rich] or [secure].");
+    println!("quit: press Ctrl-A, then X.");
+    println!("$ {cmd:?}");
+    run_cmd(&mut cmd)
+}
+
+fn test(host_only: bool) -> Result {
+    let started = Instant::now();
+    ensure_targets()?;
+    step("host tests: cargo test --workspace");
+    run_cmd(cargo().args(["test", "--workspace"]))?;
+    step(&format!("the trusted base builds for {TARGET_EL1}: {}", NO_STD_CRATES.join(", ")));
+    let mut cmd = cargo();
+    cmd.args(["build", "--target", TARGET_EL1]);
+    for krate in NO_STD_CRATES {
+        cmd.args(["-p", krate]);
+    }
+    run_cmd(&mut cmd)?;
+    check_bad_boards()?;
+    if host_only {
+        eprintln!("\nhost tests passed in {:.0} s (QEMU tests skipped)", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    ensure_packages()?;
+    let images = build("qemu-virt")?;
+    step("QEMU system tests");
+    let dir = images.mvmm.parent().map(Path::to_path_buf).unwrap_or_default();
+    run_cmd(
+        cargo()
+            .args(["test", "-p", "mvmm-tests", "--test", "system", "--", "--ignored", "--test-threads=1"])
+            .env(IMAGE_DIR_VAR, dir),
+    )?;
+    eprintln!("\nall tests passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Each broken board file must stop mvmm's build with a message naming the
+/// offending entry.
+fn check_bad_boards() -> Result {
+    step("bad board files fail the mvmm build with a message naming the entry");
+    let good = fs::read_to_string(mvmm_tests::board_file("qemu-virt")).map_err(|e| e.to_string())?;
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "overlapping RAM",
+            "ram = [{ base = 0x4100_0000, size = 0x0200_0000 }]",
+            "ram = [{ base = 0x5000_0000, size = 0x0200_0000 }]",
+            "vm 'secure' ram[0] 0x50000000..0x52000000 overlaps vm 'rich' ram[0]",
+        ),
+        (
+            "network device in the secure VM",
+            "entry = 0x4100_0000",
+            "entry = 0x4100_0000\ndevices = [\"net0\"]",
+            "vm 'secure' is a secure VM and must not own network device 'net0'",
+        ),
+        (
+            "a device given to two VMs",
+            "entry = 0x4100_0000",
+            "entry = 0x4100_0000\ndevices = [\"rtc\"]",
+            "device 'rtc' is given to two VMs: 'rich' and 'secure'",
+        ),
+        (
+            "a CPU given twice",
+            "cpus = [2]",
+            "cpus = [1]",
+            "cpu 1 is given twice: to vm 'rich' and to vm 'secure'",
+        ),
+    ];
+    let dir = target_dir().join("board-check");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for (name, from, to, expected) in cases {
+        if !good.contains(from) {
+            return Err(format!("board-check case '{name}': the board file no longer contains {from:?}"));
+        }
+        let path = dir.join(format!("{}.toml", name.replace(' ', "-")));
+        fs::write(&path, good.replacen(from, to, 1)).map_err(|e| e.to_string())?;
+        // A separate target dir keeps the real build's fingerprints intact;
+        // the build script needs only the host, so no cross compile runs.
+        let out = cargo()
+            .args(["check", "-p", "mvmm", "--target-dir"])
+            .arg(dir.join("target"))
+            .env("MVMM_BOARD_FILE", &path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !stderr.contains(expected) {
+            return Err(format!("board-check case '{name}': expected the build to fail with {expected:?}; got:\n{stderr}"));
+        }
+        eprintln!("  {name}: refused: {expected}");
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! QEMU system tests: mvmm boots the secure VM (secure-os) and the rich VM
+//! (the probe guest) on the qemu-virt board and keeps them apart.
+//!
+//! They need the images, so they are `#[ignore]`d in a plain `cargo test`;
+//! `cargo xtask test` builds the images and runs them with `--ignored`.
+//! Each test boots its own machine, waits for console text under a
+//! deadline, fails at once on a failure pattern (see `FAILURE_PATTERNS`),
+//! and ends with the rich VM's PSCI SYSTEM_OFF, which must power the whole
+//! machine off with exit status 0.
+
+use mvmm_tests::Machine;
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(30);
+const STEP: Duration = Duration::from_secs(10);
+/// secure-os prints a heartbeat every 5 s of guest time.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Boots and waits until both VMs are up.
+fn booted() -> Machine {
+    let mut m = Machine::boot();
+    ok(m.expect("[mvmm] mVMM", BOOT));
+    ok(m.expect("[secure] secure-os: ready", BOOT));
+    ok(m.expect("[rich] probe: ready", BOOT));
+    m
+}
+
+#[track_caller]
+fn ok(result: Result<String, mvmm_tests::ConsoleError>) -> String {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Powers off through the rich VM and checks QEMU exits cleanly.
+fn power_off(mut m: Machine) {
+    m.send("off\n");
+    ok(m.expect("[mvmm] vm 'rich': PSCI SYSTEM_OFF", STEP));
+    ok(m.expect("[mvmm] powering off", STEP));
+    let status = m.wait_exit(STEP).expect("QEMU did not exit after SYSTEM_OFF");
+    assert!(status.success(), "QEMU exit status {status}");
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn mvmm_boots_secure_os_to_its_banner_on_its_own_cpu() {
+    let mut m = Machine::boot();
+    let banner = ok(m.expect("[mvmm] mVMM", BOOT));
+    assert!(banner.contains("on board 'qemu-virt': 3 CPUs"), "{banner}");
+    ok(m.expect("[mvmm] vm 'secure' (VMID 2): cpus [2]", STEP));
+    ok(m.expect("[secure] secure-os: ready", BOOT));
+    // The secure VM's partition has no network device.
+    assert!(!m.transcript().contains("vm 'secure' (VMID 2): cpus [2], ram 0x41000000..0x43000000, devices [\"net0\"]"));
+    ok(m.expect("[secure] secure-os: heartbeat", HEARTBEAT));
+    ok(m.expect("[rich] probe: ready", BOOT));
+    power_off(m);
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn rich_vm_reading_secure_ram_gets_an_abort_and_the_secure_vm_keeps_running() {
+    let mut m = booted();
+    m.send("peek 0x41000000\n");
+    ok(m.expect(
+        "[mvmm] vm 'rich': stage-2 fault: read at IPA 0x41000000 (VA 0x41000000) outside its partition; injecting an abort",
+        STEP,
+    ));
+    // EC 0x25 (data abort, same EL), IL, DFSC 0x10 (external abort).
+    ok(m.expect("[rich] probe: abort: ESR_EL1=0x96000010 FAR_EL1=0x41000000", STEP));
+    ok(m.expect("[rich] probe: alive after abort", STEP));
+    // The secure VM was not disturbed: its next heartbeat comes.
+    ok(m.expect("[secure] secure-os: heartbeat", HEARTBEAT));
+    // A write to mvmm's own memory is refused the same way.
+    m.send("poke 0x40200000 0xdead\n");
+    ok(m.expect("[mvmm] vm 'rich': stage-2 fault: write at IPA 0x40200000", STEP));
+    ok(m.expect("[rich] probe: alive after abort", STEP));
+    power_off(m);
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn the_gic_and_foreign_devices_are_not_reachable_but_the_vuart_is_emulated() {
+    let mut m = booted();
+    // The GIC distributor belongs to mvmm.
+    m.send("peek 0x08000000\n");
+    ok(m.expect("[mvmm] vm 'rich': stage-2 fault: read at IPA 0x8000000", STEP));
+    ok(m.expect("[rich] probe: alive after abort", STEP));
+    // The virtual PL011 answers its PrimeCell id like the real one.
+    m.send("peek 0x09000fe0\n");
+    ok(m.expect("[rich] probe: peek 0x9000fe0 = 0x11", STEP));
+    // The RTC is passed through to the rich VM: reading it works.
+    m.send("peek 0x09010fe0\n");
+    ok(m.expect("[rich] probe: peek 0x9010fe0 = 0x31", STEP));
+    power_off(m);
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn psci_is_emulated_per_vm() {
+    let mut m = booted();
+    m.send("psci-version\n");
+    ok(m.expect("[rich] probe: psci version 0x10001", STEP));
+    m.send("cpu-on\n");
+    ok(m.expect("[rich] probe: vcpu 1 up", STEP));
+    // Resetting the rich VM restarts it alone.
+    m.send("reset\n");
+    ok(m.expect("[mvmm] vm 'rich': PSCI SYSTEM_RESET: restarting the VM at 0x50000000", STEP));
+    ok(m.expect("[rich] probe: ready", BOOT));
+    ok(m.expect("[secure] secure-os: heartbeat", HEARTBEAT));
+    power_off(m);
+}
