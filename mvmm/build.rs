@@ -12,12 +12,16 @@ const STACK_SIZE: u64 = 32 * 1024;
 const MAX_CPUS: u64 = 8;
 
 fn main() {
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let board_file = match env::var("MVMM_BOARD_FILE") {
         Ok(path) => PathBuf::from(path),
         Err(_) => {
             let board = env::var("MVMM_BOARD").unwrap_or_else(|_| "qemu-virt".into());
-            root.join("..").join("boards").join(board).join("board.toml")
+            root.join("..")
+                .join("boards")
+                .join(board)
+                .join("board.toml")
         }
     };
     println!("cargo:rerun-if-env-changed=MVMM_BOARD");
@@ -29,11 +33,13 @@ fn main() {
         eprintln!("error: board file {}: {msg}", board_file.display());
         process::exit(1);
     };
-    let text = fs::read_to_string(&board_file).unwrap_or_else(|e| fail(format!("cannot read it: {e}")));
+    let text =
+        fs::read_to_string(&board_file).unwrap_or_else(|e| fail(format!("cannot read it: {e}")));
     let parsed = mvmm_core::config::BoardFile::parse(&text).unwrap_or_else(|e| fail(e.to_string()));
     let source = mvmm_core::config::generate(&text).unwrap_or_else(|e| fail(e.to_string()));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    fs::write(out.join("board.rs"), source).unwrap_or_else(|e| fail(format!("cannot write board.rs: {e}")));
+    fs::write(out.join("board.rs"), source)
+        .unwrap_or_else(|e| fail(format!("cannot write board.rs: {e}")));
 
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         // QEMU puts its DTB at the start of RAM when the image leaves room:
@@ -45,9 +51,13 @@ fn main() {
              STACK_SIZE = {STACK_SIZE:#x};\nMAX_CPUS = {MAX_CPUS};\n",
             mvmm.base + mvmm.size - image
         );
-        fs::write(out.join("memory.ld"), memory).unwrap_or_else(|e| fail(format!("cannot write memory.ld: {e}")));
+        fs::write(out.join("memory.ld"), memory)
+            .unwrap_or_else(|e| fail(format!("cannot write memory.ld: {e}")));
         println!("cargo:rustc-link-search={}", out.display());
-        println!("cargo:rustc-link-arg=-T{}", root.join("src/arch/aarch64/sections.ld").display());
+        println!(
+            "cargo:rustc-link-arg=-T{}",
+            root.join("src/arch/aarch64/sections.ld").display()
+        );
     }
     println!("cargo:rustc-env=MVMM_STACK_SIZE={STACK_SIZE}");
 }

@@ -94,9 +94,17 @@ fn boot(dtb: u64) {
         BOARD.name,
         BOARD.cpu_count,
         // QEMU passes no DTB pointer to an ELF image; a Linux-style boot does.
-        if dtb != 0 { " (firmware DTB given)" } else { "" }
+        if dtb != 0 {
+            " (firmware DTB given)"
+        } else {
+            ""
+        }
     );
-    let rich = BOARD.vms.iter().position(|vm| vm.kind == VmKind::Rich).unwrap_or(0);
+    let rich = BOARD
+        .vms
+        .iter()
+        .position(|vm| vm.kind == VmKind::Rich)
+        .unwrap_or(0);
     FOCUS.store(rich, Ordering::Relaxed);
     for (i, vm) in BOARD.vms.iter().enumerate() {
         let mut pool = STAGE2[i].lock();
@@ -122,7 +130,10 @@ fn boot(dtb: u64) {
                 // Validated at build time, so this is an mvmm bug: the VM
                 // stays off rather than running with a partial map.
                 VMS[i].lock().off = true;
-                log!("vm '{}': cannot build stage-2 tables ({e:?}); it will not run", vm.name);
+                log!(
+                    "vm '{}': cannot build stage-2 tables ({e:?}); it will not run",
+                    vm.name
+                );
             }
         }
     }
@@ -144,7 +155,11 @@ fn run_vcpu(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
     arch::install_vm(vm.vmid, root, vcpu);
     if vcpu == 0 {
         VMS[vm_index].lock().power[0] = VcpuPower::On;
-        log!("vm '{}': vcpu 0 starts at {:#x} on cpu {cpu}", vm.name, vm.entry);
+        log!(
+            "vm '{}': vcpu 0 starts at {:#x} on cpu {cpu}",
+            vm.name,
+            vm.entry
+        );
         start_guest(cpu, vm.entry, 0)
     } else {
         wait_for_cpu_on(cpu, vm_index, vcpu)
@@ -186,7 +201,9 @@ fn current() -> Option<(usize, usize, &'static Vm<'static>)> {
 
 /// A synchronous exception from the guest on this CPU.
 pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
-    let Some((vm_index, vcpu, vm)) = current() else { park() };
+    let Some((vm_index, vcpu, vm)) = current() else {
+        park()
+    };
     match Exit::decode(esr) {
         Exit::Wfi => {
             regs.elr += 4;
@@ -215,7 +232,12 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
             regs.elr += 4;
         }
         Exit::SysReg(access) => {
-            report(vm_index, vm, regs, format_args!("trapped system register access {access:?}; undefined"));
+            report(
+                vm_index,
+                vm,
+                regs,
+                format_args!("trapped system register access {access:?}; undefined"),
+            );
             inject(regs, vm_index, vm, Fault::Undefined, None);
         }
         Exit::DataAbort(abort) => data_abort(regs, vm_index, vm, &abort),
@@ -225,7 +247,9 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
                 vm_index,
                 vm,
                 regs,
-                format_args!("stage-2 fault: instruction fetch at IPA {ipa:#x} (VA {va:#x}, status {status:#x}) outside its partition; injecting an abort"),
+                format_args!(
+                    "stage-2 fault: instruction fetch at IPA {ipa:#x} (VA {va:#x}, status {status:#x}) outside its partition; injecting an abort"
+                ),
             );
             inject(regs, vm_index, vm, Fault::InstructionAbort, Some(va));
         }
@@ -234,7 +258,9 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
                 vm_index,
                 vm,
                 regs,
-                format_args!("unexpected trap (class {class:#x}, syndrome {iss:#x}); injecting an undefined instruction"),
+                format_args!(
+                    "unexpected trap (class {class:#x}, syndrome {iss:#x}); injecting an undefined instruction"
+                ),
             );
             inject(regs, vm_index, vm, Fault::Undefined, None);
         }
@@ -276,14 +302,21 @@ fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'stati
             if others_on {
                 state.off = true;
                 drop(state);
-                log!("vm '{}': PSCI SYSTEM_RESET with other vCPUs running is not supported yet; the VM is stopped", vm.name);
+                log!(
+                    "vm '{}': PSCI SYSTEM_RESET with other vCPUs running is not supported yet; the VM is stopped",
+                    vm.name
+                );
                 park();
             }
             state.power[..vcpus].fill(VcpuPower::Off);
             state.power[vcpu] = VcpuPower::On;
             state.uart = VirtualPl011::new();
             drop(state);
-            log!("vm '{}': PSCI SYSTEM_RESET: restarting the VM at {:#x}", vm.name, vm.entry);
+            log!(
+                "vm '{}': PSCI SYSTEM_RESET: restarting the VM at {:#x}",
+                vm.name,
+                vm.entry
+            );
             start_guest(arch::this_cpu(), vm.entry, 0);
         }
     }
@@ -297,11 +330,15 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
         let offset = ipa - uart.base;
         let mut state = VMS[vm_index].lock();
         let result = if abort.write {
-            state.uart.write(offset, abort.size, regs.get(abort.register) as u32)
+            state
+                .uart
+                .write(offset, abort.size, regs.get(abort.register) as u32)
         } else {
             if FOCUS.load(Ordering::Relaxed) == vm_index {
                 while state.uart.input_space() > 0 {
-                    let Some(byte) = arch::console_read_byte() else { break };
+                    let Some(byte) = arch::console_read_byte() else {
+                        break;
+                    };
                     state.uart.push_input(byte);
                 }
             }
@@ -319,8 +356,22 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
                 regs.elr += 4;
             }
             Err(_) => {
-                report(vm_index, vm, regs, format_args!("bad {}-byte access to its UART at offset {offset:#x}; injecting an abort", abort.size));
-                inject(regs, vm_index, vm, Fault::DataAbort { write: abort.write }, Some(va));
+                report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!(
+                        "bad {}-byte access to its UART at offset {offset:#x}; injecting an abort",
+                        abort.size
+                    ),
+                );
+                inject(
+                    regs,
+                    vm_index,
+                    vm,
+                    Fault::DataAbort { write: abort.write },
+                    Some(va),
+                );
             }
         }
         return;
@@ -334,7 +385,13 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
             if abort.write { "write" } else { "read" }
         ),
     );
-    inject(regs, vm_index, vm, Fault::DataAbort { write: abort.write }, Some(va));
+    inject(
+        regs,
+        vm_index,
+        vm,
+        Fault::DataAbort { write: abort.write },
+        Some(va),
+    );
 }
 
 /// Logs a guest event with the VM's name, up to [`FAULT_LOG_LIMIT`] per VM.
@@ -357,13 +414,25 @@ fn report(vm_index: usize, vm: &Vm<'static>, regs: &GuestRegs, what: core::fmt::
 fn inject(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, fault: Fault, far: Option<u64>) {
     let vbar = arch::guest_vbar();
     if !vm.ram.iter().any(|r| r.contains_range(vbar, 0x800)) {
-        log!("vm '{}': no exception vectors in its RAM (VBAR_EL1 {vbar:#x}); stopping this vCPU", vm.name);
+        log!(
+            "vm '{}': no exception vectors in its RAM (VBAR_EL1 {vbar:#x}); stopping this vCPU",
+            vm.name
+        );
         VMS[vm_index].lock().off = true;
         park();
     }
-    let at = GuestPosition { pc: regs.elr, pstate: regs.spsr, vbar };
+    let at = GuestPosition {
+        pc: regs.elr,
+        pstate: regs.spsr,
+        vbar,
+    };
     let injection = trap::inject(fault, at);
-    arch::set_el1_exception(injection.esr_el1, far, injection.elr_el1, injection.spsr_el1);
+    arch::set_el1_exception(
+        injection.esr_el1,
+        far,
+        injection.elr_el1,
+        injection.spsr_el1,
+    );
     regs.elr = injection.pc;
     regs.spsr = injection.pstate;
 }

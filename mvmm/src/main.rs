@@ -45,7 +45,10 @@ pub fn log_line(args: core::fmt::Arguments<'_>) {
             Ok(())
         }
     }
-    let mut line = Line { buf: [0; 240], len: 0 };
+    let mut line = Line {
+        buf: [0; 240],
+        len: 0,
+    };
     let _ = line.write_fmt(args);
     let _ = line.write_str("\n");
     hv::console_write(hv::MVMM_SOURCE, &line.buf[..line.len]);

@@ -31,10 +31,12 @@ pub fn load_board(board: &str) -> Result<(BoardFile, QemuSection), String> {
     let path = board_file(board);
     let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file = BoardFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let qemu = file
-        .qemu
-        .clone()
-        .ok_or_else(|| format!("{}: no [qemu] section: this board does not run under QEMU", path.display()))?;
+    let qemu = file.qemu.clone().ok_or_else(|| {
+        format!(
+            "{}: no [qemu] section: this board does not run under QEMU",
+            path.display()
+        )
+    })?;
     Ok((file, qemu))
 }
 
@@ -59,13 +61,18 @@ impl Images {
     /// The images named by [`IMAGE_DIR_VAR`]; panics with a hint when it is
     /// not set (the QEMU tests are run by `cargo xtask test`).
     pub fn from_env() -> Images {
-        let dir = std::env::var_os(IMAGE_DIR_VAR)
-            .unwrap_or_else(|| panic!("{IMAGE_DIR_VAR} is not set: run the QEMU tests with `cargo xtask test`"));
+        let dir = std::env::var_os(IMAGE_DIR_VAR).unwrap_or_else(|| {
+            panic!("{IMAGE_DIR_VAR} is not set: run the QEMU tests with `cargo xtask test`")
+        });
         Images::in_dir(Path::new(&dir))
     }
 
     pub fn missing(&self) -> Vec<&Path> {
-        std::iter::once(&self.mvmm).chain(&self.guests).map(PathBuf::as_path).filter(|p| !p.exists()).collect()
+        std::iter::once(&self.mvmm)
+            .chain(&self.guests)
+            .map(PathBuf::as_path)
+            .filter(|p| !p.exists())
+            .collect()
     }
 }
 
@@ -79,7 +86,12 @@ pub enum Console {
 }
 
 /// The QEMU command line that boots `images` on `board`.
-pub fn qemu_command(board: &BoardFile, qemu: &QemuSection, images: &Images, console: Console) -> Command {
+pub fn qemu_command(
+    board: &BoardFile,
+    qemu: &QemuSection,
+    images: &Images,
+    console: Console,
+) -> Command {
     let mut cmd = Command::new("qemu-system-aarch64");
     cmd.args(["-M", &qemu.machine, "-cpu", &qemu.cpu, "-m", &qemu.memory]);
     cmd.args(["-smp", &board.board.cpus.to_string()]);
@@ -100,7 +112,12 @@ pub fn qemu_command(board: &BoardFile, qemu: &QemuSection, images: &Images, cons
 }
 
 /// Text on the console that means a test has failed, whatever it expects.
-pub const FAILURE_PATTERNS: &[&str] = &["PANIC", "no exception vectors", "unexpected trap", "unexpected interrupt"];
+pub const FAILURE_PATTERNS: &[&str] = &[
+    "PANIC",
+    "no exception vectors",
+    "unexpected trap",
+    "unexpected interrupt",
+];
 
 #[derive(Default)]
 struct Output {
@@ -120,8 +137,12 @@ pub enum ConsoleError {
 impl fmt::Display for ConsoleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConsoleError::Timeout { wanted, waited } => write!(f, "no {wanted:?} on the console after {waited:?}"),
-            ConsoleError::Failure { pattern } => write!(f, "failure pattern {pattern:?} on the console"),
+            ConsoleError::Timeout { wanted, waited } => {
+                write!(f, "no {wanted:?} on the console after {waited:?}")
+            }
+            ConsoleError::Failure { pattern } => {
+                write!(f, "failure pattern {pattern:?} on the console")
+            }
             ConsoleError::Exited { wanted } => write!(f, "QEMU exited before {wanted:?} appeared"),
         }
     }
@@ -143,19 +164,32 @@ impl Machine {
         let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
         let images = Images::from_env();
         let missing = images.missing();
-        assert!(missing.is_empty(), "images missing: {missing:?}; run `cargo xtask test`");
+        assert!(
+            missing.is_empty(),
+            "images missing: {missing:?}; run `cargo xtask test`"
+        );
         Machine::start(qemu_command(&board, &qemu, &images, Console::Piped))
     }
 
     /// Starts `cmd` with piped stdio; its output is echoed to this process's
     /// stdout (captured by the test harness unless the test fails).
     pub fn start(mut cmd: Command) -> Machine {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let output = Arc::new((Mutex::new(Output::default()), Condvar::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -163,7 +197,12 @@ impl Machine {
             let output = Arc::clone(&output);
             thread::spawn(move || pump(stream, &output));
         }
-        Machine { stdin: child.stdin.take(), child, output, cursor: 0 }
+        Machine {
+            stdin: child.stdin.take(),
+            child,
+            output,
+            cursor: 0,
+        }
     }
 
     /// Waits until `wanted` appears after everything matched so far; fails
@@ -178,31 +217,48 @@ impl Machine {
             }
             if let Some(at) = out.text[self.cursor..].find(wanted) {
                 let end = self.cursor + at + wanted.len();
-                let line_end = out.text[end..].find('\n').map_or(out.text.len(), |i| end + i);
+                let line_end = out.text[end..]
+                    .find('\n')
+                    .map_or(out.text.len(), |i| end + i);
                 let matched = out.text[self.cursor..line_end].to_string();
                 self.cursor = end;
                 return Ok(matched);
             }
             if out.closed_streams == 2 {
-                return Err(ConsoleError::Exited { wanted: wanted.into() });
+                return Err(ConsoleError::Exited {
+                    wanted: wanted.into(),
+                });
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(ConsoleError::Timeout { wanted: wanted.into(), waited: timeout });
+                return Err(ConsoleError::Timeout {
+                    wanted: wanted.into(),
+                    waited: timeout,
+                });
             }
-            out = cond.wait_timeout(out, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            out = cond
+                .wait_timeout(out, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
     /// Everything the machine printed so far.
     pub fn transcript(&self) -> String {
-        self.output.0.lock().unwrap_or_else(|e| e.into_inner()).text.clone()
+        self.output
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .text
+            .clone()
     }
 
     /// Types `text` on the serial console.
     pub fn send(&mut self, text: &str) {
         if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin.write_all(text.as_bytes()).and_then(|()| stdin.flush());
+            let _ = stdin
+                .write_all(text.as_bytes())
+                .and_then(|()| stdin.flush());
         }
     }
 

@@ -35,7 +35,9 @@ fn power_off(mut m: Machine) {
     m.send("off\n");
     ok(m.expect("[mvmm] vm 'rich': PSCI SYSTEM_OFF", STEP));
     ok(m.expect("[mvmm] powering off", STEP));
-    let status = m.wait_exit(STEP).expect("QEMU did not exit after SYSTEM_OFF");
+    let status = m
+        .wait_exit(STEP)
+        .expect("QEMU did not exit after SYSTEM_OFF");
     assert!(status.success(), "QEMU exit status {status}");
 }
 
@@ -48,7 +50,9 @@ fn mvmm_boots_secure_os_to_its_banner_on_its_own_cpu() {
     ok(m.expect("[mvmm] vm 'secure' (VMID 2): cpus [2]", STEP));
     ok(m.expect("[secure] secure-os: ready", BOOT));
     // The secure VM's partition has no network device.
-    assert!(!m.transcript().contains("vm 'secure' (VMID 2): cpus [2], ram 0x41000000..0x43000000, devices [\"net0\"]"));
+    assert!(!m.transcript().contains(
+        "vm 'secure' (VMID 2): cpus [2], ram 0x41000000..0x43000000, devices [\"net0\"]"
+    ));
     ok(m.expect("[secure] secure-os: heartbeat", HEARTBEAT));
     ok(m.expect("[rich] probe: ready", BOOT));
     power_off(m);
@@ -64,13 +68,19 @@ fn rich_vm_reading_secure_ram_gets_an_abort_and_the_secure_vm_keeps_running() {
         STEP,
     ));
     // EC 0x25 (data abort, same EL), IL, DFSC 0x10 (external abort).
-    ok(m.expect("[rich] probe: abort: ESR_EL1=0x96000010 FAR_EL1=0x41000000", STEP));
+    ok(m.expect(
+        "[rich] probe: abort: ESR_EL1=0x96000010 FAR_EL1=0x41000000",
+        STEP,
+    ));
     ok(m.expect("[rich] probe: alive after abort", STEP));
     // The secure VM was not disturbed: its next heartbeat comes.
     ok(m.expect("[secure] secure-os: heartbeat", HEARTBEAT));
     // A write to mvmm's own memory is refused the same way.
     m.send("poke 0x40200000 0xdead\n");
-    ok(m.expect("[mvmm] vm 'rich': stage-2 fault: write at IPA 0x40200000", STEP));
+    ok(m.expect(
+        "[mvmm] vm 'rich': stage-2 fault: write at IPA 0x40200000",
+        STEP,
+    ));
     ok(m.expect("[rich] probe: alive after abort", STEP));
     power_off(m);
 }
@@ -81,7 +91,10 @@ fn the_gic_and_foreign_devices_are_not_reachable_but_the_vuart_is_emulated() {
     let mut m = booted();
     // The GIC distributor belongs to mvmm.
     m.send("peek 0x08000000\n");
-    ok(m.expect("[mvmm] vm 'rich': stage-2 fault: read at IPA 0x8000000", STEP));
+    ok(m.expect(
+        "[mvmm] vm 'rich': stage-2 fault: read at IPA 0x8000000",
+        STEP,
+    ));
     ok(m.expect("[rich] probe: alive after abort", STEP));
     // The virtual PL011 answers its PrimeCell id like the real one.
     m.send("peek 0x09000fe0\n");
@@ -102,7 +115,10 @@ fn psci_is_emulated_per_vm() {
     ok(m.expect("[rich] probe: vcpu 1 up", STEP));
     // Resetting the rich VM restarts it alone.
     m.send("reset\n");
-    ok(m.expect("[mvmm] vm 'rich': PSCI SYSTEM_RESET: restarting the VM at 0x50000000", STEP));
+    ok(m.expect(
+        "[mvmm] vm 'rich': PSCI SYSTEM_RESET: restarting the VM at 0x50000000",
+        STEP,
+    ));
     ok(m.expect("[rich] probe: ready", BOOT));
     ok(m.expect("[secure] secure-os: heartbeat", HEARTBEAT));
     power_off(m);

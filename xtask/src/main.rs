@@ -4,7 +4,7 @@
 //! targets) and says what is missing elsewhere.
 
 use clap::{Parser, Subcommand};
-use mvmm_tests::{Console, Images, IMAGE_DIR_VAR, load_board, qemu_command, repo_root};
+use mvmm_tests::{Console, IMAGE_DIR_VAR, Images, load_board, qemu_command, repo_root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -81,8 +81,14 @@ fn step(what: &str) {
 
 /// Runs a command, failing with its name and status.
 fn run_cmd(cmd: &mut Command) -> Result {
-    let status = cmd.status().map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed ({status})")) }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({status})"))
+    }
 }
 
 fn cargo() -> Command {
@@ -104,28 +110,43 @@ fn ensure_targets() -> Result {
         .output()
         .map_err(|e| format!("rustup is needed to add the cross targets: {e}"))?;
     let installed = String::from_utf8_lossy(&out.stdout);
-    let missing: Vec<&str> =
-        [TARGET_EL2, TARGET_EL1, TARGET_LINUX].into_iter().filter(|t| !installed.lines().any(|l| l == *t)).collect();
+    let missing: Vec<&str> = [TARGET_EL2, TARGET_EL1, TARGET_LINUX]
+        .into_iter()
+        .filter(|t| !installed.lines().any(|l| l == *t))
+        .collect();
     if !missing.is_empty() {
         step(&format!("installing rustup targets {}", missing.join(" ")));
-        run_cmd(Command::new("rustup").args(["target", "add"]).args(&missing).current_dir(repo_root()))?;
+        run_cmd(
+            Command::new("rustup")
+                .args(["target", "add"])
+                .args(&missing)
+                .current_dir(repo_root()),
+        )?;
     }
     Ok(())
 }
 
 fn have(command: &str) -> bool {
-    env::var_os("PATH").is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+    env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
 }
 
 /// Installs missing Debian packages when this is Debian and we are root;
 /// otherwise stops with a message naming them.
 fn ensure_packages() -> Result {
-    let missing: Vec<&str> = APT_PACKAGES.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     let debian = Path::new("/etc/debian_version").exists();
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     if !(debian && root) {
         return Err(format!(
             "missing packages: {}. Install them (on Debian: `sudo apt-get install {}`) and retry.",
@@ -135,26 +156,47 @@ fn ensure_packages() -> Result {
     }
     step(&format!("installing {} with apt-get", missing.join(" ")));
     run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-    run_cmd(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
 }
 
 /// Builds mvmm and the guests; returns the image set for QEMU.
 fn build(board: &str) -> Result<Images> {
     ensure_targets()?;
     let started = Instant::now();
-    step(&format!("building guests (secure-os, probe-guest) for {TARGET_EL1}"));
+    step(&format!(
+        "building guests (secure-os, probe-guest) for {TARGET_EL1}"
+    ));
     run_cmd(
         cargo()
-            .args(["build", "--release", "--target", TARGET_EL1, "-p", "secure-os", "-p", "probe-guest"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                TARGET_EL1,
+                "-p",
+                "secure-os",
+                "-p",
+                "probe-guest",
+            ])
             .env("MVMM_BOARD", board),
     )?;
     step(&format!("building mvmm for {TARGET_EL2}"));
-    run_cmd(cargo().args(["build", "--release", "--target", TARGET_EL2, "-p", "mvmm"]).env("MVMM_BOARD", board))?;
+    run_cmd(
+        cargo()
+            .args(["build", "--release", "--target", TARGET_EL2, "-p", "mvmm"])
+            .env("MVMM_BOARD", board),
+    )?;
     let dir = target_dir().join("images").join(board);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let copy = |target: &str, name: &str| -> Result {
         let from = target_dir().join(target).join("release").join(name);
-        fs::copy(&from, dir.join(name)).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()))
+        fs::copy(&from, dir.join(name))
+            .map(|_| ())
+            .map_err(|e| format!("{}: {e}", from.display()))
     };
     copy(TARGET_EL2, "mvmm")?;
     copy(TARGET_EL1, "secure-os")?;
@@ -194,7 +236,10 @@ fn test(host_only: bool) -> Result {
     ensure_targets()?;
     step("host tests: cargo test --workspace");
     run_cmd(cargo().args(["test", "--workspace"]))?;
-    step(&format!("the trusted base builds for {TARGET_EL1}: {}", NO_STD_CRATES.join(", ")));
+    step(&format!(
+        "the trusted base builds for {TARGET_EL1}: {}",
+        NO_STD_CRATES.join(", ")
+    ));
     let mut cmd = cargo();
     cmd.args(["build", "--target", TARGET_EL1]);
     for krate in NO_STD_CRATES {
@@ -203,19 +248,38 @@ fn test(host_only: bool) -> Result {
     run_cmd(&mut cmd)?;
     check_bad_boards()?;
     if host_only {
-        eprintln!("\nhost tests passed in {:.0} s (QEMU tests skipped)", started.elapsed().as_secs_f64());
+        eprintln!(
+            "\nhost tests passed in {:.0} s (QEMU tests skipped)",
+            started.elapsed().as_secs_f64()
+        );
         return Ok(());
     }
     ensure_packages()?;
     let images = build("qemu-virt")?;
     step("QEMU system tests");
-    let dir = images.mvmm.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = images
+        .mvmm
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     run_cmd(
         cargo()
-            .args(["test", "-p", "mvmm-tests", "--test", "system", "--", "--ignored", "--test-threads=1"])
+            .args([
+                "test",
+                "-p",
+                "mvmm-tests",
+                "--test",
+                "system",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+            ])
             .env(IMAGE_DIR_VAR, dir),
     )?;
-    eprintln!("\nall tests passed in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\nall tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -223,7 +287,8 @@ fn test(host_only: bool) -> Result {
 /// offending entry.
 fn check_bad_boards() -> Result {
     step("bad board files fail the mvmm build with a message naming the entry");
-    let good = fs::read_to_string(mvmm_tests::board_file("qemu-virt")).map_err(|e| e.to_string())?;
+    let good =
+        fs::read_to_string(mvmm_tests::board_file("qemu-virt")).map_err(|e| e.to_string())?;
     let cases: &[(&str, &str, &str, &str)] = &[
         (
             "overlapping RAM",
@@ -254,7 +319,9 @@ fn check_bad_boards() -> Result {
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     for (name, from, to, expected) in cases {
         if !good.contains(from) {
-            return Err(format!("board-check case '{name}': the board file no longer contains {from:?}"));
+            return Err(format!(
+                "board-check case '{name}': the board file no longer contains {from:?}"
+            ));
         }
         let path = dir.join(format!("{}.toml", name.replace(' ', "-")));
         fs::write(&path, good.replacen(from, to, 1)).map_err(|e| e.to_string())?;
@@ -268,7 +335,9 @@ fn check_bad_boards() -> Result {
             .map_err(|e| e.to_string())?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() || !stderr.contains(expected) {
-            return Err(format!("board-check case '{name}': expected the build to fail with {expected:?}; got:\n{stderr}"));
+            return Err(format!(
+                "board-check case '{name}': expected the build to fail with {expected:?}; got:\n{stderr}"
+            ));
         }
         eprintln!("  {name}: refused: {expected}");
     }

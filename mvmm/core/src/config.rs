@@ -100,7 +100,11 @@ pub enum ConfigError {
     /// Not TOML, or not the shape of a board file (the message has the line).
     Syntax(String),
     /// A name field holds an unknown value.
-    UnknownValue { entry: String, field: &'static str, value: String },
+    UnknownValue {
+        entry: String,
+        field: &'static str,
+        value: String,
+    },
     /// The description breaks a partition rule.
     Partition(String),
 }
@@ -109,7 +113,11 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConfigError::Syntax(msg) => write!(f, "{msg}"),
-            ConfigError::UnknownValue { entry, field, value } => {
+            ConfigError::UnknownValue {
+                entry,
+                field,
+                value,
+            } => {
                 write!(f, "{entry}: unknown {field} '{value}'")
             }
             ConfigError::Partition(msg) => write!(f, "{msg}"),
@@ -139,11 +147,12 @@ impl BoardFile {
     pub fn with_board<R>(&self, f: impl FnOnce(&Board<'_>) -> R) -> Result<R, ConfigError> {
         let mut devices = Vec::new();
         for d in &self.devices {
-            let class = DeviceClass::from_name(&d.class).ok_or_else(|| ConfigError::UnknownValue {
-                entry: format!("device '{}'", d.name),
-                field: "class",
-                value: d.class.clone(),
-            })?;
+            let class =
+                DeviceClass::from_name(&d.class).ok_or_else(|| ConfigError::UnknownValue {
+                    entry: format!("device '{}'", d.name),
+                    field: "class",
+                    value: d.class.clone(),
+                })?;
             devices.push(Device {
                 name: &d.name,
                 class,
@@ -151,10 +160,16 @@ impl BoardFile {
                 irqs: &d.irqs,
             });
         }
-        let rams: Vec<Vec<MemRange>> =
-            self.vms.iter().map(|v| v.ram.iter().map(range).collect()).collect();
-        let names: Vec<Vec<&str>> =
-            self.vms.iter().map(|v| v.devices.iter().map(String::as_str).collect()).collect();
+        let rams: Vec<Vec<MemRange>> = self
+            .vms
+            .iter()
+            .map(|v| v.ram.iter().map(range).collect())
+            .collect();
+        let names: Vec<Vec<&str>> = self
+            .vms
+            .iter()
+            .map(|v| v.devices.iter().map(String::as_str).collect())
+            .collect();
         let mut vms = Vec::new();
         for (i, v) in self.vms.iter().enumerate() {
             let kind = VmKind::from_name(&v.kind).ok_or_else(|| ConfigError::UnknownValue {
@@ -178,7 +193,10 @@ impl BoardFile {
             cpu_count: b.cpus,
             ram: range(&b.ram),
             mvmm: range(&b.mvmm),
-            uart: Uart { mmio: MemRange::new(b.uart.base, b.uart.size), irq: b.uart.irq },
+            uart: Uart {
+                mmio: MemRange::new(b.uart.base, b.uart.size),
+                irq: b.uart.irq,
+            },
             gic: Gic {
                 distributor: range(&b.gic.distributor),
                 redistributors: range(&b.gic.redistributors),
@@ -201,14 +219,22 @@ pub fn generate(text: &str) -> Result<String, ConfigError> {
 fn codegen(board: &Board<'_>) -> String {
     let r = |m: MemRange| format!("MemRange::new({:#x}, {:#x})", m.base, m.size);
     let mut s = String::new();
-    let _ = writeln!(s, "// Generated from the board file by mvmm-core's config module. Do not edit.");
+    let _ = writeln!(
+        s,
+        "// Generated from the board file by mvmm-core's config module. Do not edit."
+    );
     let _ = writeln!(s, "use mvmm_core::partition::*;");
     let _ = writeln!(s, "pub const BOARD: Board<'static> = Board {{");
     let _ = writeln!(s, "    name: {:?},", board.name);
     let _ = writeln!(s, "    cpu_count: {},", board.cpu_count);
     let _ = writeln!(s, "    ram: {},", r(board.ram));
     let _ = writeln!(s, "    mvmm: {},", r(board.mvmm));
-    let _ = writeln!(s, "    uart: Uart {{ mmio: {}, irq: {} }},", r(board.uart.mmio), board.uart.irq);
+    let _ = writeln!(
+        s,
+        "    uart: Uart {{ mmio: {}, irq: {} }},",
+        r(board.uart.mmio),
+        board.uart.irq
+    );
     let _ = writeln!(
         s,
         "    gic: Gic {{ distributor: {}, redistributors: {}, redistributor_stride: {:#x} }},",
@@ -245,8 +271,10 @@ fn codegen(board: &Board<'_>) -> String {
     }
     let _ = writeln!(s, "    ],");
     let _ = writeln!(s, "}};");
-    let prefixes: Vec<String> =
-        std::iter::once("mvmm").chain(board.vms.iter().map(|vm| vm.name)).map(|n| format!("[{n}] ")).collect();
+    let prefixes: Vec<String> = std::iter::once("mvmm")
+        .chain(board.vms.iter().map(|vm| vm.name))
+        .map(|n| format!("[{n}] "))
+        .collect();
     let _ = writeln!(s, "/// Console line prefixes: mvmm, then each VM in order.");
     let _ = writeln!(s, "pub const CONSOLE_PREFIXES: &[&str] = &{prefixes:?};");
     s
@@ -292,9 +320,15 @@ entry = 0x4100_0000
     fn a_good_file_generates_constants() {
         let src = generate(&GOOD.replace("0x0a00_3e00", "0x0a00_3000")).unwrap();
         assert!(src.contains("pub const BOARD: Board<'static>"));
-        assert!(src.contains(r#"Vm { name: "secure", kind: VmKind::Secure, vmid: 2, cpus: &[2]"#), "{src}");
+        assert!(
+            src.contains(r#"Vm { name: "secure", kind: VmKind::Secure, vmid: 2, cpus: &[2]"#),
+            "{src}"
+        );
         assert!(src.contains("DeviceClass::Network"));
-        assert!(src.contains(r#"CONSOLE_PREFIXES: &[&str] = &["[mvmm] ", "[rich] ", "[secure] "]"#), "{src}");
+        assert!(
+            src.contains(r#"CONSOLE_PREFIXES: &[&str] = &["[mvmm] ", "[rich] ", "[secure] "]"#),
+            "{src}"
+        );
     }
 
     #[test]
@@ -308,12 +342,21 @@ entry = 0x4100_0000
     #[test]
     fn network_device_in_secure_vm_fails_with_the_vm_and_device() {
         let good = GOOD.replace("0x0a00_3e00", "0x0a00_3000");
-        let bad = good.replace("entry = 0x4100_0000", "entry = 0x4100_0000\ndevices = [\"net0\"]");
+        let bad = good.replace(
+            "entry = 0x4100_0000",
+            "entry = 0x4100_0000\ndevices = [\"net0\"]",
+        );
         let err = generate(&bad).unwrap_err().to_string();
-        assert_eq!(err, "vm 'secure' is a secure VM and must not own network device 'net0'");
+        assert_eq!(
+            err,
+            "vm 'secure' is a secure VM and must not own network device 'net0'"
+        );
         let bad = bad.replace("class = \"network\"", "class = \"rtc\"");
         let err = generate(&bad).unwrap_err().to_string();
-        assert_eq!(err, "device 'net0' is given to two VMs: 'rich' and 'secure'");
+        assert_eq!(
+            err,
+            "device 'net0' is given to two VMs: 'rich' and 'secure'"
+        );
     }
 
     #[test]
@@ -322,7 +365,9 @@ entry = 0x4100_0000
         assert_eq!(err.to_string(), "vm 'secure': unknown kind 'trusted'");
         let err = generate(&GOOD.replace("class = \"network\"", "class = \"modem\"")).unwrap_err();
         assert_eq!(err.to_string(), "device 'net0': unknown class 'modem'");
-        let err = generate(&GOOD.replace("cpus = [2]", "cpu = [2]")).unwrap_err().to_string();
+        let err = generate(&GOOD.replace("cpus = [2]", "cpu = [2]"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `cpu`"), "{err}");
         let err = generate("this is not toml").unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");

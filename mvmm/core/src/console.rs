@@ -37,13 +37,23 @@ pub struct ConsoleMux<'p> {
 impl<'p> ConsoleMux<'p> {
     /// `prefixes[i]` is printed at the start of every line of writer `i`.
     pub const fn new(prefixes: &'p [&'p str]) -> Self {
-        ConsoleMux { prefixes, lines: [Line { started: false, column: 0, after_c2: false }; MAX_SOURCES], owner: None }
+        ConsoleMux {
+            prefixes,
+            lines: [Line {
+                started: false,
+                column: 0,
+                after_c2: false,
+            }; MAX_SOURCES],
+            owner: None,
+        }
     }
 
     /// Writes one byte from writer `source`; `out` receives what goes to
     /// the physical UART. Unknown sources are ignored.
     pub fn write(&mut self, source: usize, byte: u8, out: &mut impl FnMut(u8)) {
-        let Some(&prefix) = self.prefixes.get(source) else { return };
+        let Some(&prefix) = self.prefixes.get(source) else {
+            return;
+        };
         if source >= MAX_SOURCES {
             return;
         }
@@ -117,7 +127,10 @@ mod tests {
 
     #[test]
     fn lines_get_their_writers_prefix() {
-        assert_eq!(run(&[(1, b"hello\n"), (2, b"ready\n")]), "[rich] hello\r\n[secure] ready\r\n");
+        assert_eq!(
+            run(&[(1, b"hello\n"), (2, b"ready\n")]),
+            "[rich] hello\r\n[secure] ready\r\n"
+        );
         assert_eq!(run(&[(1, b"\n")]), "[rich] \r\n");
     }
 
@@ -132,8 +145,15 @@ mod tests {
     #[test]
     fn a_guest_cannot_move_the_cursor_over_a_prefix() {
         // CR, ESC sequences, C1 CSI and backspace at line start are dropped.
-        let out = run(&[(1, b"\r[secure] pay?\n"), (1, b"\x1b[2K\x08\x08x\n"), (1, b"\xc2\x9b1A\n")]);
-        assert_eq!(out, "[rich] [secure] pay?\r\n[rich] [2K\x08\x08x\r\n[rich] \u{fffd}1A\r\n");
+        let out = run(&[
+            (1, b"\r[secure] pay?\n"),
+            (1, b"\x1b[2K\x08\x08x\n"),
+            (1, b"\xc2\x9b1A\n"),
+        ]);
+        assert_eq!(
+            out,
+            "[rich] [secure] pay?\r\n[rich] [2K\x08\x08x\r\n[rich] \u{fffd}1A\r\n"
+        );
         assert!(!out.contains('\x1b'));
         // Backspace inside one's own line works, but not past its start.
         assert_eq!(run(&[(1, b"ab\x08\x08\x08c\n")]), "[rich] ab\x08\x08c\r\n");
@@ -141,7 +161,10 @@ mod tests {
 
     #[test]
     fn utf8_text_passes_through() {
-        assert_eq!(run(&[(2, "Caf\u{e9} 12,50 \u{20ac}\n".as_bytes())]), "[secure] Caf\u{e9} 12,50 \u{20ac}\r\n");
+        assert_eq!(
+            run(&[(2, "Caf\u{e9} 12,50 \u{20ac}\n".as_bytes())]),
+            "[secure] Caf\u{e9} 12,50 \u{20ac}\r\n"
+        );
     }
 
     #[test]

@@ -54,8 +54,8 @@ impl MemRange {
     fn well_formed(&self) -> bool {
         self.size > 0
             && self.base.checked_add(self.size).is_some()
-            && self.base % PAGE_SIZE == 0
-            && self.size % PAGE_SIZE == 0
+            && self.base.is_multiple_of(PAGE_SIZE)
+            && self.size.is_multiple_of(PAGE_SIZE)
     }
 }
 
@@ -188,27 +188,89 @@ pub struct Board<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartitionError<'a> {
     NoVms,
-    TooManyVms { count: usize },
-    CpuCountOutOfRange { count: usize },
-    BadRange { what: &'a str, index: usize, range: MemRange },
-    MvmmOutsideRam { range: MemRange },
-    DuplicateVmName { name: &'a str },
-    DuplicateDeviceName { name: &'a str },
-    VmWithoutCpus { vm: &'a str },
-    VmWithoutRam { vm: &'a str },
-    CpuOutOfRange { vm: &'a str, cpu: usize },
-    CpuGivenTwice { cpu: usize, first: &'a str, second: &'a str },
-    RamOutsideBoard { vm: &'a str, index: usize, range: MemRange },
-    RamOverlapsMvmm { vm: &'a str, index: usize, range: MemRange },
-    RamOverlap { vm: &'a str, index: usize, other_vm: &'a str, other_index: usize, range: MemRange },
-    EntryOutsideRam { vm: &'a str, entry: u64 },
-    UnknownDevice { vm: &'a str, device: &'a str },
-    DeviceGivenTwice { device: &'a str, first: &'a str, second: &'a str },
-    NetworkInSecureVm { vm: &'a str, device: &'a str },
-    DeviceOverlap { device: &'a str, other: &'a str },
-    DeviceInRam { device: &'a str },
-    DeviceHidesUart { device: &'a str },
-    IrqOutOfRange { device: &'a str, irq: u32 },
+    TooManyVms {
+        count: usize,
+    },
+    CpuCountOutOfRange {
+        count: usize,
+    },
+    BadRange {
+        what: &'a str,
+        index: usize,
+        range: MemRange,
+    },
+    MvmmOutsideRam {
+        range: MemRange,
+    },
+    DuplicateVmName {
+        name: &'a str,
+    },
+    DuplicateDeviceName {
+        name: &'a str,
+    },
+    VmWithoutCpus {
+        vm: &'a str,
+    },
+    VmWithoutRam {
+        vm: &'a str,
+    },
+    CpuOutOfRange {
+        vm: &'a str,
+        cpu: usize,
+    },
+    CpuGivenTwice {
+        cpu: usize,
+        first: &'a str,
+        second: &'a str,
+    },
+    RamOutsideBoard {
+        vm: &'a str,
+        index: usize,
+        range: MemRange,
+    },
+    RamOverlapsMvmm {
+        vm: &'a str,
+        index: usize,
+        range: MemRange,
+    },
+    RamOverlap {
+        vm: &'a str,
+        index: usize,
+        other_vm: &'a str,
+        other_index: usize,
+        range: MemRange,
+    },
+    EntryOutsideRam {
+        vm: &'a str,
+        entry: u64,
+    },
+    UnknownDevice {
+        vm: &'a str,
+        device: &'a str,
+    },
+    DeviceGivenTwice {
+        device: &'a str,
+        first: &'a str,
+        second: &'a str,
+    },
+    NetworkInSecureVm {
+        vm: &'a str,
+        device: &'a str,
+    },
+    DeviceOverlap {
+        device: &'a str,
+        other: &'a str,
+    },
+    DeviceInRam {
+        device: &'a str,
+    },
+    DeviceHidesUart {
+        device: &'a str,
+    },
+    IrqOutOfRange {
+        device: &'a str,
+        irq: u32,
+    },
 }
 
 impl fmt::Display for PartitionError<'_> {
@@ -216,7 +278,10 @@ impl fmt::Display for PartitionError<'_> {
         use PartitionError::*;
         match *self {
             NoVms => write!(f, "the board declares no [[vm]]"),
-            TooManyVms { count } => write!(f, "the board declares {count} VMs; at most {MAX_VMS} are supported"),
+            TooManyVms { count } => write!(
+                f,
+                "the board declares {count} VMs; at most {MAX_VMS} are supported"
+            ),
             CpuCountOutOfRange { count } => {
                 write!(f, "board cpus = {count}: must be between 1 and {MAX_CPUS}")
             }
@@ -224,22 +289,41 @@ impl fmt::Display for PartitionError<'_> {
                 f,
                 "{what} range {index} ({range}) is empty, overflows, or is not {PAGE_SIZE}-byte aligned"
             ),
-            MvmmOutsideRam { range } => write!(f, "board mvmm range {range} is not inside board RAM"),
+            MvmmOutsideRam { range } => {
+                write!(f, "board mvmm range {range} is not inside board RAM")
+            }
             DuplicateVmName { name } => write!(f, "vm '{name}' is declared twice"),
             DuplicateDeviceName { name } => write!(f, "device '{name}' is declared twice"),
             VmWithoutCpus { vm } => write!(f, "vm '{vm}' has no cpus"),
             VmWithoutRam { vm } => write!(f, "vm '{vm}' has no ram"),
-            CpuOutOfRange { vm, cpu } => write!(f, "vm '{vm}': cpu {cpu} does not exist on this board"),
+            CpuOutOfRange { vm, cpu } => {
+                write!(f, "vm '{vm}': cpu {cpu} does not exist on this board")
+            }
             CpuGivenTwice { cpu, first, second } => {
-                write!(f, "cpu {cpu} is given twice: to vm '{first}' and to vm '{second}'")
+                write!(
+                    f,
+                    "cpu {cpu} is given twice: to vm '{first}' and to vm '{second}'"
+                )
             }
             RamOutsideBoard { vm, index, range } => {
-                write!(f, "vm '{vm}' ram[{index}] {range} is outside the board's RAM")
+                write!(
+                    f,
+                    "vm '{vm}' ram[{index}] {range} is outside the board's RAM"
+                )
             }
             RamOverlapsMvmm { vm, index, range } => {
-                write!(f, "vm '{vm}' ram[{index}] {range} overlaps the RAM reserved for mvmm")
+                write!(
+                    f,
+                    "vm '{vm}' ram[{index}] {range} overlaps the RAM reserved for mvmm"
+                )
             }
-            RamOverlap { vm, index, other_vm, other_index, range } => write!(
+            RamOverlap {
+                vm,
+                index,
+                other_vm,
+                other_index,
+                range,
+            } => write!(
                 f,
                 "vm '{vm}' ram[{index}] {range} overlaps vm '{other_vm}' ram[{other_index}]"
             ),
@@ -247,9 +331,16 @@ impl fmt::Display for PartitionError<'_> {
                 write!(f, "vm '{vm}': entry {entry:#x} is not inside its ram")
             }
             UnknownDevice { vm, device } => {
-                write!(f, "vm '{vm}' names device '{device}', which the board does not declare")
+                write!(
+                    f,
+                    "vm '{vm}' names device '{device}', which the board does not declare"
+                )
             }
-            DeviceGivenTwice { device, first, second } => write!(
+            DeviceGivenTwice {
+                device,
+                first,
+                second,
+            } => write!(
                 f,
                 "device '{device}' is given to two VMs: '{first}' and '{second}'"
             ),
@@ -282,7 +373,10 @@ impl<'a> Board<'a> {
     /// The VM that runs on physical CPU `cpu`, and its vCPU index there.
     pub fn vm_of_cpu(&self, cpu: usize) -> Option<(usize, usize)> {
         self.vms.iter().enumerate().find_map(|(vm_index, vm)| {
-            vm.cpus.iter().position(|&c| c == cpu).map(|vcpu| (vm_index, vcpu))
+            vm.cpus
+                .iter()
+                .position(|&c| c == cpu)
+                .map(|vcpu| (vm_index, vcpu))
         })
     }
 
@@ -290,11 +384,17 @@ impl<'a> Board<'a> {
     pub fn validate(&self) -> Result<(), PartitionError<'a>> {
         use PartitionError::*;
         if self.cpu_count == 0 || self.cpu_count > MAX_CPUS {
-            return Err(CpuCountOutOfRange { count: self.cpu_count });
+            return Err(CpuCountOutOfRange {
+                count: self.cpu_count,
+            });
         }
         for (what, range) in [("board ram", self.ram), ("board mvmm", self.mvmm)] {
             if !range.well_formed() {
-                return Err(BadRange { what, index: 0, range });
+                return Err(BadRange {
+                    what,
+                    index: 0,
+                    range,
+                });
             }
         }
         if !self.ram.contains_range(self.mvmm.base, self.mvmm.size) {
@@ -305,7 +405,9 @@ impl<'a> Board<'a> {
             return Err(NoVms);
         }
         if self.vms.len() > MAX_VMS {
-            return Err(TooManyVms { count: self.vms.len() });
+            return Err(TooManyVms {
+                count: self.vms.len(),
+            });
         }
         for (i, vm) in self.vms.iter().enumerate() {
             self.validate_vm(vm)?;
@@ -318,10 +420,18 @@ impl<'a> Board<'a> {
 
     fn validate_devices(&self) -> Result<(), PartitionError<'a>> {
         use PartitionError::*;
-        let owned_by_mvmm = [self.uart.mmio, self.gic.distributor, self.gic.redistributors];
+        let owned_by_mvmm = [
+            self.uart.mmio,
+            self.gic.distributor,
+            self.gic.redistributors,
+        ];
         for (i, dev) in self.devices.iter().enumerate() {
             if !dev.mmio.well_formed() {
-                return Err(BadRange { what: dev.name, index: 0, range: dev.mmio });
+                return Err(BadRange {
+                    what: dev.name,
+                    index: 0,
+                    range: dev.mmio,
+                });
             }
             if dev.mmio.overlaps(&self.ram) {
                 return Err(DeviceInRam { device: dev.name });
@@ -330,14 +440,20 @@ impl<'a> Board<'a> {
                 return Err(DeviceHidesUart { device: dev.name });
             }
             if let Some(&irq) = dev.irqs.iter().find(|&&irq| !(32..1020).contains(&irq)) {
-                return Err(IrqOutOfRange { device: dev.name, irq });
+                return Err(IrqOutOfRange {
+                    device: dev.name,
+                    irq,
+                });
             }
             for other in &self.devices[..i] {
                 if other.name == dev.name {
                     return Err(DuplicateDeviceName { name: dev.name });
                 }
                 if other.mmio.overlaps(&dev.mmio) {
-                    return Err(DeviceOverlap { device: dev.name, other: other.name });
+                    return Err(DeviceOverlap {
+                        device: dev.name,
+                        other: other.name,
+                    });
                 }
             }
         }
@@ -357,18 +473,34 @@ impl<'a> Board<'a> {
                 return Err(CpuOutOfRange { vm: vm.name, cpu });
             }
             if vm.cpus[..j].contains(&cpu) {
-                return Err(CpuGivenTwice { cpu, first: vm.name, second: vm.name });
+                return Err(CpuGivenTwice {
+                    cpu,
+                    first: vm.name,
+                    second: vm.name,
+                });
             }
         }
         for (index, range) in vm.ram.iter().enumerate() {
             if !range.well_formed() {
-                return Err(BadRange { what: vm.name, index, range: *range });
+                return Err(BadRange {
+                    what: vm.name,
+                    index,
+                    range: *range,
+                });
             }
             if !self.ram.contains_range(range.base, range.size) {
-                return Err(RamOutsideBoard { vm: vm.name, index, range: *range });
+                return Err(RamOutsideBoard {
+                    vm: vm.name,
+                    index,
+                    range: *range,
+                });
             }
             if range.overlaps(&self.mvmm) {
-                return Err(RamOverlapsMvmm { vm: vm.name, index, range: *range });
+                return Err(RamOverlapsMvmm {
+                    vm: vm.name,
+                    index,
+                    range: *range,
+                });
             }
             if let Some(other_index) = vm.ram[..index].iter().position(|r| r.overlaps(range)) {
                 return Err(RamOverlap {
@@ -381,17 +513,30 @@ impl<'a> Board<'a> {
             }
         }
         if !vm.ram.iter().any(|r| r.contains(vm.entry)) {
-            return Err(EntryOutsideRam { vm: vm.name, entry: vm.entry });
+            return Err(EntryOutsideRam {
+                vm: vm.name,
+                entry: vm.entry,
+            });
         }
         for (j, &name) in vm.devices.iter().enumerate() {
             let Some(dev) = self.device(name) else {
-                return Err(UnknownDevice { vm: vm.name, device: name });
+                return Err(UnknownDevice {
+                    vm: vm.name,
+                    device: name,
+                });
             };
             if vm.devices[..j].contains(&name) {
-                return Err(DeviceGivenTwice { device: name, first: vm.name, second: vm.name });
+                return Err(DeviceGivenTwice {
+                    device: name,
+                    first: vm.name,
+                    second: vm.name,
+                });
             }
             if vm.kind == VmKind::Secure && dev.class == DeviceClass::Network {
-                return Err(NetworkInSecureVm { vm: vm.name, device: name });
+                return Err(NetworkInSecureVm {
+                    vm: vm.name,
+                    device: name,
+                });
             }
         }
         Ok(())
@@ -404,7 +549,11 @@ impl<'a> Board<'a> {
             return Err(DuplicateVmName { name: second.name });
         }
         if let Some(&cpu) = second.cpus.iter().find(|c| first.cpus.contains(c)) {
-            return Err(CpuGivenTwice { cpu, first: first.name, second: second.name });
+            return Err(CpuGivenTwice {
+                cpu,
+                first: first.name,
+                second: second.name,
+            });
         }
         for (index, range) in second.ram.iter().enumerate() {
             if let Some(other_index) = first.ram.iter().position(|r| r.overlaps(range)) {
@@ -418,7 +567,11 @@ impl<'a> Board<'a> {
             }
         }
         if let Some(&device) = second.devices.iter().find(|d| first.devices.contains(d)) {
-            return Err(DeviceGivenTwice { device, first: first.name, second: second.name });
+            return Err(DeviceGivenTwice {
+                device,
+                first: first.name,
+                second: second.name,
+            });
         }
         Ok(())
     }
@@ -469,7 +622,10 @@ pub(crate) mod tests {
         cpu_count: 3,
         ram: MemRange::new(0x4000_0000, 0x4000_0000),
         mvmm: MemRange::new(0x4000_0000, 0x0100_0000),
-        uart: Uart { mmio: MemRange::new(0x0900_0000, 0x1000), irq: 33 },
+        uart: Uart {
+            mmio: MemRange::new(0x0900_0000, 0x1000),
+            irq: 33,
+        },
         gic: Gic {
             distributor: MemRange::new(0x0800_0000, 0x1_0000),
             redistributors: MemRange::new(0x080a_0000, 0x6_0000),
@@ -493,17 +649,40 @@ pub(crate) mod tests {
 
     #[test]
     fn overlapping_ram_names_both_vms() {
-        let secure = Vm { ram: &[MemRange::new(0x5100_0000, 0x1000)], entry: 0x5100_0000, ..VMS[1] };
+        let secure = Vm {
+            ram: &[MemRange::new(0x5100_0000, 0x1000)],
+            entry: 0x5100_0000,
+            ..VMS[1]
+        };
         let err = with_vms(&[VMS[0], secure]).unwrap_err();
-        assert_eq!(err, "vm 'secure' ram[0] 0x51000000..0x51001000 overlaps vm 'rich' ram[0]");
+        assert_eq!(
+            err,
+            "vm 'secure' ram[0] 0x51000000..0x51001000 overlaps vm 'rich' ram[0]"
+        );
     }
 
     #[test]
     fn ram_over_mvmm_or_outside_the_board_is_refused() {
-        let over = Vm { ram: &[MemRange::new(0x40f0_0000, 0x20_0000)], entry: 0x4100_0000, ..VMS[1] };
-        assert!(with_vms(&[VMS[0], over]).unwrap_err().contains("overlaps the RAM reserved for mvmm"));
-        let outside = Vm { ram: &[MemRange::new(0x8000_0000, 0x1000)], entry: 0x8000_0000, ..VMS[1] };
-        assert!(with_vms(&[VMS[0], outside]).unwrap_err().contains("'secure' ram[0] 0x80000000..0x80001000 is outside"));
+        let over = Vm {
+            ram: &[MemRange::new(0x40f0_0000, 0x20_0000)],
+            entry: 0x4100_0000,
+            ..VMS[1]
+        };
+        assert!(
+            with_vms(&[VMS[0], over])
+                .unwrap_err()
+                .contains("overlaps the RAM reserved for mvmm")
+        );
+        let outside = Vm {
+            ram: &[MemRange::new(0x8000_0000, 0x1000)],
+            entry: 0x8000_0000,
+            ..VMS[1]
+        };
+        assert!(
+            with_vms(&[VMS[0], outside])
+                .unwrap_err()
+                .contains("'secure' ram[0] 0x80000000..0x80001000 is outside")
+        );
     }
 
     #[test]
@@ -514,7 +693,10 @@ pub(crate) mod tests {
             MemRange::new(0x4100_0000, 0x1800),
             MemRange::new(u64::MAX - 0xfff, 0x2000),
         ] {
-            let vm = Vm { ram: core::slice::from_ref(Box::leak(Box::new(range))), ..VMS[1] };
+            let vm = Vm {
+                ram: core::slice::from_ref(Box::leak(Box::new(range))),
+                ..VMS[1]
+            };
             let err = with_vms(&[VMS[0], vm]).unwrap_err();
             assert!(err.starts_with("secure range 0"), "{err}");
         }
@@ -522,7 +704,10 @@ pub(crate) mod tests {
 
     #[test]
     fn a_device_given_to_two_vms_is_refused() {
-        let secure = Vm { devices: &["rtc"], ..VMS[1] };
+        let secure = Vm {
+            devices: &["rtc"],
+            ..VMS[1]
+        };
         assert_eq!(
             with_vms(&[VMS[0], secure]).unwrap_err(),
             "device 'rtc' is given to two VMs: 'rich' and 'secure'"
@@ -531,8 +716,14 @@ pub(crate) mod tests {
 
     #[test]
     fn a_network_device_in_the_secure_vm_is_refused() {
-        let rich = Vm { devices: &["rtc"], ..VMS[0] };
-        let secure = Vm { devices: &["net0"], ..VMS[1] };
+        let rich = Vm {
+            devices: &["rtc"],
+            ..VMS[0]
+        };
+        let secure = Vm {
+            devices: &["net0"],
+            ..VMS[1]
+        };
         assert_eq!(
             with_vms(&[rich, secure]).unwrap_err(),
             "vm 'secure' is a secure VM and must not own network device 'net0'"
@@ -541,30 +732,67 @@ pub(crate) mod tests {
 
     #[test]
     fn a_cpu_given_twice_is_refused() {
-        let secure = Vm { cpus: &[1], ..VMS[1] };
+        let secure = Vm {
+            cpus: &[1],
+            ..VMS[1]
+        };
         assert_eq!(
             with_vms(&[VMS[0], secure]).unwrap_err(),
             "cpu 1 is given twice: to vm 'rich' and to vm 'secure'"
         );
-        let twice_in_one = Vm { cpus: &[2, 2], ..VMS[1] };
-        assert!(with_vms(&[VMS[0], twice_in_one]).unwrap_err().starts_with("cpu 2 is given twice"));
-        let missing = Vm { cpus: &[5], ..VMS[1] };
-        assert_eq!(with_vms(&[VMS[0], missing]).unwrap_err(), "vm 'secure': cpu 5 does not exist on this board");
-        let none = Vm { cpus: &[], ..VMS[1] };
-        assert_eq!(with_vms(&[VMS[0], none]).unwrap_err(), "vm 'secure' has no cpus");
+        let twice_in_one = Vm {
+            cpus: &[2, 2],
+            ..VMS[1]
+        };
+        assert!(
+            with_vms(&[VMS[0], twice_in_one])
+                .unwrap_err()
+                .starts_with("cpu 2 is given twice")
+        );
+        let missing = Vm {
+            cpus: &[5],
+            ..VMS[1]
+        };
+        assert_eq!(
+            with_vms(&[VMS[0], missing]).unwrap_err(),
+            "vm 'secure': cpu 5 does not exist on this board"
+        );
+        let none = Vm {
+            cpus: &[],
+            ..VMS[1]
+        };
+        assert_eq!(
+            with_vms(&[VMS[0], none]).unwrap_err(),
+            "vm 'secure' has no cpus"
+        );
     }
 
     #[test]
     fn unknown_devices_entries_and_names_are_refused() {
-        let secure = Vm { devices: &["gpu9"], ..VMS[1] };
+        let secure = Vm {
+            devices: &["gpu9"],
+            ..VMS[1]
+        };
         assert_eq!(
             with_vms(&[VMS[0], secure]).unwrap_err(),
             "vm 'secure' names device 'gpu9', which the board does not declare"
         );
-        let secure = Vm { entry: 0x5000_0000, ..VMS[1] };
-        assert_eq!(with_vms(&[VMS[0], secure]).unwrap_err(), "vm 'secure': entry 0x50000000 is not inside its ram");
-        let again = Vm { name: "rich", ..VMS[1] };
-        assert_eq!(with_vms(&[VMS[0], again]).unwrap_err(), "vm 'rich' is declared twice");
+        let secure = Vm {
+            entry: 0x5000_0000,
+            ..VMS[1]
+        };
+        assert_eq!(
+            with_vms(&[VMS[0], secure]).unwrap_err(),
+            "vm 'secure': entry 0x50000000 is not inside its ram"
+        );
+        let again = Vm {
+            name: "rich",
+            ..VMS[1]
+        };
+        assert_eq!(
+            with_vms(&[VMS[0], again]).unwrap_err(),
+            "vm 'rich' is declared twice"
+        );
         assert_eq!(with_vms(&[]).unwrap_err(), "the board declares no [[vm]]");
     }
 
@@ -572,14 +800,34 @@ pub(crate) mod tests {
     fn devices_must_not_overlap_ram_mvmm_hardware_or_each_other() {
         let bad = |dev: Device<'static>| {
             let devices: &'static [Device<'static>] = Box::leak(Box::new([DEVICES[0], dev]));
-            Board { devices, ..BOARD }.validate().map_err(|e| e.to_string()).unwrap_err()
+            Board { devices, ..BOARD }
+                .validate()
+                .map_err(|e| e.to_string())
+                .unwrap_err()
         };
-        let d = |base: u64| Device { name: "x", class: DeviceClass::Other, mmio: MemRange::new(base, 0x1000), irqs: &[] };
+        let d = |base: u64| Device {
+            name: "x",
+            class: DeviceClass::Other,
+            mmio: MemRange::new(base, 0x1000),
+            irqs: &[],
+        };
         assert_eq!(bad(d(0x4000_0000)), "device 'x' overlaps board RAM");
         assert!(bad(d(0x0900_0000)).starts_with("device 'x' overlaps the UART or GIC"));
         assert!(bad(d(0x0800_0000)).starts_with("device 'x' overlaps the UART or GIC"));
         assert_eq!(bad(d(0x0901_0000)), "device 'x' overlaps device 'rtc'");
-        assert_eq!(bad(Device { name: "rtc", ..d(0x0a00_0000) }), "device 'rtc' is declared twice");
-        assert_eq!(bad(Device { irqs: &[27], ..d(0x0a00_0000) }), "device 'x': irq 27 is not a shared peripheral interrupt (32..1020)");
+        assert_eq!(
+            bad(Device {
+                name: "rtc",
+                ..d(0x0a00_0000)
+            }),
+            "device 'rtc' is declared twice"
+        );
+        assert_eq!(
+            bad(Device {
+                irqs: &[27],
+                ..d(0x0a00_0000)
+            }),
+            "device 'x': irq 27 is not a shared peripheral interrupt (32..1020)"
+        );
     }
 }

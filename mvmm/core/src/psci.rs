@@ -47,24 +47,39 @@ const MIGRATE_NOT_REQUIRED: u64 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
     SmcccVersion,
-    SmcccArchFeatures { fid: u32 },
+    SmcccArchFeatures {
+        fid: u32,
+    },
     Version,
-    Features { fid: u32 },
-    CpuOn { target: u64, entry: u64, context: u64 },
+    Features {
+        fid: u32,
+    },
+    CpuOn {
+        target: u64,
+        entry: u64,
+        context: u64,
+    },
     CpuOff,
-    AffinityInfo { target: u64, level: u64 },
+    AffinityInfo {
+        target: u64,
+        level: u64,
+    },
     MigrateInfoType,
     SystemOff,
     SystemReset,
     /// Any other function id: answered NOT_SUPPORTED.
-    Unknown { fid: u64 },
+    Unknown {
+        fid: u64,
+    },
 }
 
 impl Call {
     /// Decodes x0 (function id) and x1..x3. SMC32 forms only look at the
     /// low 32 bits of their arguments, as SMCCC requires.
     pub fn decode(x: [u64; 4]) -> Call {
-        let Ok(f) = u32::try_from(x[0]) else { return Call::Unknown { fid: x[0] } };
+        let Ok(f) = u32::try_from(x[0]) else {
+            return Call::Unknown { fid: x[0] };
+        };
         let smc32 = f & 0x4000_0000 == 0;
         let arg = |i: usize| if smc32 { x[i] & 0xffff_ffff } else { x[i] };
         match f {
@@ -72,11 +87,16 @@ impl Call {
             fid::SMCCC_ARCH_FEATURES => Call::SmcccArchFeatures { fid: arg(1) as u32 },
             fid::PSCI_VERSION => Call::Version,
             fid::PSCI_FEATURES => Call::Features { fid: arg(1) as u32 },
-            fid::CPU_ON_32 | fid::CPU_ON_64 => Call::CpuOn { target: arg(1), entry: arg(2), context: arg(3) },
+            fid::CPU_ON_32 | fid::CPU_ON_64 => Call::CpuOn {
+                target: arg(1),
+                entry: arg(2),
+                context: arg(3),
+            },
             fid::CPU_OFF => Call::CpuOff,
-            fid::AFFINITY_INFO_32 | fid::AFFINITY_INFO_64 => {
-                Call::AffinityInfo { target: arg(1), level: arg(2) }
-            }
+            fid::AFFINITY_INFO_32 | fid::AFFINITY_INFO_64 => Call::AffinityInfo {
+                target: arg(1),
+                level: arg(2),
+            },
             fid::MIGRATE_INFO_TYPE => Call::MigrateInfoType,
             fid::SYSTEM_OFF => Call::SystemOff,
             fid::SYSTEM_RESET => Call::SystemReset,
@@ -90,7 +110,10 @@ impl Call {
 pub enum VcpuPower {
     Off,
     /// CPU_ON accepted; the vCPU starts at `entry` with x0 = `context`.
-    OnPending { entry: u64, context: u64 },
+    OnPending {
+        entry: u64,
+        context: u64,
+    },
     On,
 }
 
@@ -145,7 +168,11 @@ pub fn handle(call: Call, caller: usize, vcpus: &mut [VcpuPower], ram: &[MemRang
             | fid::SMCCC_VERSION => code(ret::SUCCESS),
             _ => code(ret::NOT_SUPPORTED),
         },
-        Call::CpuOn { target, entry, context } => {
+        Call::CpuOn {
+            target,
+            entry,
+            context,
+        } => {
             let Some(vcpu) = vcpu_of(target, vcpus.len()) else {
                 return code(ret::INVALID_PARAMETERS);
             };
@@ -168,16 +195,14 @@ pub fn handle(call: Call, caller: usize, vcpus: &mut [VcpuPower], ram: &[MemRang
             }
             None => code(ret::INVALID_PARAMETERS),
         },
-        Call::AffinityInfo { target, level } => {
-            match (level, vcpu_of(target, vcpus.len())) {
-                (0, Some(vcpu)) => Outcome::Return(match vcpus[vcpu] {
-                    VcpuPower::On => 0,
-                    VcpuPower::Off => 1,
-                    VcpuPower::OnPending { .. } => 2,
-                }),
-                _ => code(ret::INVALID_PARAMETERS),
-            }
-        }
+        Call::AffinityInfo { target, level } => match (level, vcpu_of(target, vcpus.len())) {
+            (0, Some(vcpu)) => Outcome::Return(match vcpus[vcpu] {
+                VcpuPower::On => 0,
+                VcpuPower::Off => 1,
+                VcpuPower::OnPending { .. } => 2,
+            }),
+            _ => code(ret::INVALID_PARAMETERS),
+        },
         Call::MigrateInfoType => Outcome::Return(MIGRATE_NOT_REQUIRED),
         Call::SystemOff => Outcome::SystemOff,
         Call::SystemReset => Outcome::SystemReset,
@@ -198,17 +223,48 @@ mod tests {
     #[test]
     fn version_features_and_unknown_ids() {
         let mut v = [VcpuPower::On, VcpuPower::Off];
-        assert_eq!(handle(call(fid::PSCI_VERSION, 0, 0, 0), 0, &mut v, RAM), Outcome::Return(VERSION_1_1));
-        assert_eq!(handle(call(fid::PSCI_FEATURES, fid::CPU_ON_64.into(), 0, 0), 0, &mut v, RAM), code(0));
         assert_eq!(
-            handle(call(fid::PSCI_FEATURES, fid::CPU_SUSPEND_64.into(), 0, 0), 0, &mut v, RAM),
+            handle(call(fid::PSCI_VERSION, 0, 0, 0), 0, &mut v, RAM),
+            Outcome::Return(VERSION_1_1)
+        );
+        assert_eq!(
+            handle(
+                call(fid::PSCI_FEATURES, fid::CPU_ON_64.into(), 0, 0),
+                0,
+                &mut v,
+                RAM
+            ),
+            code(0)
+        );
+        assert_eq!(
+            handle(
+                call(fid::PSCI_FEATURES, fid::CPU_SUSPEND_64.into(), 0, 0),
+                0,
+                &mut v,
+                RAM
+            ),
             code(ret::NOT_SUPPORTED)
         );
-        assert_eq!(handle(call(0x8400_00ff, 0, 0, 0), 0, &mut v, RAM), code(ret::NOT_SUPPORTED));
-        assert_eq!(Call::decode([0x1_8400_0000, 0, 0, 0]), Call::Unknown { fid: 0x1_8400_0000 });
-        assert_eq!(handle(call(fid::MIGRATE_INFO_TYPE, 0, 0, 0), 0, &mut v, RAM), Outcome::Return(2));
-        assert_eq!(handle(call(fid::SYSTEM_OFF, 0, 0, 0), 0, &mut v, RAM), Outcome::SystemOff);
-        assert_eq!(handle(call(fid::SYSTEM_RESET, 0, 0, 0), 0, &mut v, RAM), Outcome::SystemReset);
+        assert_eq!(
+            handle(call(0x8400_00ff, 0, 0, 0), 0, &mut v, RAM),
+            code(ret::NOT_SUPPORTED)
+        );
+        assert_eq!(
+            Call::decode([0x1_8400_0000, 0, 0, 0]),
+            Call::Unknown { fid: 0x1_8400_0000 }
+        );
+        assert_eq!(
+            handle(call(fid::MIGRATE_INFO_TYPE, 0, 0, 0), 0, &mut v, RAM),
+            Outcome::Return(2)
+        );
+        assert_eq!(
+            handle(call(fid::SYSTEM_OFF, 0, 0, 0), 0, &mut v, RAM),
+            Outcome::SystemOff
+        );
+        assert_eq!(
+            handle(call(fid::SYSTEM_RESET, 0, 0, 0), 0, &mut v, RAM),
+            Outcome::SystemReset
+        );
     }
 
     #[test]
@@ -216,34 +272,76 @@ mod tests {
         let mut v = [VcpuPower::On, VcpuPower::Off];
         let on = call(fid::CPU_ON_64, 1, 0x5000_1000, 7);
         assert_eq!(handle(on, 0, &mut v, RAM), Outcome::StartVcpu { vcpu: 1 });
-        assert_eq!(v[1], VcpuPower::OnPending { entry: 0x5000_1000, context: 7 });
-        assert_eq!(handle(call(fid::AFFINITY_INFO_64, 1, 0, 0), 0, &mut v, RAM), Outcome::Return(2));
+        assert_eq!(
+            v[1],
+            VcpuPower::OnPending {
+                entry: 0x5000_1000,
+                context: 7
+            }
+        );
+        assert_eq!(
+            handle(call(fid::AFFINITY_INFO_64, 1, 0, 0), 0, &mut v, RAM),
+            Outcome::Return(2)
+        );
         assert_eq!(handle(on, 0, &mut v, RAM), code(ret::ON_PENDING));
         v[1] = VcpuPower::On;
         assert_eq!(handle(on, 0, &mut v, RAM), code(ret::ALREADY_ON));
-        assert_eq!(handle(call(fid::AFFINITY_INFO_64, 1, 0, 0), 0, &mut v, RAM), Outcome::Return(0));
-        assert_eq!(handle(call(fid::CPU_OFF, 0, 0, 0), 1, &mut v, RAM), Outcome::StopCaller);
-        assert_eq!(handle(call(fid::AFFINITY_INFO_64, 1, 0, 0), 0, &mut v, RAM), Outcome::Return(1));
+        assert_eq!(
+            handle(call(fid::AFFINITY_INFO_64, 1, 0, 0), 0, &mut v, RAM),
+            Outcome::Return(0)
+        );
+        assert_eq!(
+            handle(call(fid::CPU_OFF, 0, 0, 0), 1, &mut v, RAM),
+            Outcome::StopCaller
+        );
+        assert_eq!(
+            handle(call(fid::AFFINITY_INFO_64, 1, 0, 0), 0, &mut v, RAM),
+            Outcome::Return(1)
+        );
     }
 
     #[test]
     fn cpu_on_refuses_other_vms_cpus_and_foreign_entry_points() {
         let mut v = [VcpuPower::On, VcpuPower::Off];
         // vCPU 2 does not exist; Aff1 set names another cluster.
-        assert_eq!(handle(call(fid::CPU_ON_64, 2, 0x5000_0000, 0), 0, &mut v, RAM), code(ret::INVALID_PARAMETERS));
-        assert_eq!(handle(call(fid::CPU_ON_64, 0x101, 0x5000_0000, 0), 0, &mut v, RAM), code(ret::INVALID_PARAMETERS));
+        assert_eq!(
+            handle(call(fid::CPU_ON_64, 2, 0x5000_0000, 0), 0, &mut v, RAM),
+            code(ret::INVALID_PARAMETERS)
+        );
+        assert_eq!(
+            handle(call(fid::CPU_ON_64, 0x101, 0x5000_0000, 0), 0, &mut v, RAM),
+            code(ret::INVALID_PARAMETERS)
+        );
         // Entry in the secure VM's RAM, or misaligned.
-        assert_eq!(handle(call(fid::CPU_ON_64, 1, 0x4100_0000, 0), 0, &mut v, RAM), code(ret::INVALID_ADDRESS));
-        assert_eq!(handle(call(fid::CPU_ON_64, 1, 0x5000_0002, 0), 0, &mut v, RAM), code(ret::INVALID_ADDRESS));
+        assert_eq!(
+            handle(call(fid::CPU_ON_64, 1, 0x4100_0000, 0), 0, &mut v, RAM),
+            code(ret::INVALID_ADDRESS)
+        );
+        assert_eq!(
+            handle(call(fid::CPU_ON_64, 1, 0x5000_0002, 0), 0, &mut v, RAM),
+            code(ret::INVALID_ADDRESS)
+        );
         assert_eq!(v[1], VcpuPower::Off);
-        assert_eq!(handle(call(fid::AFFINITY_INFO_64, 0, 1, 0), 0, &mut v, RAM), code(ret::INVALID_PARAMETERS));
+        assert_eq!(
+            handle(call(fid::AFFINITY_INFO_64, 0, 1, 0), 0, &mut v, RAM),
+            code(ret::INVALID_PARAMETERS)
+        );
     }
 
     #[test]
     fn smc32_arguments_are_truncated() {
         assert_eq!(
-            Call::decode([u64::from(fid::CPU_ON_32), 0xffff_ffff_0000_0001, 0x1_5000_0000, 0]),
-            Call::CpuOn { target: 1, entry: 0x5000_0000, context: 0 }
+            Call::decode([
+                u64::from(fid::CPU_ON_32),
+                0xffff_ffff_0000_0001,
+                0x1_5000_0000,
+                0
+            ]),
+            Call::CpuOn {
+                target: 1,
+                entry: 0x5000_0000,
+                context: 0
+            }
         );
     }
 }

@@ -45,7 +45,11 @@ impl Attr {
     }
 
     fn from_bits(bits: u64) -> Attr {
-        if bits & (0b1111 << 2) == MEMATTR_NORMAL_WB { Attr::Normal } else { Attr::Device }
+        if bits & (0b1111 << 2) == MEMATTR_NORMAL_WB {
+            Attr::Normal
+        } else {
+            Attr::Device
+        }
     }
 }
 
@@ -73,12 +77,20 @@ pub enum Stage2Error {
 /// The mappings of `vm`: its RAM, then its devices. The vUART and the GIC
 /// are left unmapped on purpose so that every access traps to mvmm.
 pub fn plan<'a>(board: &'a Board<'a>, vm: &'a Vm<'a>) -> impl Iterator<Item = Mapping> + 'a {
-    let ram = vm.ram.iter().map(|r| Mapping { ipa: *r, pa: r.base, attr: Attr::Normal });
-    let devices = vm.devices.iter().filter_map(move |name| board.device(name)).map(|d| Mapping {
-        ipa: d.mmio,
-        pa: d.mmio.base,
-        attr: Attr::Device,
+    let ram = vm.ram.iter().map(|r| Mapping {
+        ipa: *r,
+        pa: r.base,
+        attr: Attr::Normal,
     });
+    let devices = vm
+        .devices
+        .iter()
+        .filter_map(move |name| board.device(name))
+        .map(|d| Mapping {
+            ipa: d.mmio,
+            pa: d.mmio.base,
+            attr: Attr::Device,
+        });
     ram.chain(devices)
 }
 
@@ -99,7 +111,11 @@ impl<'t> Stage2Builder<'t> {
     pub fn new(tables: &'t mut [Table], pool_pa: u64) -> Result<Self, Stage2Error> {
         let root = tables.first_mut().ok_or(Stage2Error::OutOfTables)?;
         *root = [0; ENTRIES];
-        Ok(Stage2Builder { tables, pool_pa, used: 1 })
+        Ok(Stage2Builder {
+            tables,
+            pool_pa,
+            used: 1,
+        })
     }
 
     /// Physical address of the root table (for VTTBR_EL2).
@@ -115,10 +131,15 @@ impl<'t> Stage2Builder<'t> {
     /// Maps `[ipa, ipa + size)` to `[pa, pa + size)`, with 2 MiB blocks where
     /// both sides are aligned and 4 KiB pages elsewhere.
     pub fn map(&mut self, ipa: u64, pa: u64, size: u64, attr: Attr) -> Result<(), Stage2Error> {
-        if ipa % PAGE_SIZE != 0 || pa % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+        if !ipa.is_multiple_of(PAGE_SIZE)
+            || !pa.is_multiple_of(PAGE_SIZE)
+            || !size.is_multiple_of(PAGE_SIZE)
+        {
             return Err(Stage2Error::Unaligned { ipa });
         }
-        let end = ipa.checked_add(size).ok_or(Stage2Error::OutsideIpaSpace { ipa })?;
+        let end = ipa
+            .checked_add(size)
+            .ok_or(Stage2Error::OutsideIpaSpace { ipa })?;
         if end > 1u64 << IPA_BITS {
             return Err(Stage2Error::OutsideIpaSpace { ipa });
         }
@@ -132,7 +153,11 @@ impl<'t> Stage2Builder<'t> {
             } else {
                 let l2 = self.next_table(0, level_index(i, 1))?;
                 let l3 = self.next_table(l2, level_index(i, 2))?;
-                self.set(l3, level_index(i, 3), p | attr.bits() | VALID | TABLE_OR_PAGE)?;
+                self.set(
+                    l3,
+                    level_index(i, 3),
+                    p | attr.bits() | VALID | TABLE_OR_PAGE,
+                )?;
                 PAGE_SIZE
             };
             offset += step;
@@ -151,7 +176,9 @@ impl<'t> Stage2Builder<'t> {
     fn set(&mut self, table: usize, index: usize, desc: u64) -> Result<(), Stage2Error> {
         let entry = &mut self.tables[table][index];
         if *entry & VALID != 0 {
-            return Err(Stage2Error::AlreadyMapped { ipa: desc & ADDR_MASK });
+            return Err(Stage2Error::AlreadyMapped {
+                ipa: desc & ADDR_MASK,
+            });
         }
         *entry = desc;
         Ok(())
@@ -163,7 +190,9 @@ impl<'t> Stage2Builder<'t> {
         let desc = self.tables[table][index];
         if desc & VALID != 0 {
             if desc & TABLE_OR_PAGE == 0 {
-                return Err(Stage2Error::AlreadyMapped { ipa: desc & ADDR_MASK });
+                return Err(Stage2Error::AlreadyMapped {
+                    ipa: desc & ADDR_MASK,
+                });
             }
             return Ok(self.table_index(desc));
         }
@@ -171,7 +200,8 @@ impl<'t> Stage2Builder<'t> {
         let fresh = self.tables.get_mut(new).ok_or(Stage2Error::OutOfTables)?;
         *fresh = [0; ENTRIES];
         self.used += 1;
-        self.tables[table][index] = self.pool_pa + (new as u64) * PAGE_SIZE | TABLE_OR_PAGE | VALID;
+        self.tables[table][index] =
+            (self.pool_pa + (new as u64) * PAGE_SIZE) | TABLE_OR_PAGE | VALID;
         Ok(new)
     }
 
@@ -194,7 +224,10 @@ impl<'t> Stage2Builder<'t> {
             let is_leaf = level == 3 || desc & TABLE_OR_PAGE == 0;
             if is_leaf {
                 let block = 1u64 << level_shift(level);
-                return Some(((desc & ADDR_MASK & !(block - 1)) | (ipa & (block - 1)), Attr::from_bits(desc)));
+                return Some((
+                    (desc & ADDR_MASK & !(block - 1)) | (ipa & (block - 1)),
+                    Attr::from_bits(desc),
+                ));
             }
             table = self.table_index(desc);
         }
@@ -229,7 +262,11 @@ mod tests {
     }
 
     fn translate(pool: &mut [Table], ipa: u64) -> Option<(u64, Attr)> {
-        let b = Stage2Builder { tables: pool, pool_pa: POOL_PA, used: 0 };
+        let b = Stage2Builder {
+            tables: pool,
+            pool_pa: POOL_PA,
+            used: 0,
+        };
         b.translate(ipa)
     }
 
@@ -238,11 +275,27 @@ mod tests {
         let (mut pool, used) = build(0);
         // Root, L2 for devices, L2 for RAM, one L3 per device 2 MiB window.
         assert_eq!(used, 5);
-        assert_eq!(translate(&mut pool, 0x5000_0000), Some((0x5000_0000, Attr::Normal)));
-        assert_eq!(translate(&mut pool, 0x7fff_fff8), Some((0x7fff_fff8, Attr::Normal)));
-        assert_eq!(translate(&mut pool, 0x0901_0004), Some((0x0901_0004, Attr::Device)));
+        assert_eq!(
+            translate(&mut pool, 0x5000_0000),
+            Some((0x5000_0000, Attr::Normal))
+        );
+        assert_eq!(
+            translate(&mut pool, 0x7fff_fff8),
+            Some((0x7fff_fff8, Attr::Normal))
+        );
+        assert_eq!(
+            translate(&mut pool, 0x0901_0004),
+            Some((0x0901_0004, Attr::Device))
+        );
         // The secure VM's RAM, mvmm, the UART and the GIC are not reachable.
-        for ipa in [0x4100_0000, 0x4000_0000, 0x0900_0000, 0x0800_0000, 0x8000_0000, 0x4fff_ffff] {
+        for ipa in [
+            0x4100_0000,
+            0x4000_0000,
+            0x0900_0000,
+            0x0800_0000,
+            0x8000_0000,
+            0x4fff_ffff,
+        ] {
             assert_eq!(translate(&mut pool, ipa), None, "{ipa:#x}");
         }
     }
@@ -250,8 +303,14 @@ mod tests {
     #[test]
     fn secure_vm_reaches_its_ram_only() {
         let (mut pool, _) = build(1);
-        assert_eq!(translate(&mut pool, 0x4100_0000), Some((0x4100_0000, Attr::Normal)));
-        assert_eq!(translate(&mut pool, 0x42ff_f000), Some((0x42ff_f000, Attr::Normal)));
+        assert_eq!(
+            translate(&mut pool, 0x4100_0000),
+            Some((0x4100_0000, Attr::Normal))
+        );
+        assert_eq!(
+            translate(&mut pool, 0x42ff_f000),
+            Some((0x42ff_f000, Attr::Normal))
+        );
         for ipa in [0x4300_0000, 0x5000_0000, 0x0901_0000, 0x0a00_3000] {
             assert_eq!(translate(&mut pool, ipa), None, "{ipa:#x}");
         }
@@ -268,16 +327,29 @@ mod tests {
     fn bad_requests_are_refused() {
         let mut pool = vec![[0u64; ENTRIES]; 2];
         let mut b = Stage2Builder::new(&mut pool, POOL_PA).unwrap();
-        assert_eq!(b.map(0x1001, 0x1000, 0x1000, Attr::Normal), Err(Stage2Error::Unaligned { ipa: 0x1001 }));
+        assert_eq!(
+            b.map(0x1001, 0x1000, 0x1000, Attr::Normal),
+            Err(Stage2Error::Unaligned { ipa: 0x1001 })
+        );
         assert_eq!(
             b.map(0xffff_f000, 0, 0x2000, Attr::Normal),
             Err(Stage2Error::OutsideIpaSpace { ipa: 0xffff_f000 })
         );
-        b.map(0x4000_0000, 0x4000_0000, BLOCK_2M, Attr::Normal).unwrap();
-        assert!(matches!(b.map(0x4000_0000, 0, 0x1000, Attr::Normal), Err(Stage2Error::AlreadyMapped { .. })));
+        b.map(0x4000_0000, 0x4000_0000, BLOCK_2M, Attr::Normal)
+            .unwrap();
+        assert!(matches!(
+            b.map(0x4000_0000, 0, 0x1000, Attr::Normal),
+            Err(Stage2Error::AlreadyMapped { .. })
+        ));
         // Two tables: a page mapping somewhere else needs a second L2 and an L3.
-        assert_eq!(b.map(0x1000, 0x1000, 0x1000, Attr::Device), Err(Stage2Error::OutOfTables));
-        assert_eq!(Stage2Builder::new(&mut [], 0).err(), Some(Stage2Error::OutOfTables));
+        assert_eq!(
+            b.map(0x1000, 0x1000, 0x1000, Attr::Device),
+            Err(Stage2Error::OutOfTables)
+        );
+        assert_eq!(
+            Stage2Builder::new(&mut [], 0).err(),
+            Some(Stage2Error::OutOfTables)
+        );
     }
 
     proptest! {

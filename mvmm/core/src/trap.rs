@@ -71,13 +71,22 @@ pub struct DataAbort {
 pub enum Exit {
     Wfi,
     Wfe,
-    Hvc { imm: u16 },
-    Smc { imm: u16 },
+    Hvc {
+        imm: u16,
+    },
+    Smc {
+        imm: u16,
+    },
     SysReg(SysRegAccess),
     DataAbort(DataAbort),
-    InstructionAbort { status: u8 },
+    InstructionAbort {
+        status: u8,
+    },
     /// Anything else: the class and syndrome, for the log.
-    Other { class: u8, iss: u32 },
+    Other {
+        class: u8,
+        iss: u32,
+    },
 }
 
 impl Exit {
@@ -194,7 +203,11 @@ pub fn inject(fault: Fault, at: GuestPosition) -> Injection {
 /// of `abort.size` bytes into its register would be.
 pub fn load_value(abort: &DataAbort, raw: u64) -> u64 {
     let bits = u32::from(abort.size) * 8;
-    let mut v = if bits >= 64 { raw } else { raw & ((1u64 << bits) - 1) };
+    let mut v = if bits >= 64 {
+        raw
+    } else {
+        raw & ((1u64 << bits) - 1)
+    };
     if abort.sign_extend && bits < 64 && (v >> (bits - 1)) & 1 == 1 {
         v |= !0u64 << bits;
     }
@@ -214,15 +227,26 @@ mod tests {
         assert_eq!(Exit::decode(0x0600_0001), Exit::Wfe);
         assert_eq!(Exit::decode(0x5a00_0000 | 0x12), Exit::Hvc { imm: 0x12 });
         assert_eq!(Exit::decode(0x5e00_0000), Exit::Smc { imm: 0 });
-        assert_eq!(Exit::decode(0x8200_000f), Exit::InstructionAbort { status: 0xf });
-        assert_eq!(Exit::decode(0xfc00_0000), Exit::Other { class: 0x3f, iss: 0 });
+        assert_eq!(
+            Exit::decode(0x8200_000f),
+            Exit::InstructionAbort { status: 0xf }
+        );
+        assert_eq!(
+            Exit::decode(0xfc00_0000),
+            Exit::Other {
+                class: 0x3f,
+                iss: 0
+            }
+        );
     }
 
     #[test]
     fn decodes_a_sysreg_read_of_actlr_el1() {
         // mrs x3, actlr_el1: op0=3 op1=0 CRn=1 CRm=0 op2=1, Rt=3, read.
         let iss = 3 << 20 | 1 << 17 | 1 << 10 | 3 << 5 | 1;
-        let Exit::SysReg(access) = Exit::decode(0x18 << 26 | IL | iss) else { panic!() };
+        let Exit::SysReg(access) = Exit::decode(0x18 << 26 | IL | iss) else {
+            panic!()
+        };
         assert_eq!(access.encoding(), sysreg::ACTLR_EL1);
         assert_eq!((access.rt, access.read), (3, true));
     }
@@ -232,24 +256,36 @@ mod tests {
         // str w1, [x0] to an unmapped IPA: ISV, SAS=2 (word), SRT=1, WnR,
         // DFSC = translation fault level 3 (0x07).
         let iss: u64 = 1 << 24 | 2 << 22 | 1 << 16 | 1 << 6 | 0x07;
-        let Exit::DataAbort(a) = Exit::decode(0x24 << 26 | IL | iss) else { panic!() };
+        let Exit::DataAbort(a) = Exit::decode(0x24 << 26 | IL | iss) else {
+            panic!()
+        };
         assert!(a.syndrome_valid && a.write && !a.sign_extend && !a.sixty_four && !a.stage1_walk);
         assert_eq!((a.size, a.register, a.status), (4, 1, 0x07));
     }
 
     #[test]
     fn injection_uses_the_vector_the_guest_mode_selects() {
-        let at = |pstate| GuestPosition { pc: 0x4100_1234, pstate, vbar: 0x4100_8000 };
+        let at = |pstate| GuestPosition {
+            pc: 0x4100_1234,
+            pstate,
+            vbar: 0x4100_8000,
+        };
         let el1h = inject(Fault::DataAbort { write: false }, at(0x3c5));
         assert_eq!(el1h.pc, 0x4100_8200);
         assert_eq!(el1h.esr_el1, 0x25 << 26 | IL | 0x10);
-        assert_eq!((el1h.elr_el1, el1h.spsr_el1, el1h.pstate), (0x4100_1234, 0x3c5, 0x3c5));
+        assert_eq!(
+            (el1h.elr_el1, el1h.spsr_el1, el1h.pstate),
+            (0x4100_1234, 0x3c5, 0x3c5)
+        );
         let el0 = inject(Fault::DataAbort { write: true }, at(0x0));
         assert_eq!(el0.pc, 0x4100_8400);
         assert_eq!(el0.esr_el1, 0x24 << 26 | IL | 1 << 6 | 0x10);
         assert_eq!(inject(Fault::Undefined, at(0x4)).pc, 0x4100_8000);
         assert_eq!(inject(Fault::Undefined, at(0x4)).esr_el1, IL);
-        assert_eq!(inject(Fault::InstructionAbort, at(0x5)).esr_el1, 0x21 << 26 | IL | 0x10);
+        assert_eq!(
+            inject(Fault::InstructionAbort, at(0x5)).esr_el1,
+            0x21 << 26 | IL | 0x10
+        );
     }
 
     #[test]

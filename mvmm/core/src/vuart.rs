@@ -124,9 +124,13 @@ impl VirtualPl011 {
     }
 
     fn check(offset: u64, size: u8) -> Result<(), BadAccess> {
-        let aligned = offset % u64::from(size) == 0;
+        let aligned = offset.is_multiple_of(u64::from(size));
         let dr_narrow = offset == reg::DR && (size == 1 || size == 2);
-        if aligned && (size == 4 || dr_narrow) { Ok(()) } else { Err(BadAccess) }
+        if aligned && (size == 4 || dr_narrow) {
+            Ok(())
+        } else {
+            Err(BadAccess)
+        }
     }
 
     /// A guest read of `size` bytes at `offset` from the UART base.

@@ -3,8 +3,8 @@
 
 use crate::board::BOARD;
 use aarch64_cpu::registers::{
-    ICC_SRE_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2,
-    ICH_VTR_EL2, Readable, Writeable,
+    ICC_SRE_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2, ICH_VTR_EL2,
+    Readable, Writeable,
 };
 use core::arch::asm;
 use core::ptr;
@@ -65,7 +65,10 @@ pub fn init_cpu_interface(cpu: usize) {
     let prio_word = sgi + GICR_IPRIORITYR + (VTIMER_INTID as usize & !3);
     let shift = (VTIMER_INTID % 4) * 8;
     let old = mmio_read(prio_word);
-    mmio_write(prio_word, (old & !(0xff << shift)) | u32::from(PRIORITY) << shift);
+    mmio_write(
+        prio_word,
+        (old & !(0xff << shift)) | u32::from(PRIORITY) << shift,
+    );
     mmio_write(sgi + GICR_ISENABLER0, 1 << VTIMER_INTID);
 
     ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
@@ -120,7 +123,9 @@ pub fn inject_virtual(intid: u32, hardware: bool) -> bool {
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
     unsafe { asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nostack)) };
     let count = (ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) + 1).min(4) as usize;
-    let Some(free) = (0..count).find(|i| elrsr & (1 << i) != 0) else { return false };
+    let Some(free) = (0..count).find(|i| elrsr & (1 << i) != 0) else {
+        return false;
+    };
     let mut lr = 1u64 << 62 | 1 << 60 | u64::from(PRIORITY) << 48 | u64::from(intid);
     if hardware {
         lr |= 1 << 61 | u64::from(intid) << 32;

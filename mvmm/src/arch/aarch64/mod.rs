@@ -6,7 +6,9 @@ mod pl011;
 mod vcpu;
 
 pub use firmware::{cpu_start, system_off};
-pub use gic::{ack_interrupt, end_of_interrupt, init_cpu_interface, init_distributor, inject_virtual};
+pub use gic::{
+    ack_interrupt, end_of_interrupt, init_cpu_interface, init_distributor, inject_virtual,
+};
 pub use pl011::{console_read_byte, console_write_byte};
 pub use vcpu::{
     enter_guest, fault_address, guest_vbar, install_vm, reset_el1, send_event, set_el1_exception,
@@ -31,14 +33,18 @@ pub struct GuestRegs {
     _pad: u64,
 }
 
-const _: () = assert!(size_of::<GuestRegs>() % 16 == 0);
+const _: () = assert!(size_of::<GuestRegs>().is_multiple_of(16));
 const _: () = assert!(offset_of!(GuestRegs, elr) == offset_of!(GuestRegs, spsr) - 8);
 
 impl GuestRegs {
     /// State for a vCPU that starts at `entry` in EL1h with interrupts
     /// masked and `x0` = `arg`.
     pub fn at_entry(entry: u64, arg: u64) -> GuestRegs {
-        let mut regs = GuestRegs { elr: entry, spsr: SPSR_EL1H_MASKED, ..GuestRegs::default() };
+        let mut regs = GuestRegs {
+            elr: entry,
+            spsr: SPSR_EL1H_MASKED,
+            ..GuestRegs::default()
+        };
         regs.x[0] = arg;
         regs
     }

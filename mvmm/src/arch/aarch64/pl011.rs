@@ -30,5 +30,9 @@ pub fn console_write_byte(byte: u8) {
 
 /// A received byte, if one is waiting.
 pub fn console_read_byte() -> Option<u8> {
-    if read(FR) & FR_RXFE != 0 { None } else { Some(read(DR) as u8) }
+    if read(FR) & FR_RXFE != 0 {
+        None
+    } else {
+        Some(read(DR) as u8)
+    }
 }
