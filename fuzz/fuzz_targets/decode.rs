@@ -4,7 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use protocol::signed::AuthorizationClaims;
-use protocol::{MAX_PACKET_LEN, Request, decode_request, decode_response, encode_request, encode_response};
+use protocol::{
+    MAX_PACKET_LEN, Request, decode_request, decode_response, encode_request, encode_response,
+};
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = [0u8; MAX_PACKET_LEN];

@@ -21,14 +21,18 @@ fn pair() -> (Session, Session) {
 fuzz_target!(|data: &[u8]| {
     let (mut client, mut server) = pair();
     let mut plain = [0u8; MAX_PLAINTEXT_LEN];
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     if mode & 1 == 0 {
         // Raw bytes straight into the receiver.
         assert!(server.open(rest, &mut plain).is_err());
     } else if let Some((&flip, message)) = rest.split_first() {
         // A genuine record with one byte XORed by `flip`.
         let mut record = [0u8; MAX_RECORD_LEN];
-        let Ok(len) = client.seal(message, &mut record) else { return };
+        let Ok(len) = client.seal(message, &mut record) else {
+            return;
+        };
         let genuine = record;
         let at = usize::from(mode >> 1) % len;
         record[at] ^= flip;
