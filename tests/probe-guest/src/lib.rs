@@ -1,0 +1,112 @@
+//! probe-guest: the command language of the probe test guest.
+//!
+//! The probe stands in the rich VM's slot in QEMU tests until Linux runs
+//! there. Tests type one command per line on its console; this module turns
+//! a line into a [`Command`]. The image (`main.rs`) carries them out.
+
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+use secure_os::text::{parse_hex_u32, parse_hex_u64};
+
+/// Longest command line accepted, in bytes.
+pub const MAX_LINE: usize = 64;
+
+/// One parsed command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// An empty or blank line: ignored.
+    Empty,
+    /// `peek <hexaddr>`: read 32 bits.
+    Peek { address: u64 },
+    /// `poke <hexaddr> <hexvalue>`: write 32 bits.
+    Poke { address: u64, value: u32 },
+    /// `psci-version`.
+    PsciVersion,
+    /// `cpu-on`: start vCPU 1.
+    CpuOn,
+    /// `off`: PSCI SYSTEM_OFF.
+    Off,
+    /// `reset`: PSCI SYSTEM_RESET.
+    Reset,
+    /// A known command with wrong arguments; holds its usage text.
+    Usage(&'static str),
+    /// Not a command; holds the first word (or the whole line if it is not
+    /// text).
+    Unknown(&'a str),
+}
+
+/// Parses one line (without its line ending).
+pub fn parse(line: &[u8]) -> Command<'_> {
+    let Ok(text) = core::str::from_utf8(line) else {
+        return Command::Unknown("<not UTF-8>");
+    };
+    let mut words = text.split_ascii_whitespace();
+    let Some(name) = words.next() else {
+        return Command::Empty;
+    };
+    let args: [Option<&str>; 3] = [words.next(), words.next(), words.next()];
+    match (name, args) {
+        ("peek", [Some(a), None, None]) => match parse_hex_u64(a) {
+            Some(address) => Command::Peek { address },
+            None => Command::Usage(PEEK_USAGE),
+        },
+        ("peek", _) => Command::Usage(PEEK_USAGE),
+        ("poke", [Some(a), Some(v), None]) => match (parse_hex_u64(a), parse_hex_u32(v)) {
+            (Some(address), Some(value)) => Command::Poke { address, value },
+            _ => Command::Usage(POKE_USAGE),
+        },
+        ("poke", _) => Command::Usage(POKE_USAGE),
+        ("psci-version", [None, ..]) => Command::PsciVersion,
+        ("cpu-on", [None, ..]) => Command::CpuOn,
+        ("off", [None, ..]) => Command::Off,
+        ("reset", [None, ..]) => Command::Reset,
+        ("psci-version" | "cpu-on" | "off" | "reset", _) => Command::Usage(NO_ARGS_USAGE),
+        (other, _) => Command::Unknown(other),
+    }
+}
+
+const PEEK_USAGE: &str = "peek <hexaddr>";
+const POKE_USAGE: &str = "poke <hexaddr> <hexvalue>";
+const NO_ARGS_USAGE: &str = "psci-version | cpu-on | off | reset take no arguments";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse(b"peek 0x41000000"), Command::Peek { address: 0x4100_0000 });
+        assert_eq!(parse(b"  peek   41000000  "), Command::Peek { address: 0x4100_0000 });
+        assert_eq!(parse(b"poke 0x8000000 0xdeadbeef"), Command::Poke { address: 0x800_0000, value: 0xdead_beef });
+        assert_eq!(parse(b"psci-version"), Command::PsciVersion);
+        assert_eq!(parse(b"cpu-on"), Command::CpuOn);
+        assert_eq!(parse(b"off"), Command::Off);
+        assert_eq!(parse(b"reset"), Command::Reset);
+        assert_eq!(parse(b"\toff\t"), Command::Off);
+    }
+
+    #[test]
+    fn blank_lines_are_empty() {
+        assert_eq!(parse(b""), Command::Empty);
+        assert_eq!(parse(b"   \t "), Command::Empty);
+    }
+
+    #[test]
+    fn bad_arguments_give_usage() {
+        assert_eq!(parse(b"peek"), Command::Usage(PEEK_USAGE));
+        assert_eq!(parse(b"peek zz"), Command::Usage(PEEK_USAGE));
+        assert_eq!(parse(b"peek 1 2"), Command::Usage(PEEK_USAGE));
+        assert_eq!(parse(b"poke 1"), Command::Usage(POKE_USAGE));
+        assert_eq!(parse(b"poke 1 0x100000000"), Command::Usage(POKE_USAGE));
+        assert_eq!(parse(b"poke 1 2 3"), Command::Usage(POKE_USAGE));
+        assert_eq!(parse(b"off now"), Command::Usage(NO_ARGS_USAGE));
+    }
+
+    #[test]
+    fn unknown_commands_name_the_word() {
+        assert_eq!(parse(b"reboot please"), Command::Unknown("reboot"));
+        assert_eq!(parse(b"PEEK 0"), Command::Unknown("PEEK"));
+        assert_eq!(parse(&[0xff, 0xfe]), Command::Unknown("<not UTF-8>"));
+    }
+}
