@@ -11,12 +11,17 @@ use std::path::PathBuf;
 use std::{env, fs, process};
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let board_file = match env::var("MVMM_BOARD_FILE") {
         Ok(path) => PathBuf::from(path),
         Err(_) => {
             let board = env::var("MVMM_BOARD").unwrap_or_else(|_| "qemu-virt".into());
-            manifest.join("..").join("boards").join(board).join("board.toml")
+            manifest
+                .join("..")
+                .join("boards")
+                .join(board)
+                .join("board.toml")
         }
     };
     println!("cargo:rerun-if-env-changed=MVMM_BOARD");
@@ -28,13 +33,17 @@ fn main() {
         eprintln!("error: board file {}: {msg}", board_file.display());
         process::exit(1);
     };
-    let text = fs::read_to_string(&board_file).unwrap_or_else(|e| fail(format!("cannot read it: {e}")));
+    let text =
+        fs::read_to_string(&board_file).unwrap_or_else(|e| fail(format!("cannot read it: {e}")));
     let board = mvmm_core::config::BoardFile::parse(&text).unwrap_or_else(|e| fail(e.to_string()));
-    board.with_board(|_| ()).unwrap_or_else(|e| fail(e.to_string()));
+    board
+        .with_board(|_| ())
+        .unwrap_or_else(|e| fail(e.to_string()));
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let write = |name: &str, body: String| {
-        fs::write(out.join(name), body).unwrap_or_else(|e| fail(format!("cannot write {name}: {e}")));
+        fs::write(out.join(name), body)
+            .unwrap_or_else(|e| fail(format!("cannot write {name}: {e}")));
     };
     let sections = fs::read_to_string(manifest.join("link/sections.ld"))
         .unwrap_or_else(|e| fail(format!("cannot read link/sections.ld: {e}")));
@@ -60,8 +69,15 @@ fn main() {
     );
 
     for vm in &board.vms {
-        let Some(ram) = vm.ram.iter().find(|r| r.base <= vm.entry && vm.entry < r.base + r.size) else {
-            fail(format!("vm '{}': entry {:#x} is not inside any of its RAM ranges", vm.name, vm.entry));
+        let Some(ram) = vm
+            .ram
+            .iter()
+            .find(|r| r.base <= vm.entry && vm.entry < r.base + r.size)
+        else {
+            fail(format!(
+                "vm '{}': entry {:#x} is not inside any of its RAM ranges",
+                vm.name, vm.entry
+            ));
         };
         let length = ram.base + ram.size - vm.entry;
         write(

@@ -5,7 +5,9 @@
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("secure-os runs only in the secure VM of mVMM: build it with --target aarch64-unknown-none");
+    eprintln!(
+        "secure-os runs only in the secure VM of mVMM: build it with --target aarch64-unknown-none"
+    );
     std::process::exit(1);
 }
 

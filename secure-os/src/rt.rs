@@ -21,6 +21,9 @@ pub fn console_read_byte() -> Option<u8> {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    arch::console::emergency_print(format_args!("fatal: panic on vcpu {}: {info}\n", arch::cpu_index()));
+    arch::console::emergency_print(format_args!(
+        "PANIC on vcpu {}: {info}\n",
+        arch::cpu_index()
+    ));
     halt()
 }

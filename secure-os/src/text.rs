@@ -39,7 +39,12 @@ impl<const N: usize> LineBuffer<N> {
 
     /// An empty buffer.
     pub const fn new() -> Self {
-        LineBuffer { bytes: [0; N], len: 0, overflowed: false, complete: false }
+        LineBuffer {
+            bytes: [0; N],
+            len: 0,
+            overflowed: false,
+            complete: false,
+        }
     }
 
     /// Adds one input byte.
@@ -74,14 +79,21 @@ impl<const N: usize> LineBuffer<N> {
 
     /// The line just completed (empty while a line is still being typed).
     pub fn line(&self) -> &[u8] {
-        if self.complete { &self.bytes[..self.len] } else { &[] }
+        if self.complete {
+            &self.bytes[..self.len]
+        } else {
+            &[]
+        }
     }
 }
 
 /// Parses an unsigned hexadecimal number, with or without `0x`/`0X`, with
 /// optional `_` separators. `None` for an empty, non-hex or too large value.
 pub fn parse_hex_u64(text: &str) -> Option<u64> {
-    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
     let mut value: u64 = 0;
     let mut any = false;
     for c in digits.chars() {
@@ -121,7 +133,10 @@ mod tests {
         let got = feed(&mut buf, b"peek 10\rpoke 1 2\n");
         assert_eq!(
             got,
-            vec![(LineEvent::Complete, b"peek 10".to_vec()), (LineEvent::Complete, b"poke 1 2".to_vec())]
+            vec![
+                (LineEvent::Complete, b"peek 10".to_vec()),
+                (LineEvent::Complete, b"poke 1 2".to_vec())
+            ]
         );
     }
 
@@ -129,20 +144,35 @@ mod tests {
     fn crlf_gives_an_empty_second_line() {
         let mut buf = LineBuffer::<16>::new();
         let got = feed(&mut buf, b"off\r\n");
-        assert_eq!(got, vec![(LineEvent::Complete, b"off".to_vec()), (LineEvent::Complete, vec![])]);
+        assert_eq!(
+            got,
+            vec![
+                (LineEvent::Complete, b"off".to_vec()),
+                (LineEvent::Complete, vec![])
+            ]
+        );
     }
 
     #[test]
     fn line_of_exactly_capacity_fits() {
         let mut buf = LineBuffer::<4>::new();
-        assert_eq!(feed(&mut buf, b"abcd\n"), vec![(LineEvent::Complete, b"abcd".to_vec())]);
+        assert_eq!(
+            feed(&mut buf, b"abcd\n"),
+            vec![(LineEvent::Complete, b"abcd".to_vec())]
+        );
     }
 
     #[test]
     fn overlong_line_is_dropped_whole_and_the_next_one_works() {
         let mut buf = LineBuffer::<4>::new();
         let got = feed(&mut buf, b"abcdefghijklmnop\nab\n");
-        assert_eq!(got, vec![(LineEvent::TooLong, vec![]), (LineEvent::Complete, b"ab".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                (LineEvent::TooLong, vec![]),
+                (LineEvent::Complete, b"ab".to_vec())
+            ]
+        );
     }
 
     #[test]

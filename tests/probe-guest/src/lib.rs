@@ -76,9 +76,25 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(parse(b"peek 0x41000000"), Command::Peek { address: 0x4100_0000 });
-        assert_eq!(parse(b"  peek   41000000  "), Command::Peek { address: 0x4100_0000 });
-        assert_eq!(parse(b"poke 0x8000000 0xdeadbeef"), Command::Poke { address: 0x800_0000, value: 0xdead_beef });
+        assert_eq!(
+            parse(b"peek 0x41000000"),
+            Command::Peek {
+                address: 0x4100_0000
+            }
+        );
+        assert_eq!(
+            parse(b"  peek   41000000  "),
+            Command::Peek {
+                address: 0x4100_0000
+            }
+        );
+        assert_eq!(
+            parse(b"poke 0x8000000 0xdeadbeef"),
+            Command::Poke {
+                address: 0x800_0000,
+                value: 0xdead_beef
+            }
+        );
         assert_eq!(parse(b"psci-version"), Command::PsciVersion);
         assert_eq!(parse(b"cpu-on"), Command::CpuOn);
         assert_eq!(parse(b"off"), Command::Off);

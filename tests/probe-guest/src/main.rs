@@ -7,15 +7,17 @@
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("probe-guest runs only as a guest of mVMM: build it with --target aarch64-unknown-none");
+    eprintln!(
+        "probe-guest runs only as a guest of mVMM: build it with --target aarch64-unknown-none"
+    );
     std::process::exit(1);
 }
 
 #[cfg(target_os = "none")]
 mod image {
     use probe_guest::{Command, MAX_LINE, parse};
-    use secure_os::rt::{self, WriteError};
     use secure_os::println;
+    use secure_os::rt::{self, WriteError};
     use secure_os::text::{LineBuffer, LineEvent};
 
     secure_os::entry!(main);
@@ -34,7 +36,9 @@ mod image {
         loop {
             rt::wait_for_interrupt();
             for _ in 0..BYTES_PER_POLL {
-                let Some(byte) = rt::console_read_byte() else { break };
+                let Some(byte) = rt::console_read_byte() else {
+                    break;
+                };
                 match line.push(byte) {
                     LineEvent::Pending => {}
                     LineEvent::Complete => run(parse(line.line())),
@@ -56,7 +60,9 @@ mod image {
             Command::Poke { address, value } => match rt::poke32(address, value) {
                 Ok(()) => println!("probe: poke {address:#x} = {value:#x}"),
                 Err(WriteError::Abort(abort)) => report_abort(abort),
-                Err(WriteError::OwnImage) => println!("probe: poke {address:#x} refused: inside the probe image"),
+                Err(WriteError::OwnImage) => {
+                    println!("probe: poke {address:#x} refused: inside the probe image")
+                }
             },
             Command::PsciVersion => {
                 let v = rt::psci_version();
@@ -82,7 +88,10 @@ mod image {
     }
 
     fn report_abort(abort: rt::Abort) {
-        println!("probe: abort: ESR_EL1={:#x} FAR_EL1={:#x}", abort.esr, abort.far);
+        println!(
+            "probe: abort: ESR_EL1={:#x} FAR_EL1={:#x}",
+            abort.esr, abort.far
+        );
         println!("probe: alive after abort");
     }
 

@@ -37,7 +37,10 @@ static LOCK: AtomicBool = AtomicBool::new(false);
 
 /// Prints `args` while holding the console lock.
 pub fn print(args: fmt::Arguments<'_>) {
-    while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         core::hint::spin_loop();
     }
     let _ = Pl011.write_fmt(args);

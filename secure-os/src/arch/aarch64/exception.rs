@@ -97,9 +97,13 @@ fn handle_irq() {
 /// Reports an exception nobody expected and stops this vCPU (no retries,
 /// no repeated output).
 fn stop(frame: &TrapFrame, vector: u64, esr: u64, far: u64) -> ! {
-    let name = usize::try_from(vector).ok().and_then(|v| VECTOR_NAMES.get(v)).copied().unwrap_or("?");
+    let name = usize::try_from(vector)
+        .ok()
+        .and_then(|v| VECTOR_NAMES.get(v))
+        .copied()
+        .unwrap_or("?");
     console::emergency_print(format_args!(
-        "fatal: unexpected exception {name} on vcpu {cpu}: ESR_EL1={esr:#x} ELR_EL1={elr:#x} FAR_EL1={far:#x} SPSR_EL1={spsr:#x}; vcpu stopped\n",
+        "PANIC: unexpected exception {name} on vcpu {cpu}: ESR_EL1={esr:#x} ELR_EL1={elr:#x} FAR_EL1={far:#x} SPSR_EL1={spsr:#x}; vcpu stopped\n",
         cpu = super::cpu_index(),
         elr = frame.elr,
         spsr = frame.spsr,

@@ -31,7 +31,9 @@ pub fn acknowledge() -> u32 {
     let intid: u64;
     // SAFETY: reading ICC_IAR1_EL1 acknowledges an interrupt; the caller
     // ends it with `end_of_interrupt`. No memory is touched.
-    unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) intid, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mrs {}, icc_iar1_el1", out(reg) intid, options(nomem, nostack, preserves_flags))
+    };
     (intid & 0xff_ffff) as u32
 }
 

@@ -73,4 +73,7 @@ const fn identity_map() -> Table {
 pub static IDENTITY_MAP: Table = identity_map();
 
 const _: () = assert!(RAM_SIZE > 0 && RAM_BASE.checked_add(RAM_SIZE).is_some());
-const _: () = assert!(RAM_BASE + RAM_SIZE <= ENTRIES as u64 * GIB, "board RAM beyond the 512 GiB identity map");
+const _: () = assert!(
+    RAM_BASE + RAM_SIZE <= ENTRIES as u64 * GIB,
+    "board RAM beyond the 512 GiB identity map"
+);

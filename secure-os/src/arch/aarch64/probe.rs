@@ -47,7 +47,11 @@ pub fn read32(address: u64) -> Result<u32, Abort> {
             options(nostack),
         );
     }
-    if esr == 0 { Ok(value as u32) } else { Err(Abort { esr, far }) }
+    if esr == 0 {
+        Ok(value as u32)
+    } else {
+        Err(Abort { esr, far })
+    }
 }
 
 /// Why [`write32`] did not complete.
@@ -97,5 +101,9 @@ pub fn write32(address: u64, value: u32) -> Result<(), WriteError> {
             options(nostack),
         );
     }
-    if esr == 0 { Ok(()) } else { Err(WriteError::Abort(Abort { esr, far })) }
+    if esr == 0 {
+        Ok(())
+    } else {
+        Err(WriteError::Abort(Abort { esr, far }))
+    }
 }
