@@ -12,9 +12,11 @@
 extern crate alloc;
 
 pub mod app;
+pub mod service;
 pub mod storage;
 
 pub use app::{
     ApprovalPrompt, ApproveError, DAY_MS, Handled, MAX_PIN_FAILURES, PIN_DIGITS, PaymentApp, Policy,
 };
+pub use service::{ConnectionId, Service};
 pub use storage::{MemoryStorage, PersistentState, Storage, StorageError};
