@@ -115,7 +115,11 @@ impl Fetched {
             kernel_package_version: field("kernel-package-version")?,
             kernel_version: field("kernel-version")?,
             busybox_version: field("busybox-version")?,
-            modules: modules.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+            modules: modules
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect(),
         })
     }
 }
@@ -133,7 +137,11 @@ pub fn fetch_rich_image(target_dir: &Path) -> Result<RichImage> {
         .filter(|f| {
             kernel.is_file()
                 && dir.join("busybox").is_file()
-                && dir.join("modules").join(&f.kernel_version).join("modules.dep").is_file()
+                && dir
+                    .join("modules")
+                    .join(&f.kernel_version)
+                    .join("modules.dep")
+                    .is_file()
         });
     let fetched = match cached {
         Some(f) => f,
@@ -156,7 +164,11 @@ pub fn fetch_rich_image(target_dir: &Path) -> Result<RichImage> {
         gzip_to(&cpio, &initramfs)?;
         write_atomic(&initramfs_stamp, want.as_bytes())?;
     }
-    Ok(RichImage { kernel, initramfs, kernel_version: fetched.kernel_version })
+    Ok(RichImage {
+        kernel,
+        initramfs,
+        kernel_version: fetched.kernel_version,
+    })
 }
 
 /// Writes `out`: the initramfs `base` plus `/mvmm/rich-cmd` holding `cmd`,
@@ -166,7 +178,7 @@ pub fn with_command(base: &Path, cmd: &str, out: &Path) -> Result<()> {
         fs::read(base).map_err(|e| format!("cannot read initramfs {}: {e}", base.display()))?;
     // The kernel's unpacker skips zero bytes between archives but wants an
     // uncompressed archive to start at a 4-byte aligned offset.
-    while bytes.len() % 4 != 0 {
+    while !bytes.len().is_multiple_of(4) {
         bytes.push(0);
     }
     let mut extra = Cpio::new();
@@ -183,7 +195,9 @@ pub fn parse_exit_status(console: &str) -> Option<i32> {
     console.lines().rev().find_map(|line| {
         let at = line.rfind(EXIT_STATUS_PREFIX)?;
         let rest = &line[at + EXIT_STATUS_PREFIX.len()..];
-        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         rest[..end].parse().ok()
     })
 }
@@ -193,7 +207,12 @@ pub fn parse_exit_status(console: &str) -> Option<i32> {
 
 fn fetch(dir: &Path) -> Result<Fetched> {
     for tool in ["apt-get", "apt-cache", "dpkg-deb", "gzip"] {
-        if Command::new(tool).arg("--version").stdout(Stdio::null()).status().is_err() {
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
             return Err(format!(
                 "`{tool}` not found: the default rich VM image is built from Debian's arm64 \
                  packages with apt-get, dpkg-deb and gzip (a Debian host); elsewhere boot your \
@@ -225,7 +244,12 @@ fn fetch(dir: &Path) -> Result<Fetched> {
     mkdir(&debs)?;
     let kernel_arg = format!("{kernel_package}:arm64");
     let busybox_arg = format!("{BUSYBOX_PKG}:arm64");
-    apt_command(&apt, "apt-get", &["-q", "download", &kernel_arg, &busybox_arg], Some(&debs))?;
+    apt_command(
+        &apt,
+        "apt-get",
+        &["-q", "download", &kernel_arg, &busybox_arg],
+        Some(&debs),
+    )?;
 
     let extract = dir.join("extract");
     remove_dir(&extract)?;
@@ -233,7 +257,10 @@ fn fetch(dir: &Path) -> Result<Fetched> {
     for pkg in [kernel_package.as_str(), BUSYBOX_PKG] {
         let deb = find_deb(&debs, pkg)?;
         progress(&format!("extracting {}", deb.display()));
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extract), "dpkg-deb -x")?;
+        run(
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extract),
+            "dpkg-deb -x",
+        )?;
     }
 
     // The kernel: /boot/vmlinuz-<release>, an uncompressed Image on arm64.
@@ -243,7 +270,10 @@ fn fetch(dir: &Path) -> Result<Fetched> {
 
     let busybox = extract.join("bin/busybox");
     if !busybox.is_file() {
-        return Err(format!("{BUSYBOX_PKG} has no /bin/busybox ({} missing)", busybox.display()));
+        return Err(format!(
+            "{BUSYBOX_PKG} has no /bin/busybox ({} missing)",
+            busybox.display()
+        ));
     }
     let bb = fs::read(&busybox).map_err(|e| format!("cannot read {}: {e}", busybox.display()))?;
     write_atomic(&dir.join("busybox"), &bb)?;
@@ -304,8 +334,12 @@ fn apt_command(apt: &Path, tool: &str, args: &[&str], cwd: Option<&Path>) -> Res
 /// The kernel package to download: `linux-image-arm64`'s dependency, as its
 /// `-unsigned` variant, else the newest `linux-image-6.1.*-arm64-unsigned`.
 fn resolve_kernel_package(apt: &Path) -> Result<String> {
-    if let Ok(show) = apt_command(apt, "apt-cache", &["show", "--no-all-versions", KERNEL_META], None)
-        && let Some(pkg) = kernel_from_metapackage(&show)
+    if let Ok(show) = apt_command(
+        apt,
+        "apt-cache",
+        &["show", "--no-all-versions", KERNEL_META],
+        None,
+    ) && let Some(pkg) = kernel_from_metapackage(&show)
         && candidate_version(apt, &pkg).is_ok()
     {
         return Ok(pkg);
@@ -350,7 +384,11 @@ fn kernel_from_metapackage(show: &str) -> Option<String> {
                 && name != &KERNEL_META
         })
         .map(|name| {
-            if name.ends_with("-unsigned") { name.to_string() } else { format!("{name}-unsigned") }
+            if name.ends_with("-unsigned") {
+                name.to_string()
+            } else {
+                format!("{name}-unsigned")
+            }
         })
 }
 
@@ -361,8 +399,13 @@ fn newest_kernel_6_1(names: &str) -> Option<String> {
         .lines()
         .map(str::trim)
         .filter_map(|name| {
-            let mid = name.strip_prefix("linux-image-6.1.")?.strip_suffix("-arm64-unsigned")?;
-            let key: Vec<u64> = mid.split(['.', '-']).map(|n| n.parse().ok()).collect::<Option<_>>()?;
+            let mid = name
+                .strip_prefix("linux-image-6.1.")?
+                .strip_suffix("-arm64-unsigned")?;
+            let key: Vec<u64> = mid
+                .split(['.', '-'])
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?;
             Some((key, name))
         })
         .max()
@@ -374,9 +417,9 @@ fn find_deb(debs: &Path, pkg: &str) -> Result<PathBuf> {
     read_dir(debs)?
         .into_iter()
         .find(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with(&prefix) && n.ends_with(".deb")
-            })
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
         })
         .ok_or_else(|| format!("apt-get download left no {pkg}_*.deb in {}", debs.display()))
 }
@@ -385,7 +428,11 @@ fn find_vmlinuz(boot: &Path) -> Result<(PathBuf, String)> {
     read_dir(boot)?
         .into_iter()
         .find_map(|p| {
-            let release = p.file_name()?.to_str()?.strip_prefix("vmlinuz-")?.to_string();
+            let release = p
+                .file_name()?
+                .to_str()?
+                .strip_prefix("vmlinuz-")?
+                .to_string();
             Some((p, release))
         })
         .ok_or_else(|| format!("the kernel package has no vmlinuz-* in {}", boot.display()))
@@ -398,7 +445,10 @@ fn read_kernel_image(path: &Path) -> Result<Vec<u8>> {
         bytes = run_bytes(Command::new("gzip").arg("-dc").arg(path), "gzip -dc")?;
     }
     if bytes.get(56..60) != Some(b"ARM\x64") {
-        return Err(format!("{} is not an arm64 Linux Image (no ARM\\x64 magic)", path.display()));
+        return Err(format!(
+            "{} is not an arm64 Linux Image (no ARM\\x64 magic)",
+            path.display()
+        ));
     }
     Ok(bytes)
 }
@@ -423,7 +473,16 @@ fn copy_modules(src: &Path, dst: &Path) -> Result<Vec<String>> {
     for &m in MODULES {
         if index.contains_key(m) {
             to_load.push(m.to_string());
-            visit(m, &index, src, &builtin, &mut deps, &mut contents, &mut order, &mut Vec::new())?;
+            visit(
+                m,
+                &index,
+                src,
+                &builtin,
+                &mut deps,
+                &mut contents,
+                &mut order,
+                &mut Vec::new(),
+            )?;
         } else if builtin.contains(m) {
             progress(&format!("module {m} is built into this kernel"));
         } else {
@@ -469,7 +528,9 @@ fn visit(
         return Ok(());
     }
     if stack.iter().any(|s| s == name) {
-        return Err(format!("kernel module dependency cycle through {name}: {stack:?}"));
+        return Err(format!(
+            "kernel module dependency cycle through {name}: {stack:?}"
+        ));
     }
     let rel = &index[name];
     let data = read_module(&src.join(rel))?;
@@ -478,7 +539,10 @@ fn visit(
         if index.contains_key(&d) {
             direct.push(d);
         } else if !builtin.contains(&d) {
-            return Err(format!("kernel module {name} depends on {d}, which is not in {}", src.display()));
+            return Err(format!(
+                "kernel module {name} depends on {d}, which is not in {}",
+                src.display()
+            ));
         }
     }
     stack.push(name.to_string());
@@ -543,7 +607,10 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
     } else {
         return fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
     };
-    run_bytes(Command::new(tool).arg("-dc").arg(path), &format!("{tool} -dc {}", path.display()))
+    run_bytes(
+        Command::new(tool).arg("-dc").arg(path),
+        &format!("{tool} -dc {}", path.display()),
+    )
 }
 
 /// The `depends=` list of a module's `.modinfo` section (NUL-separated
@@ -567,7 +634,9 @@ fn modinfo_depends(ko: &[u8]) -> Vec<String> {
 
 fn base_initramfs(dir: &Path, f: &Fetched) -> Result<Vec<u8>> {
     let mut c = Cpio::new();
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run"] {
+    for d in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run",
+    ] {
         c.dir(d);
     }
     c.dir_mode("root", 0o700);
@@ -584,18 +653,29 @@ fn base_initramfs(dir: &Path, f: &Fetched) -> Result<Vec<u8>> {
     c.dir("etc");
     c.file("etc/profile", 0o644, PROFILE.as_bytes());
     c.dir("etc/mvmm");
-    c.file("etc/mvmm/modules", 0o644, format!("{}\n", f.modules.join("\n")).as_bytes());
+    c.file(
+        "etc/mvmm/modules",
+        0o644,
+        format!("{}\n", f.modules.join("\n")).as_bytes(),
+    );
     c.dir("lib");
     c.dir("lib/modules");
     let modules = dir.join("modules").join(&f.kernel_version);
-    add_tree(&mut c, &modules, &format!("lib/modules/{}", f.kernel_version))?;
+    add_tree(
+        &mut c,
+        &modules,
+        &format!("lib/modules/{}", f.kernel_version),
+    )?;
     Ok(c.finish())
 }
 
 fn add_tree(c: &mut Cpio, src: &Path, name: &str) -> Result<()> {
     c.dir(name);
     for p in read_dir(src)? {
-        let child = format!("{name}/{}", p.file_name().unwrap_or_default().to_string_lossy());
+        let child = format!(
+            "{name}/{}",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        );
         if p.is_dir() {
             add_tree(c, &p, &child)?;
         } else {
@@ -615,7 +695,10 @@ pub struct Cpio {
 
 impl Cpio {
     pub fn new() -> Self {
-        Cpio { buf: Vec::new(), ino: 1 }
+        Cpio {
+            buf: Vec::new(),
+            ino: 1,
+        }
     }
 
     pub fn dir(&mut self, name: &str) {
@@ -667,7 +750,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -721,7 +804,11 @@ fn run_bytes(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(8).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!("`{what}` failed ({}):\n{}", out.status, tail.join("\n")));
+        return Err(format!(
+            "`{what}` failed ({}):\n{}",
+            out.status,
+            tail.join("\n")
+        ));
     }
     Ok(out.stdout)
 }
@@ -732,7 +819,8 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     fs::write(&tmp, data).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
+    fs::rename(&tmp, path)
+        .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
 }
 
 fn mkdir(path: &Path) -> Result<()> {
@@ -765,8 +853,14 @@ mod tests {
     #[test]
     fn exit_status_found_in_noisy_console() {
         assert_eq!(parse_exit_status("mvmm-rich: exit status 0\n"), Some(0));
-        assert_eq!(parse_exit_status("junk\n[rich] mvmm-rich: exit status 3\r\n[  1.0] reboot"), Some(3));
-        assert_eq!(parse_exit_status("\u{1b}[0mmvmm-rich: exit status 127[ 2.1] reboot: Power down"), Some(127));
+        assert_eq!(
+            parse_exit_status("junk\n[rich] mvmm-rich: exit status 3\r\n[  1.0] reboot"),
+            Some(3)
+        );
+        assert_eq!(
+            parse_exit_status("\u{1b}[0mmvmm-rich: exit status 127[ 2.1] reboot: Power down"),
+            Some(127)
+        );
         // The init's line comes last: an earlier echo by the command loses.
         assert_eq!(
             parse_exit_status("mvmm-rich: exit status 9\nmvmm-rich: exit status 1\n"),
@@ -777,11 +871,23 @@ mod tests {
     #[test]
     fn exit_status_absent_or_garbage() {
         assert_eq!(parse_exit_status(""), None);
-        assert_eq!(parse_exit_status("mvmm-rich: ready (2 cpus online)\n\u{0}\u{ff}garbage"), None);
-        assert_eq!(parse_exit_status("mvmm-rich: exit status \nmvmm-rich: exit status x1"), None);
-        assert_eq!(parse_exit_status("mvmm-rich: exit status 99999999999999"), None);
+        assert_eq!(
+            parse_exit_status("mvmm-rich: ready (2 cpus online)\n\u{0}\u{ff}garbage"),
+            None
+        );
+        assert_eq!(
+            parse_exit_status("mvmm-rich: exit status \nmvmm-rich: exit status x1"),
+            None
+        );
+        assert_eq!(
+            parse_exit_status("mvmm-rich: exit status 99999999999999"),
+            None
+        );
         // A truncated last line does not hide an earlier complete one.
-        assert_eq!(parse_exit_status("mvmm-rich: exit status 4\nmvmm-rich: exit sta"), Some(4));
+        assert_eq!(
+            parse_exit_status("mvmm-rich: exit status 4\nmvmm-rich: exit sta"),
+            Some(4)
+        );
     }
 
     #[test]
@@ -790,7 +896,10 @@ mod tests {
         c.file("init", 0o755, b"abcde");
         let a = c.finish();
         assert_eq!(&a[..6], b"070701");
-        let field = |i: usize| u32::from_str_radix(std::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
+        let field = |i: usize| {
+            u32::from_str_radix(std::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                .unwrap()
+        };
         assert_eq!(field(0), 1); // ino
         assert_eq!(field(1), 0o100755); // mode
         assert_eq!(field(6), 5); // filesize
@@ -812,13 +921,15 @@ mod tests {
         c.symlink("bin/sh", "busybox");
         let a = c.finish();
         let hex = |off: usize, i: usize| {
-            u32::from_str_radix(std::str::from_utf8(&a[off + 6 + 8 * i..off + 14 + 8 * i]).unwrap(), 16)
-                .unwrap()
+            u32::from_str_radix(
+                std::str::from_utf8(&a[off + 6 + 8 * i..off + 14 + 8 * i]).unwrap(),
+                16,
+            )
+            .unwrap()
         };
         assert_eq!(hex(0, 1), 0o020600);
         assert_eq!((hex(0, 9), hex(0, 10)), (5, 1));
-        let second = 112 + 12 + 0; // 110 + "dev/console\0" = 122 -> 124
-        assert_eq!(second, 124);
+        // 110 + "dev/console\0" = 122, padded to 124; no data.
         assert_eq!(hex(124, 1), 0o120777);
         assert_eq!(hex(124, 6), 7);
     }
@@ -830,13 +941,19 @@ mod tests {
                     Description: Linux for 64-bit ARMv8 machines (meta-package)\n\n\
                     Package: linux-image-arm64\nVersion: 6.1.176-1\n\
                     Depends: linux-image-6.1.0-50-arm64 (= 6.1.176-1)\n";
-        assert_eq!(kernel_from_metapackage(show).as_deref(), Some("linux-image-6.1.0-56-arm64-unsigned"));
+        assert_eq!(
+            kernel_from_metapackage(show).as_deref(),
+            Some("linux-image-6.1.0-56-arm64-unsigned")
+        );
         let unsigned = "Package: linux-image-arm64\nDepends: linux-image-6.12.38+deb13-arm64-unsigned (= 6.12.38-1) | foo\n";
         assert_eq!(
             kernel_from_metapackage(unsigned).as_deref(),
             Some("linux-image-6.12.38+deb13-arm64-unsigned")
         );
-        assert_eq!(kernel_from_metapackage("Package: x\nDepends: libc6\n"), None);
+        assert_eq!(
+            kernel_from_metapackage("Package: x\nDepends: libc6\n"),
+            None
+        );
         assert_eq!(kernel_from_metapackage("Package: x\n"), None);
     }
 
@@ -846,18 +963,30 @@ mod tests {
                      linux-image-6.1.0-10-arm64-unsigned\nlinux-image-6.1.0-56-cloud-arm64-unsigned\n\
                      linux-image-6.1.0-47-rt-arm64-unsigned\nlinux-image-6.1.0-56-arm64-dbg\n\
                      linux-image-6.12.115+deb12-arm64-unsigned\n";
-        assert_eq!(newest_kernel_6_1(names).as_deref(), Some("linux-image-6.1.0-10-arm64-unsigned"));
+        assert_eq!(
+            newest_kernel_6_1(names).as_deref(),
+            Some("linux-image-6.1.0-10-arm64-unsigned")
+        );
         assert_eq!(newest_kernel_6_1("linux-image-6.1.0-56-arm64\n"), None);
     }
 
     #[test]
     fn modinfo_and_module_names() {
         let ko = b"\x7fELF....\0license=GPL\0depends=vmw_vsock_virtio_transport_common,vsock\0intree=Y\0";
-        assert_eq!(modinfo_depends(ko), ["vmw_vsock_virtio_transport_common", "vsock"]);
+        assert_eq!(
+            modinfo_depends(ko),
+            ["vmw_vsock_virtio_transport_common", "vsock"]
+        );
         assert!(modinfo_depends(b"\0depends=\0name=virtio_mmio\0").is_empty());
         assert!(modinfo_depends(b"no modinfo").is_empty());
-        assert_eq!(module_name("kernel/drivers/virtio/virtio-mmio.ko.xz"), "virtio_mmio");
-        assert_eq!(ko_path("kernel/net/vmw_vsock/vsock.ko.zst"), "kernel/net/vmw_vsock/vsock.ko");
+        assert_eq!(
+            module_name("kernel/drivers/virtio/virtio-mmio.ko.xz"),
+            "virtio_mmio"
+        );
+        assert_eq!(
+            ko_path("kernel/net/vmw_vsock/vsock.ko.zst"),
+            "kernel/net/vmw_vsock/vsock.ko"
+        );
     }
 
     #[test]
@@ -870,6 +999,9 @@ mod tests {
             modules: vec!["virtio_mmio".into(), "vsock".into()],
         };
         assert_eq!(Fetched::from_stamp(&f.to_stamp()), Some(f.clone()));
-        assert_eq!(Fetched::from_stamp(&f.to_stamp().replace(LAYOUT, "old")), None);
+        assert_eq!(
+            Fetched::from_stamp(&f.to_stamp().replace(LAYOUT, "old")),
+            None
+        );
     }
 }
