@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// First line the init prints (the benchmark's "initramfs reached" marker).
@@ -128,47 +129,75 @@ impl Fetched {
 /// and builds the initramfs. The second call only checks the stamps.
 pub fn fetch_rich_image(target_dir: &Path) -> Result<RichImage> {
     let dir = target_dir.join("rich");
-    let kernel = dir.join("Image");
-    let initramfs = dir.join("initramfs.cpio.gz");
-    let fetched_stamp = dir.join("fetched.stamp");
-    let cached = fs::read_to_string(&fetched_stamp)
-        .ok()
-        .and_then(|s| Fetched::from_stamp(&s))
-        .filter(|f| {
-            kernel.is_file()
-                && dir.join("busybox").is_file()
-                && dir
-                    .join("modules")
-                    .join(&f.kernel_version)
-                    .join("modules.dep")
-                    .is_file()
-        });
-    let fetched = match cached {
+    if let Some(image) = cached(&dir) {
+        return Ok(image);
+    }
+    // Serialise concurrent callers (parallel tests, two xtask runs): an
+    // advisory lock, released by the kernel even if this process dies.
+    mkdir(&dir)?;
+    let lock_path = dir.join("lock");
+    let lock = fs::File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        progress(&format!(
+            "waiting for another xtask ({})",
+            lock_path.display()
+        ));
+        lock.lock()
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    }
+    if let Some(image) = cached(&dir) {
+        return Ok(image);
+    }
+    let fetched = match cached_fetch(&dir) {
         Some(f) => f,
         None => {
             let f = fetch(&dir)?;
-            write_atomic(&fetched_stamp, f.to_stamp().as_bytes())?;
+            write_atomic(&dir.join("fetched.stamp"), f.to_stamp().as_bytes())?;
             f
         }
     };
-    let initramfs_stamp = dir.join("initramfs.stamp");
-    let want = format!(
-        "{}init-hash={:016x}\n",
-        fetched.to_stamp(),
-        fnv1a(&[INIT.as_bytes(), PROFILE.as_bytes()])
-    );
-    let have = fs::read_to_string(&initramfs_stamp).unwrap_or_default();
-    if have != want || !initramfs.is_file() {
-        progress(&format!("packing {}", initramfs.display()));
-        let cpio = base_initramfs(&dir, &fetched)?;
-        gzip_to(&cpio, &initramfs)?;
-        write_atomic(&initramfs_stamp, want.as_bytes())?;
-    }
-    Ok(RichImage {
-        kernel,
+    let initramfs = dir.join("initramfs.cpio.gz");
+    progress(&format!("packing {}", initramfs.display()));
+    let cpio = base_initramfs(&dir, &fetched)?;
+    gzip_to(&cpio, &initramfs)?;
+    write_atomic(
+        &dir.join("initramfs.stamp"),
+        initramfs_stamp(&fetched).as_bytes(),
+    )?;
+    cached(&dir).ok_or_else(|| format!("{} is incomplete after building it", dir.display()))
+}
+
+/// The image when everything in `dir` is present and up to date.
+fn cached(dir: &Path) -> Option<RichImage> {
+    let fetched = cached_fetch(dir)?;
+    let initramfs = dir.join("initramfs.cpio.gz");
+    let stamp = fs::read_to_string(dir.join("initramfs.stamp")).ok()?;
+    (stamp == initramfs_stamp(&fetched) && initramfs.is_file()).then(|| RichImage {
+        kernel: dir.join("Image"),
         initramfs,
         kernel_version: fetched.kernel_version,
     })
+}
+
+/// What was fetched, when the fetched files are all there.
+fn cached_fetch(dir: &Path) -> Option<Fetched> {
+    let f = Fetched::from_stamp(&fs::read_to_string(dir.join("fetched.stamp")).ok()?)?;
+    let modules_dep = dir
+        .join("modules")
+        .join(&f.kernel_version)
+        .join("modules.dep");
+    (dir.join("Image").is_file() && dir.join("busybox").is_file() && modules_dep.is_file())
+        .then_some(f)
+}
+
+/// The initramfs stamp: what it was built from, including the init script.
+fn initramfs_stamp(f: &Fetched) -> String {
+    format!(
+        "{}init-hash={:016x}\n",
+        f.to_stamp(),
+        fnv1a(&[INIT.as_bytes(), PROFILE.as_bytes()])
+    )
 }
 
 /// Writes `out`: the initramfs `base` plus `/mvmm/rich-cmd` holding `cmd`,
@@ -817,7 +846,9 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         mkdir(parent)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{seq}", std::process::id()));
     fs::write(&tmp, data).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     fs::rename(&tmp, path)
         .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))
