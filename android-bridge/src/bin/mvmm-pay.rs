@@ -1,0 +1,321 @@
+//! `mvmm-pay`: ask the secure VM for payment approvals from the rich VM's
+//! shell (or a script: `--json`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use android_bridge::amount::{currency, format_amount, parse_amount};
+use android_bridge::{Bridge, BridgeError, DeviceKey, PaymentRequest, Timeouts, Transport};
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+const AFTER_HELP: &str = "\
+Environment: MVMM_TRANSPORT (default vsock:4:7100), MVMM_DEVICE_KEY (default /etc/mvmm/device.pub).
+
+Exit status:
+  0  success
+  1  declined by user
+  2  bad command line (including a bad amount)
+  3  timed out (the user did not answer, or the secure VM did not)
+  4  busy (another approval is in progress)
+  5  refused by policy (limit exceeded, locked) or by the secure VM (unknown credential, invalid field, storage)
+  6  authentication failed or protocol version mismatch
+  7  cannot reach the secure VM (connect error, transport closed)
+  8  any other error";
+
+/// Ask the secure VM's payment app for approvals, credentials and attestations.
+#[derive(Parser)]
+#[command(version, after_help = AFTER_HELP)]
+struct Args {
+    /// vsock:CID:PORT (rich VM) or unix:PATH (simulator).
+    #[arg(long, global = true, env = "MVMM_TRANSPORT", default_value = "vsock:4:7100")]
+    transport: Transport,
+    /// The pinned device public key (hex SEC1).
+    #[arg(long, global = true, env = "MVMM_DEVICE_KEY", default_value = "/etc/mvmm/device.pub")]
+    device_key: PathBuf,
+    /// Machine-readable output on stdout (errors too).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for the user to answer a payment.
+    #[arg(long, global = true, default_value_t = 120)]
+    approval_timeout: u64,
+    /// Seconds to wait for any other answer.
+    #[arg(long, global = true, default_value_t = 10)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask the user to approve a payment on the trusted display.
+    Request {
+        /// Decimal amount in the currency's unit, e.g. 12.50 (no more decimals
+        /// than the currency has).
+        #[arg(long)]
+        amount: String,
+        /// ISO 4217 code, e.g. EUR.
+        #[arg(long)]
+        currency: String,
+        /// Merchant name as the user will see it.
+        #[arg(long)]
+        merchant: String,
+        /// Relying-party nonce, 64 hex digits [default: random].
+        #[arg(long, value_parser = parse_nonce)]
+        nonce: Option<[u8; 32]>,
+        /// Credential id, 32 hex digits [default: the first enrolled].
+        #[arg(long, value_parser = parse_credential)]
+        credential: Option<[u8; 16]>,
+    },
+    /// Create a credential inside the secure VM.
+    Enroll {
+        /// The name the user sees, e.g. "Visa ending 4242".
+        #[arg(long)]
+        label: String,
+    },
+    /// List the enrolled credentials.
+    List,
+    /// Delete a credential and its private key.
+    Delete {
+        /// Credential id, 32 hex digits.
+        #[arg(long, value_parser = parse_credential)]
+        credential: [u8; 16],
+    },
+    /// Have the device key sign a nonce.
+    Attest {
+        /// 64 hex digits [default: random].
+        #[arg(long, value_parser = parse_nonce)]
+        nonce: Option<[u8; 32]>,
+    },
+    /// Show the payment app's state.
+    Status,
+}
+
+fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
+    let bytes = hex::decode(s).map_err(|e| format!("{s:?} is not hex: {e}"))?;
+    let len = bytes.len();
+    bytes
+        .try_into()
+        .map_err(|_| format!("{s:?} has {len} bytes, need exactly {N} ({} hex digits)", 2 * N))
+}
+
+fn parse_nonce(s: &str) -> Result<[u8; 32], String> {
+    parse_hex(s)
+}
+
+fn parse_credential(s: &str) -> Result<[u8; 16], String> {
+    parse_hex(s)
+}
+
+fn random_nonce() -> Result<[u8; 32], BridgeError> {
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| BridgeError::Random(e.to_string()))?;
+    Ok(nonce)
+}
+
+/// A failure and the exit status it maps to.
+struct Failure {
+    code: u8,
+    kind: &'static str,
+    message: String,
+}
+
+impl From<BridgeError> for Failure {
+    fn from(e: BridgeError) -> Self {
+        use BridgeError as B;
+        let (code, kind) = match &e {
+            B::DeclinedByUser => (1, "declined"),
+            B::Amount(_) | B::InvalidField { .. } => (2, "usage"),
+            B::ApprovalTimedOut | B::Timeout { .. } => (3, "timed_out"),
+            B::Busy => (4, "busy"),
+            B::LimitExceeded(_) => (5, "limit_exceeded"),
+            B::Locked => (5, "locked"),
+            B::UnknownCredential(_) => (5, "unknown_credential"),
+            B::InvalidRequest(_) | B::StorageFull | B::StorageFailure => (5, "refused"),
+            B::AuthenticationFailed(_) => (6, "authentication_failed"),
+            B::VersionMismatch { .. } => (6, "version_mismatch"),
+            B::TransportClosed => (7, "transport_closed"),
+            B::Connect { .. } => (7, "connect"),
+            B::BadDeviceKey(_) => (2, "device_key"),
+            _ => (8, "error"),
+        };
+        Failure {
+            code,
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn usage(message: String) -> Failure {
+    Failure {
+        code: 2,
+        kind: "usage",
+        message,
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(output) => {
+            print(&args, &output);
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"error": failure.message, "kind": failure.kind, "exit": failure.code})
+                );
+            }
+            eprintln!("mvmm-pay: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn print(args: &Args, output: &Value) {
+    if args.json {
+        println!("{output}");
+        return;
+    }
+    if let Value::Object(map) = output {
+        for (key, value) in map {
+            match value {
+                Value::String(s) => println!("{key}: {s}"),
+                Value::Array(items) => {
+                    println!("{key}:");
+                    for item in items {
+                        println!("  {item}");
+                    }
+                }
+                other => println!("{key}: {other}"),
+            }
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<Value, Failure> {
+    // Check what can be checked before touching the transport.
+    let request_parts = match &args.command {
+        Command::Request {
+            amount,
+            currency: code,
+            ..
+        } => {
+            let currency = currency(code).map_err(|e| usage(e.to_string()))?;
+            let minor = parse_amount(amount, currency).map_err(|e| usage(e.to_string()))?;
+            Some((currency, minor))
+        }
+        _ => None,
+    };
+    let key = DeviceKey::load(&args.device_key)?;
+    let mut bridge = Bridge::connect(&args.transport, &key)?;
+    bridge.set_timeouts(Timeouts {
+        call: Duration::from_secs(args.timeout),
+        approval: Duration::from_secs(args.approval_timeout),
+    });
+    match &args.command {
+        Command::Request {
+            merchant,
+            nonce,
+            credential,
+            ..
+        } => {
+            let Some((currency, minor)) = request_parts else {
+                return Err(usage("internal: request without amount".into()));
+            };
+            let credential = match credential {
+                Some(c) => *c,
+                None => {
+                    let list = bridge.list_credentials()?;
+                    let first = list.first().ok_or_else(|| Failure {
+                        code: 5,
+                        kind: "unknown_credential",
+                        message: "no credential is enrolled: run `mvmm-pay enroll --label NAME` first"
+                            .into(),
+                    })?;
+                    if list.len() > 1 {
+                        eprintln!(
+                            "mvmm-pay: using credential {} ({}); choose with --credential",
+                            hex::encode(first.credential),
+                            first.label
+                        );
+                    }
+                    first.credential
+                }
+            };
+            let nonce = match nonce {
+                Some(n) => *n,
+                None => random_nonce()?,
+            };
+            let request = PaymentRequest::from_minor(credential, minor, currency, merchant, nonce)?;
+            let authorization = bridge.request_payment(&request)?;
+            let claims = &authorization.claims;
+            Ok(json!({
+                "token": base64::engine::general_purpose::STANDARD.encode(&authorization.token),
+                "credential": hex::encode(claims.credential),
+                "amount_minor": claims.amount_minor,
+                "amount": format_amount(claims.amount_minor, currency),
+                "currency": currency.code(),
+                "merchant": claims.merchant.as_str(),
+                "nonce": hex::encode(claims.nonce),
+                "counter": claims.counter,
+            }))
+        }
+        Command::Enroll { label } => {
+            let record = bridge.enroll(label)?;
+            Ok(json!({
+                "credential": hex::encode(record.credential),
+                "label": record.label.as_str(),
+                "public_key": hex::encode(record.public_key.0),
+                "signature": hex::encode(record.signature.0),
+            }))
+        }
+        Command::List => {
+            let list = bridge.list_credentials()?;
+            let items: Vec<Value> = list
+                .iter()
+                .map(|c| {
+                    json!({
+                        "credential": hex::encode(c.credential),
+                        "label": c.label.as_str(),
+                        "public_key": hex::encode(c.public_key.0),
+                    })
+                })
+                .collect();
+            Ok(json!({ "credentials": items }))
+        }
+        Command::Delete { credential } => {
+            bridge.delete_credential(credential)?;
+            Ok(json!({ "deleted": hex::encode(credential) }))
+        }
+        Command::Attest { nonce } => {
+            let nonce = match nonce {
+                Some(n) => *n,
+                None => random_nonce()?,
+            };
+            let attestation = bridge.attest(&nonce)?;
+            Ok(json!({
+                "nonce": hex::encode(nonce),
+                "device_public_key": hex::encode(attestation.device_public_key.0),
+                "signature": hex::encode(attestation.signature.0),
+            }))
+        }
+        Command::Status => {
+            let status = bridge.status()?;
+            Ok(json!({
+                "protocol_version": status.protocol_version,
+                "credentials": status.credentials,
+                "pin_set": status.pin_set,
+                "locked": status.locked,
+                "busy": status.busy,
+                "transaction_counter": status.transaction_counter,
+                "device_public_key": key.to_hex(),
+            }))
+        }
+    }
+}
