@@ -147,6 +147,12 @@ pub fn start(config: Config) -> Result<Running, String> {
     let screens_dir = dir.join("screens");
     if config.save_screens {
         std::fs::create_dir_all(&screens_dir).map_err(|e| io(&screens_dir, e))?;
+        // Screens are numbered per run: drop the previous run's.
+        for entry in std::fs::read_dir(&screens_dir).map_err(|e| io(&screens_dir, e))?.flatten() {
+            if entry.path().extension().is_some_and(|x| x == "png") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
     let mut rng = ChaCha20Rng::from_seed(random_seed()?);
     let key = device_key(dir, random_seed()?).map_err(|e| io(dir, e))?;
