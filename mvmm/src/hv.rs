@@ -15,7 +15,8 @@ use mvmm_core::console::ConsoleMux;
 use mvmm_core::partition::{MAX_CPUS, MAX_VMS, Vm, VmKind};
 use mvmm_core::psci::{self, Call, Outcome, VcpuPower};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
-use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, sysreg};
+use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, sysreg};
+use mvmm_core::vgic::{self, Vgic};
 use mvmm_core::vuart::VirtualPl011;
 use spin::Mutex;
 
@@ -27,12 +28,11 @@ const TABLES_PER_VM: usize = 16;
 /// Faults logged per VM before mvmm only counts them (a guest must not be
 /// able to flood the console).
 const FAULT_LOG_LIMIT: u32 = 32;
-/// The virtual timer's interrupt.
-const VTIMER_INTID: u32 = 27;
 
 /// What mvmm keeps per VM.
 struct VmState {
     uart: VirtualPl011,
+    vgic: Vgic,
     power: [VcpuPower; MAX_CPUS],
     stage2_root: u64,
     faults: u32,
@@ -43,6 +43,7 @@ impl VmState {
     const fn new() -> Self {
         VmState {
             uart: VirtualPl011::new(),
+            vgic: Vgic::new(1),
             power: [VcpuPower::Off; MAX_CPUS],
             stage2_root: 0,
             faults: 0,
@@ -67,6 +68,11 @@ pub fn console_write(source: usize, bytes: &[u8]) {
     for &b in bytes {
         mux.write(source, b, &mut arch::console_write_byte);
     }
+}
+
+/// Shows the incomplete line console writer `source` holds (a prompt).
+fn console_flush(source: usize) {
+    CONSOLE.lock().flush(source, &mut arch::console_write_byte);
 }
 
 /// First code of every CPU after the boot assembly.
@@ -138,6 +144,11 @@ fn boot(dtb: u64) {
         }
     }
     arch::init_distributor();
+    // Typed input interrupts the CPU of the VM with focus.
+    if let Some(&cpu) = BOARD.vms.get(rich).and_then(|vm| vm.cpus.first()) {
+        arch::route_spi(BOARD.uart.irq, cpu);
+        arch::enable_rx_interrupt();
+    }
     for cpu in 1..BOARD.cpu_count {
         if let Err(code) = arch::cpu_start(cpu) {
             log!("cpu {cpu}: firmware refused CPU_ON ({code})");
@@ -206,6 +217,8 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
     };
     match Exit::decode(esr) {
         Exit::Wfi => {
+            // Idle: whatever it printed without a newline is a prompt.
+            console_flush(vm_index + 1);
             regs.elr += 4;
             arch::wait_for_interrupt();
         }
@@ -222,6 +235,15 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
             if access.read {
                 regs.set(access.rt, 0);
             }
+            regs.elr += 4;
+        }
+        Exit::SysReg(access)
+            if matches!(
+                access.encoding(),
+                vgic::ICC_SGI1R_EL1 | vgic::ICC_ASGI1R_EL1 | vgic::ICC_SGI0R_EL1
+            ) =>
+        {
+            send_sgi(regs, vm_index, vcpu, vm, &access);
             regs.elr += 4;
         }
         Exit::SysReg(access) if access.op0 == 1 => {
@@ -326,7 +348,17 @@ fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'stati
 fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &DataAbort) {
     let (ipa, va) = arch::fault_address();
     let uart = BOARD.uart.mmio;
-    if uart.contains(ipa) && abort.syndrome_valid && !abort.stage1_walk {
+    let gic = BOARD.gic;
+    let emulable = abort.syndrome_valid && !abort.stage1_walk;
+    let redist_span = gic.redistributor_stride * vm.cpus.len() as u64;
+    if emulable
+        && (gic.distributor.contains(ipa)
+            || (ipa >= gic.redistributors.base && ipa - gic.redistributors.base < redist_span))
+    {
+        gic_access(regs, vm_index, vm, abort, ipa, va);
+        return;
+    }
+    if uart.contains(ipa) && emulable {
         let offset = ipa - uart.base;
         let mut state = VMS[vm_index].lock();
         let result = if abort.write {
@@ -334,6 +366,10 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
                 .uart
                 .write(offset, abort.size, regs.get(abort.register) as u32)
         } else {
+            if offset == 0 {
+                // Reading input: show the prompt it answers first.
+                console_flush(vm_index + 1);
+            }
             if FOCUS.load(Ordering::Relaxed) == vm_index {
                 while state.uart.input_space() > 0 {
                     let Some(byte) = arch::console_read_byte() else {
@@ -347,7 +383,11 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
                 None
             })
         };
+        let raised = update_uart_irq(&mut state);
         drop(state);
+        if let Some(target) = raised {
+            deliver(vm_index, vm, target);
+        }
         match result {
             Ok(output) => {
                 if let Some(byte) = output {
@@ -439,16 +479,187 @@ fn inject(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, fault: Fault,
 
 /// A physical interrupt while the guest ran.
 pub fn guest_irq(_regs: &mut GuestRegs) {
+    let Some((vm_index, vcpu, vm)) = current() else {
+        while let Some(intid) = arch::ack_interrupt() {
+            arch::end_of_interrupt(intid, true);
+        }
+        return;
+    };
     while let Some(intid) = arch::ack_interrupt() {
-        if intid == VTIMER_INTID {
+        if intid == vgic::VTIMER_INTID {
             // Priority drop only: the guest's EOI deactivates it (HW bit).
             arch::end_of_interrupt(intid, false);
-            if !arch::inject_virtual(intid, true) {
+            let priority = VMS[vm_index]
+                .lock()
+                .vgic
+                .next_pending(vcpu)
+                .map_or(0xa0, |_| 0xa0);
+            if arch::inject_virtual(intid, true, priority) != arch::Injected::Loaded {
                 arch::end_of_interrupt(intid, true);
             }
+            continue;
+        }
+        arch::end_of_interrupt(intid, true);
+        if intid == arch::KICK_INTID || intid == vgic::MAINTENANCE_INTID {
+            arch::reap_list_registers();
+            // A level interrupt still high after the guest's EOI is raised
+            // again.
+            let raised = update_uart_irq(&mut VMS[vm_index].lock());
+            if let Some(target) = raised.filter(|&t| t != vcpu) {
+                deliver(vm_index, vm, target);
+            }
+            flush(vm_index, vcpu);
+        } else if intid == BOARD.uart.irq {
+            let focus = FOCUS.load(Ordering::Relaxed);
+            let raised = {
+                let mut state = VMS[focus].lock();
+                while state.uart.input_space() > 0 {
+                    let Some(byte) = arch::console_read_byte() else {
+                        break;
+                    };
+                    state.uart.push_input(byte);
+                }
+                update_uart_irq(&mut state)
+            };
+            if let (Some(target), Some(focus_vm)) = (raised, BOARD.vms.get(focus)) {
+                deliver(focus, focus_vm, target);
+            }
         } else {
-            arch::end_of_interrupt(intid, true);
             log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
+        }
+    }
+}
+
+/// Re-evaluates the vUART's interrupt line; returns the vCPU to tell when
+/// it is raised.
+fn update_uart_irq(state: &mut VmState) -> Option<usize> {
+    if state.uart.interrupt_pending() {
+        state.vgic.raise(0, BOARD.uart.irq)
+    } else {
+        state.vgic.lower(0, BOARD.uart.irq);
+        None
+    }
+}
+
+/// Makes vCPU `target` of the VM look at its pending interrupts: at once
+/// if it runs here, else by kicking its CPU.
+fn deliver(vm_index: usize, vm: &Vm<'static>, target: usize) {
+    let here = current().is_some_and(|(v, vcpu, _)| v == vm_index && vcpu == target);
+    if here {
+        flush(vm_index, target);
+    } else if let Some(&cpu) = vm.cpus.get(target) {
+        arch::kick(cpu);
+    }
+}
+
+/// Moves this vCPU's pending virtual interrupts into free list registers.
+fn flush(vm_index: usize, vcpu: usize) {
+    let mut state = VMS[vm_index].lock();
+    while let Some((intid, priority)) = state.vgic.next_pending(vcpu) {
+        match arch::inject_virtual(intid, false, priority) {
+            arch::Injected::Loaded | arch::Injected::Merged => state.vgic.delivered(vcpu, intid),
+            // Retried on the next EOI maintenance interrupt.
+            arch::Injected::Later => break,
+        }
+    }
+}
+
+/// A guest wrote ICC_SGI1R_EL1 (or a sibling): SGIs to its own vCPUs.
+fn send_sgi(
+    regs: &GuestRegs,
+    vm_index: usize,
+    vcpu: usize,
+    vm: &Vm<'static>,
+    access: &SysRegAccess,
+) {
+    if access.read {
+        return;
+    }
+    let (intid, targets) = {
+        let mut state = VMS[vm_index].lock();
+        let (intid, mask) = state.vgic.sgi_targets(vcpu, regs.get(access.rt));
+        let mut wake = 0u32;
+        for target in (0..vm.cpus.len()).filter(|t| mask & (1 << t) != 0) {
+            if state.vgic.raise(target, intid).is_some() {
+                wake |= 1 << target;
+            }
+        }
+        (intid, wake)
+    };
+    let _ = intid;
+    for target in (0..vm.cpus.len()).filter(|t| targets & (1 << t) != 0) {
+        deliver(vm_index, vm, target);
+    }
+}
+
+/// A guest access to its virtual GIC distributor or redistributors.
+fn gic_access(
+    regs: &mut GuestRegs,
+    vm_index: usize,
+    vm: &Vm<'static>,
+    abort: &DataAbort,
+    ipa: u64,
+    va: u64,
+) {
+    let gic = BOARD.gic;
+    let mut state = VMS[vm_index].lock();
+    let result = if gic.distributor.contains(ipa) {
+        let offset = ipa - gic.distributor.base;
+        if abort.write {
+            state
+                .vgic
+                .dist_write(offset, abort.size, regs.get(abort.register))
+        } else {
+            state
+                .vgic
+                .dist_read(offset, abort.size)
+                .map(|v| regs.set(abort.register, trap::load_value(abort, v)))
+        }
+    } else {
+        let rel = ipa - gic.redistributors.base;
+        let (target, offset) = (
+            (rel / gic.redistributor_stride) as usize,
+            rel % gic.redistributor_stride,
+        );
+        if abort.write {
+            state
+                .vgic
+                .redist_write(target, offset, abort.size, regs.get(abort.register))
+        } else {
+            state
+                .vgic
+                .redist_read(target, offset, abort.size)
+                .map(|v| regs.set(abort.register, trap::load_value(abort, v)))
+        }
+    };
+    drop(state);
+    match result {
+        Ok(()) => {
+            regs.elr += 4;
+            if abort.write {
+                // An enable may have made queued interrupts deliverable.
+                for target in 0..vm.cpus.len() {
+                    deliver(vm_index, vm, target);
+                }
+            }
+        }
+        Err(_) => {
+            report(
+                vm_index,
+                vm,
+                regs,
+                format_args!(
+                    "bad {}-byte access to its GIC at IPA {ipa:#x}; injecting an abort",
+                    abort.size
+                ),
+            );
+            inject(
+                regs,
+                vm_index,
+                vm,
+                Fault::DataAbort { write: abort.write },
+                Some(va),
+            );
         }
     }
 }

@@ -18,7 +18,8 @@ pub const IMAGE_DIR_VAR: &str = "MVMM_IMAGE_DIR";
 
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    here.canonicalize().unwrap_or(here)
 }
 
 /// The board file of `board` (e.g. `qemu-virt`).
@@ -241,6 +242,20 @@ impl Machine {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Waits until every one of `wanted` has appeared after everything
+    /// matched so far, in any order (events of different VMs race).
+    pub fn expect_all(&mut self, wanted: &[&str], timeout: Duration) -> Result<(), ConsoleError> {
+        let start = self.cursor;
+        let mut end = start;
+        for w in wanted {
+            self.cursor = start;
+            self.expect(w, timeout)?;
+            end = end.max(self.cursor);
+        }
+        self.cursor = end;
+        Ok(())
     }
 
     /// Everything the machine printed so far.

@@ -5,12 +5,19 @@
 //! another writer's prefix: its lines always start with its own, and the
 //! bytes that could move the terminal cursor back over a prefix (carriage
 //! return, escape sequences, C1 controls, backspace at line start) are
-//! dropped. Output is passed through byte by byte, so an interactive prompt
-//! without a newline still shows at once; when another writer interrupts a
-//! line, the line is broken and re-prefixed.
+//! dropped.
+//!
+//! Each writer's bytes are held until its line is complete (or its buffer
+//! is full), so lines from CPUs printing at the same time never interleave.
+//! A partial line (an interactive prompt) is shown when the writer calls
+//! [`ConsoleMux::flush`], which mvmm does when a VM goes idle or reads its
+//! UART; if another writer's line comes while it is open, the open line is
+//! broken and re-prefixed when it continues.
 
 /// Most writers (mvmm plus every VM).
 pub const MAX_SOURCES: usize = 1 + crate::partition::MAX_VMS;
+/// Bytes of one writer held back while its line is incomplete.
+pub const LINE_BUFFER: usize = 160;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Line {
@@ -32,6 +39,8 @@ pub struct ConsoleMux<'p> {
     prefixes: &'p [&'p str],
     lines: [Line; MAX_SOURCES],
     owner: Option<usize>,
+    held: [[u8; LINE_BUFFER]; MAX_SOURCES],
+    held_len: [usize; MAX_SOURCES],
 }
 
 impl<'p> ConsoleMux<'p> {
@@ -45,12 +54,40 @@ impl<'p> ConsoleMux<'p> {
                 after_c2: false,
             }; MAX_SOURCES],
             owner: None,
+            held: [[0; LINE_BUFFER]; MAX_SOURCES],
+            held_len: [0; MAX_SOURCES],
         }
     }
 
     /// Writes one byte from writer `source`; `out` receives what goes to
-    /// the physical UART. Unknown sources are ignored.
+    /// the physical UART. The byte is held until the line is complete.
+    /// Unknown sources are ignored.
     pub fn write(&mut self, source: usize, byte: u8, out: &mut impl FnMut(u8)) {
+        if source >= MAX_SOURCES || source >= self.prefixes.len() {
+            return;
+        }
+        let len = self.held_len[source];
+        self.held[source][len] = byte;
+        self.held_len[source] = len + 1;
+        if byte == b'\n' || len + 1 == LINE_BUFFER {
+            self.flush(source, out);
+        }
+    }
+
+    /// Shows whatever `source` holds, even an incomplete line.
+    pub fn flush(&mut self, source: usize, out: &mut impl FnMut(u8)) {
+        let Some(&len) = self.held_len.get(source) else {
+            return;
+        };
+        self.held_len[source] = 0;
+        for i in 0..len {
+            let byte = self.held[source][i];
+            self.emit(source, byte, out);
+        }
+    }
+
+    /// Sends one byte to the terminal, with prefixes and filtering.
+    fn emit(&mut self, source: usize, byte: u8, out: &mut impl FnMut(u8)) {
         let Some(&prefix) = self.prefixes.get(source) else {
             return;
         };
@@ -114,6 +151,8 @@ mod tests {
 
     const PREFIXES: &[&str] = &["[mvmm] ", "[rich] ", "[secure] "];
 
+    /// Writes each step's bytes, then flushes that writer (as mvmm does
+    /// when a VM goes idle).
     fn run(steps: &[(usize, &[u8])]) -> String {
         let mut mux = ConsoleMux::new(PREFIXES);
         let mut out = Vec::new();
@@ -121,8 +160,36 @@ mod tests {
             for b in *bytes {
                 mux.write(*source, *b, &mut |o| out.push(o));
             }
+            mux.flush(*source, &mut |o| out.push(o));
         }
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn lines_written_at_the_same_time_do_not_interleave() {
+        let mut mux = ConsoleMux::new(PREFIXES);
+        let mut out = Vec::new();
+        let (a, b) = (b"probe: ready\n", b"secure-os: ready\n");
+        for (i, &y) in b.iter().enumerate() {
+            if let Some(&x) = a.get(i) {
+                mux.write(1, x, &mut |o| out.push(o));
+            }
+            mux.write(2, y, &mut |o| out.push(o));
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "[rich] probe: ready\r\n[secure] secure-os: ready\r\n"
+        );
+    }
+
+    #[test]
+    fn a_full_buffer_is_shown_without_a_newline() {
+        let mut mux = ConsoleMux::new(PREFIXES);
+        let mut out = Vec::new();
+        for _ in 0..LINE_BUFFER {
+            mux.write(1, b'x', &mut |o| out.push(o));
+        }
+        assert_eq!(out.len(), "[rich] ".len() + LINE_BUFFER);
     }
 
     #[test]

@@ -14,4 +14,5 @@ pub mod partition;
 pub mod psci;
 pub mod stage2;
 pub mod trap;
+pub mod vgic;
 pub mod vuart;

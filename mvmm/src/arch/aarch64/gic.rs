@@ -3,11 +3,13 @@
 
 use crate::board::BOARD;
 use aarch64_cpu::registers::{
-    ICC_SRE_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2, ICH_VTR_EL2,
-    Readable, Writeable,
+    ICC_SRE_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2, ICH_LR4_EL2,
+    ICH_LR5_EL2, ICH_LR6_EL2, ICH_LR7_EL2, ICH_LR8_EL2, ICH_LR9_EL2, ICH_LR10_EL2, ICH_LR11_EL2,
+    ICH_LR12_EL2, ICH_LR13_EL2, ICH_LR14_EL2, ICH_LR15_EL2, ICH_VTR_EL2, Readable, Writeable,
 };
 use core::arch::asm;
 use core::ptr;
+use mvmm_core::vgic::{MAINTENANCE_INTID, VTIMER_INTID};
 
 const GICD_CTLR: usize = 0x0000;
 const GICD_CTLR_RWP: u32 = 1 << 31;
@@ -19,9 +21,13 @@ const SGI_FRAME: usize = 0x1_0000;
 const GICR_IGROUPR0: usize = 0x0080;
 const GICR_ISENABLER0: usize = 0x0100;
 const GICR_IPRIORITYR: usize = 0x0400;
+const GICD_IGROUPR: usize = 0x0080;
+const GICD_ISENABLER: usize = 0x0100;
+const GICD_IPRIORITYR: usize = 0x0400;
+const GICD_IROUTER: usize = 0x6000;
 
-/// The virtual timer's PPI.
-pub const VTIMER_INTID: u32 = 27;
+/// The SGI mvmm sends to another CPU to make it look at its queue.
+pub const KICK_INTID: u32 = 1;
 /// Priority of every interrupt mvmm forwards.
 const PRIORITY: u8 = 0xa0;
 
@@ -35,6 +41,16 @@ fn mmio_read(addr: usize) -> u32 {
 fn mmio_write(addr: usize, value: u32) {
     // SAFETY: as in `mmio_read`.
     unsafe { ptr::write_volatile(addr as *mut u32, value) }
+}
+
+/// Sets `intid`'s byte in a priority register block at `block`.
+fn set_priority(block: usize, intid: u32) {
+    let word = block + (intid as usize & !3);
+    let shift = (intid % 4) * 8;
+    mmio_write(
+        word,
+        (mmio_read(word) & !(0xff << shift)) | u32::from(PRIORITY) << shift,
+    );
 }
 
 /// Turns on affinity routing and both interrupt groups (once, on the boot
@@ -62,14 +78,14 @@ pub fn init_cpu_interface(cpu: usize) {
     }
     let sgi = rd + SGI_FRAME;
     mmio_write(sgi + GICR_IGROUPR0, u32::MAX);
-    let prio_word = sgi + GICR_IPRIORITYR + (VTIMER_INTID as usize & !3);
-    let shift = (VTIMER_INTID % 4) * 8;
-    let old = mmio_read(prio_word);
+    let private = [KICK_INTID, MAINTENANCE_INTID, VTIMER_INTID];
+    for intid in private {
+        set_priority(sgi + GICR_IPRIORITYR, intid);
+    }
     mmio_write(
-        prio_word,
-        (old & !(0xff << shift)) | u32::from(PRIORITY) << shift,
+        sgi + GICR_ISENABLER0,
+        private.iter().fold(0, |m, i| m | 1 << i),
     );
-    mmio_write(sgi + GICR_ISENABLER0, 1 << VTIMER_INTID);
 
     ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
@@ -90,6 +106,8 @@ pub fn init_cpu_interface(cpu: usize) {
             options(nostack),
         );
     }
+    // Virtual CPU interface on; EOI maintenance interrupts (LR.EOI) are
+    // always reported.
     ICH_HCR_EL2.write(ICH_HCR_EL2::En::SET);
 }
 
@@ -115,26 +133,155 @@ pub fn end_of_interrupt(intid: u32, deactivate: bool) {
     }
 }
 
-/// Puts `intid` in a free list register as pending for this CPU's guest;
-/// with `hardware`, the guest's deactivation also deactivates the physical
-/// interrupt of the same number. False when every list register is busy.
-pub fn inject_virtual(intid: u32, hardware: bool) -> bool {
+/// What happened to a virtual interrupt handed to the list registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Injected {
+    /// Loaded into a free list register.
+    Loaded,
+    /// A list register already holds it pending: merged.
+    Merged,
+    /// A list register holds it active (the guest is handling it), or
+    /// every list register is busy: try again after an EOI maintenance
+    /// interrupt.
+    Later,
+}
+
+fn lr_count() -> usize {
+    (ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) as usize + 1).min(16)
+}
+
+fn read_lr(n: usize) -> u64 {
+    match n {
+        0 => ICH_LR0_EL2.get(),
+        1 => ICH_LR1_EL2.get(),
+        2 => ICH_LR2_EL2.get(),
+        3 => ICH_LR3_EL2.get(),
+        4 => ICH_LR4_EL2.get(),
+        5 => ICH_LR5_EL2.get(),
+        6 => ICH_LR6_EL2.get(),
+        7 => ICH_LR7_EL2.get(),
+        8 => ICH_LR8_EL2.get(),
+        9 => ICH_LR9_EL2.get(),
+        10 => ICH_LR10_EL2.get(),
+        11 => ICH_LR11_EL2.get(),
+        12 => ICH_LR12_EL2.get(),
+        13 => ICH_LR13_EL2.get(),
+        14 => ICH_LR14_EL2.get(),
+        _ => ICH_LR15_EL2.get(),
+    }
+}
+
+fn write_lr(n: usize, value: u64) {
+    match n {
+        0 => ICH_LR0_EL2.set(value),
+        1 => ICH_LR1_EL2.set(value),
+        2 => ICH_LR2_EL2.set(value),
+        3 => ICH_LR3_EL2.set(value),
+        4 => ICH_LR4_EL2.set(value),
+        5 => ICH_LR5_EL2.set(value),
+        6 => ICH_LR6_EL2.set(value),
+        7 => ICH_LR7_EL2.set(value),
+        8 => ICH_LR8_EL2.set(value),
+        9 => ICH_LR9_EL2.set(value),
+        10 => ICH_LR10_EL2.set(value),
+        11 => ICH_LR11_EL2.set(value),
+        12 => ICH_LR12_EL2.set(value),
+        13 => ICH_LR13_EL2.set(value),
+        14 => ICH_LR14_EL2.set(value),
+        _ => ICH_LR15_EL2.set(value),
+    }
+}
+
+const LR_STATE_SHIFT: u32 = 62;
+const LR_PENDING: u64 = 0b01;
+const LR_HW: u64 = 1 << 61;
+const LR_GROUP1: u64 = 1 << 60;
+const LR_EOI: u64 = 1 << 41;
+
+/// Hands `intid` to this CPU's guest through a list register. With
+/// `hardware`, the guest's deactivation also deactivates the physical
+/// interrupt of the same number; otherwise an EOI maintenance interrupt
+/// tells mvmm when the guest is done, so that queued interrupts follow.
+pub fn inject_virtual(intid: u32, hardware: bool, priority: u8) -> Injected {
     let elrsr: u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
     unsafe { asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nostack)) };
-    let count = (ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) + 1).min(4) as usize;
-    let Some(free) = (0..count).find(|i| elrsr & (1 << i) != 0) else {
-        return false;
+    let count = lr_count();
+    let mut free = None;
+    for n in 0..count {
+        if elrsr & (1 << n) != 0 {
+            free.get_or_insert(n);
+            continue;
+        }
+        let lr = read_lr(n);
+        if lr & 0xffff_ffff == u64::from(intid) {
+            let state = lr >> LR_STATE_SHIFT;
+            return if state == LR_PENDING {
+                Injected::Merged
+            } else {
+                Injected::Later
+            };
+        }
+    }
+    let Some(n) = free else {
+        return Injected::Later;
     };
-    let mut lr = 1u64 << 62 | 1 << 60 | u64::from(PRIORITY) << 48 | u64::from(intid);
-    if hardware {
-        lr |= 1 << 61 | u64::from(intid) << 32;
+    let mut lr =
+        LR_PENDING << LR_STATE_SHIFT | LR_GROUP1 | u64::from(priority) << 48 | u64::from(intid);
+    lr |= if hardware {
+        LR_HW | u64::from(intid) << 32
+    } else {
+        LR_EOI
+    };
+    write_lr(n, lr);
+    true_barrier();
+    Injected::Loaded
+}
+
+/// Empties the list registers whose interrupt the guest has finished
+/// (which ends the EOI maintenance interrupt they raised).
+pub fn reap_list_registers() {
+    let eisr: u64;
+    // SAFETY: reading ICH_EISR_EL2 has no side effects.
+    unsafe { asm!("mrs {}, ich_eisr_el2", out(reg) eisr, options(nostack)) };
+    for n in 0..lr_count() {
+        if eisr & (1 << n) != 0 {
+            write_lr(n, 0);
+        }
     }
-    match free {
-        0 => ICH_LR0_EL2.set(lr),
-        1 => ICH_LR1_EL2.set(lr),
-        2 => ICH_LR2_EL2.set(lr),
-        _ => ICH_LR3_EL2.set(lr),
-    }
-    true
+    true_barrier();
+}
+
+fn true_barrier() {
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Interrupts the guest on physical CPU `cpu` so that it comes to EL2 and
+/// picks up newly queued virtual interrupts.
+pub fn kick(cpu: usize) {
+    // ICC_SGI1R_EL1: INTID in bits 27:24, target list (Aff0) in 15:0; on
+    // QEMU virt the CPU's Aff0 is its index.
+    let value = u64::from(KICK_INTID) << 24 | 1u64 << (cpu & 0xf);
+    // SAFETY: sends mvmm's own kick SGI to one CPU; no memory is touched.
+    unsafe { asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
+}
+
+/// Routes a physical SPI to `cpu` as a group-1 interrupt and enables it.
+pub fn route_spi(intid: u32, cpu: usize) {
+    let base = BOARD.gic.distributor.base as usize;
+    let word = (intid / 32) as usize * 4;
+    let bit = 1u32 << (intid % 32);
+    mmio_write(
+        base + GICD_IGROUPR + word,
+        mmio_read(base + GICD_IGROUPR + word) | bit,
+    );
+    set_priority(base + GICD_IPRIORITYR, intid);
+    // SAFETY: the IROUTER register of this SPI, inside the distributor.
+    unsafe {
+        ptr::write_volatile(
+            (base + GICD_IROUTER + intid as usize * 8) as *mut u64,
+            cpu as u64,
+        )
+    };
+    mmio_write(base + GICD_ISENABLER + word, bit);
 }

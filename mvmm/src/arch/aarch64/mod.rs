@@ -7,9 +7,10 @@ mod vcpu;
 
 pub use firmware::{cpu_start, system_off};
 pub use gic::{
-    ack_interrupt, end_of_interrupt, init_cpu_interface, init_distributor, inject_virtual,
+    Injected, KICK_INTID, ack_interrupt, end_of_interrupt, init_cpu_interface, init_distributor,
+    inject_virtual, kick, reap_list_registers, route_spi,
 };
-pub use pl011::{console_read_byte, console_write_byte};
+pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use vcpu::{
     enter_guest, fault_address, guest_vbar, install_vm, reset_el1, send_event, set_el1_exception,
     this_cpu, wait_for_event, wait_for_interrupt,

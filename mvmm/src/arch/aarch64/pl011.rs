@@ -36,3 +36,14 @@ pub fn console_read_byte() -> Option<u8> {
         Some(read(DR) as u8)
     }
 }
+
+const IMSC: usize = 0x038;
+const INT_RX: u32 = 1 << 4;
+const INT_RT: u32 = 1 << 6;
+
+/// Raises the UART's interrupt when input arrives (receive and receive
+/// timeout), so mvmm need not poll.
+pub fn enable_rx_interrupt() {
+    // SAFETY: as in `read`; IMSC only selects which UART events interrupt.
+    unsafe { ptr::write_volatile(reg(IMSC), INT_RX | INT_RT) }
+}
