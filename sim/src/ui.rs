@@ -51,6 +51,8 @@ impl std::str::FromStr for Answer {
 pub enum Input {
     /// The same answer to every prompt.
     Auto(Answer),
+    /// Nobody answers: every approval times out (for tests).
+    Silent,
     /// This process's terminal: `y` or Enter approve / submit, `n` declines,
     /// digits type the PIN, `b` deletes a digit.
     Terminal,
@@ -99,6 +101,7 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::channel::<UiMsg>();
     let auto = match input {
         Input::Auto(answer) => Some(answer),
+        Input::Silent => None,
         Input::Terminal => {
             let keys = tx.clone();
             thread::spawn(move || read_terminal(&keys));
