@@ -100,7 +100,7 @@ fn fail(code: MvmmResult, message: &str) -> MvmmResult {
     code
 }
 
-fn code_of(e: &BridgeError) -> MvmmResult {
+pub(crate) fn code_of(e: &BridgeError) -> MvmmResult {
     use BridgeError as B;
     use MvmmResult as R;
     match e {
