@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(parse_amount("12.5", eur()), Ok(1250));
         assert_eq!(parse_amount("12", eur()), Ok(1200));
         assert_eq!(parse_amount("0.01", eur()), Ok(1));
-        assert_eq!(parse_amount("1250", currency("JPY").expect("JPY")), Ok(1250));
+        assert_eq!(
+            parse_amount("1250", currency("JPY").expect("JPY")),
+            Ok(1250)
+        );
         assert_eq!(parse_amount("0.001", currency("KWD").expect("KWD")), Ok(1));
         assert_eq!(format_amount(1250, eur()), "12.50");
         assert_eq!(format_amount(5, eur()), "0.05");
@@ -151,7 +154,10 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert_eq!(parse_amount("0.00", eur()), Err(AmountError::Zero("0.00".into())));
+        assert_eq!(
+            parse_amount("0.00", eur()),
+            Err(AmountError::Zero("0.00".into()))
+        );
         assert!(matches!(
             parse_amount("99999999999999999999999", eur()),
             Err(AmountError::TooLarge(_))

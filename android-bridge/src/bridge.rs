@@ -86,7 +86,9 @@ impl PaymentRequest {
             merchant: Merchant::try_from(merchant).map_err(|_| invalid("merchant", merchant))?,
             nonce,
         };
-        request.validate().map_err(|code| BridgeError::from_code(code, None))?;
+        request
+            .validate()
+            .map_err(|code| BridgeError::from_code(code, None))?;
         Ok(PaymentRequest(request))
     }
 }
@@ -193,7 +195,9 @@ impl Bridge {
             Reply::Enrolled(record) => {
                 let statement =
                     enrollment_statement(&record.credential, &record.label, &record.public_key)
-                        .ok_or_else(|| BridgeError::Protocol("enrollment record too long".into()))?;
+                        .ok_or_else(|| {
+                            BridgeError::Protocol("enrollment record too long".into())
+                        })?;
                 self.check_device_signature(&statement, &record.signature.0, "enrollment record")?;
                 Ok(record)
             }
@@ -238,7 +242,9 @@ impl Bridge {
             .ok()
             .and_then(|sign1| sign1.payload)
             .and_then(|payload| AuthorizationClaims::decode(&payload))
-            .ok_or_else(|| BridgeError::Protocol("the token is not a COSE_Sign1 with claims".into()))?;
+            .ok_or_else(|| {
+                BridgeError::Protocol("the token is not a COSE_Sign1 with claims".into())
+            })?;
         let mut differs = Vec::new();
         if claims.credential != payment.credential {
             differs.push("credential");

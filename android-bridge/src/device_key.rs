@@ -28,13 +28,15 @@ impl DeviceKey {
 
     /// Parses SEC1 bytes.
     pub fn from_sec1(bytes: &[u8]) -> Result<Self, BridgeError> {
-        VerifyingKey::from_sec1_bytes(bytes).map(DeviceKey).map_err(|_| {
-            BridgeError::BadDeviceKey(format!(
-                "{} is not a P-256 SEC1 public key ({} bytes)",
-                hex::encode(bytes),
-                bytes.len()
-            ))
-        })
+        VerifyingKey::from_sec1_bytes(bytes)
+            .map(DeviceKey)
+            .map_err(|_| {
+                BridgeError::BadDeviceKey(format!(
+                    "{} is not a P-256 SEC1 public key ({} bytes)",
+                    hex::encode(bytes),
+                    bytes.len()
+                ))
+            })
     }
 
     /// Reads a key file.

@@ -43,7 +43,10 @@ pub enum BridgeError {
     /// The connection closed (or was closed after an earlier failure).
     TransportClosed,
     /// The transport could not be opened.
-    Connect { target: String, error: std::io::Error },
+    Connect {
+        target: String,
+        error: std::io::Error,
+    },
     /// Reading or writing the transport failed.
     Io(std::io::Error),
     /// The secure side is not the one whose device key we trust, or a
@@ -81,7 +84,9 @@ impl fmt::Display for BridgeError {
             }
             Locked => f.write_str("locked: too many wrong PINs, payments are disabled"),
             UnknownCredential(id) => write!(f, "unknown credential {id}"),
-            InvalidRequest(field) => write!(f, "the secure VM refused the request's {field:?} field"),
+            InvalidRequest(field) => {
+                write!(f, "the secure VM refused the request's {field:?} field")
+            }
             Amount(e) => write!(f, "{e}"),
             InvalidField { field, value } => write!(f, "invalid {field}: {value:?}"),
             StorageFull => f.write_str("storage full: no room for another credential"),

@@ -147,12 +147,19 @@ fn guard(body: impl FnOnce() -> MvmmResult) -> MvmmResult {
 /// `ptr` is NULL or points to a NUL-terminated string valid for the call.
 unsafe fn text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, MvmmResult> {
     if ptr.is_null() {
-        return Err(fail(MvmmResult::MvmmInvalidArgument, &format!("{what} is NULL")));
+        return Err(fail(
+            MvmmResult::MvmmInvalidArgument,
+            &format!("{what} is NULL"),
+        ));
     }
     // SAFETY: not NULL, and the caller guarantees a NUL-terminated string.
     let c = unsafe { CStr::from_ptr(ptr) };
-    c.to_str()
-        .map_err(|_| fail(MvmmResult::MvmmInvalidArgument, &format!("{what} is not UTF-8")))
+    c.to_str().map_err(|_| {
+        fail(
+            MvmmResult::MvmmInvalidArgument,
+            &format!("{what} is not UTF-8"),
+        )
+    })
 }
 
 /// Copies `N` bytes.
@@ -161,7 +168,10 @@ unsafe fn text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, MvmmResult
 /// `ptr` is NULL or valid for reading `N` bytes.
 unsafe fn bytes<const N: usize>(ptr: *const u8, what: &str) -> Result<[u8; N], MvmmResult> {
     if ptr.is_null() {
-        return Err(fail(MvmmResult::MvmmInvalidArgument, &format!("{what} is NULL")));
+        return Err(fail(
+            MvmmResult::MvmmInvalidArgument,
+            &format!("{what} is NULL"),
+        ));
     }
     let mut out = [0u8; N];
     // SAFETY: not NULL and valid for N bytes (caller contract); `out` is a
@@ -179,7 +189,10 @@ unsafe fn handle<'a>(handle: *mut MvmmBridge) -> Result<&'a mut Bridge, MvmmResu
     // SAFETY: NULL or a live, exclusively used handle (caller contract).
     match unsafe { handle.as_mut() } {
         Some(h) => Ok(&mut h.bridge),
-        None => Err(fail(MvmmResult::MvmmInvalidArgument, "bridge handle is NULL")),
+        None => Err(fail(
+            MvmmResult::MvmmInvalidArgument,
+            "bridge handle is NULL",
+        )),
     }
 }
 
@@ -288,7 +301,11 @@ pub unsafe extern "C" fn mvmm_bridge_status(
     })
 }
 
-fn credential(id: [u8; CREDENTIAL_ID_LEN], label: &str, key: &[u8; PUBLIC_KEY_LEN]) -> MvmmCredential {
+fn credential(
+    id: [u8; CREDENTIAL_ID_LEN],
+    label: &str,
+    key: &[u8; PUBLIC_KEY_LEN],
+) -> MvmmCredential {
     let mut out = MvmmCredential {
         id,
         label: [0; MAX_LABEL_LEN + 1],
@@ -367,7 +384,10 @@ pub unsafe extern "C" fn mvmm_bridge_list_credentials(
         for (i, c) in list.iter().enumerate() {
             // SAFETY: i < list.len() <= capacity and `out` is valid for
             // `capacity` writes.
-            unsafe { out.add(i).write(credential(c.credential, &c.label, &c.public_key.0)) };
+            unsafe {
+                out.add(i)
+                    .write(credential(c.credential, &c.label, &c.public_key.0))
+            };
         }
         MvmmResult::MvmmOk
     })
@@ -433,7 +453,10 @@ pub unsafe extern "C" fn mvmm_bridge_request_payment(
         // SAFETY: as above.
         let merchant = tri!(unsafe { text(merchant, "merchant") });
         if token_out.is_null() || token_len.is_null() {
-            return fail(MvmmResult::MvmmInvalidArgument, "token_out or token_len is NULL");
+            return fail(
+                MvmmResult::MvmmInvalidArgument,
+                "token_out or token_len is NULL",
+            );
         }
         let request = match PaymentRequest::new(id, amount, code, merchant, nonce) {
             Ok(r) => r,
@@ -449,7 +472,10 @@ pub unsafe extern "C" fn mvmm_bridge_request_payment(
         if token.len() > token_capacity {
             return fail(
                 MvmmResult::MvmmBufferTooSmall,
-                &format!("the token has {} bytes, the buffer {token_capacity}", token.len()),
+                &format!(
+                    "the token has {} bytes, the buffer {token_capacity}",
+                    token.len()
+                ),
             );
         }
         // SAFETY: `token_out` is valid for token_capacity >= token.len()
@@ -485,7 +511,11 @@ pub unsafe extern "C" fn mvmm_bridge_attest(
                 // SAFETY: valid for 64 bytes (caller contract), distinct
                 // from the attestation we own.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(a.signature.0.as_ptr(), signature_out, SIGNATURE_LEN);
+                    std::ptr::copy_nonoverlapping(
+                        a.signature.0.as_ptr(),
+                        signature_out,
+                        SIGNATURE_LEN,
+                    );
                 };
                 MvmmResult::MvmmOk
             }

@@ -41,7 +41,11 @@ fn string(env: &mut Env<'_>, s: &JString<'_>, what: &str) -> JniResult<Option<St
     match s.try_to_string(env) {
         Ok(s) => Ok(Some(s)),
         Err(_) => {
-            throw(env, MvmmResult::MvmmInvalidArgument, &format!("{what} is null"))?;
+            throw(
+                env,
+                MvmmResult::MvmmInvalidArgument,
+                &format!("{what} is null"),
+            )?;
             Ok(None)
         }
     }
@@ -287,7 +291,12 @@ pub extern "system" fn Java_dev_mvmm_bridge_NativeBridge_status<'local>(
                 let s = b.status()?;
                 Ok(format!(
                     "protocol={} credentials={} pin_set={} locked={} busy={} counter={}",
-                    s.protocol_version, s.credentials, s.pin_set, s.locked, s.busy, s.transaction_counter
+                    s.protocol_version,
+                    s.credentials,
+                    s.pin_set,
+                    s.locked,
+                    s.busy,
+                    s.transaction_counter
                 ))
             })?;
             match text {

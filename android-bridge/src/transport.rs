@@ -141,8 +141,9 @@ impl<S: Stream> Channel for StreamChannel<S> {
         if self.broken {
             return Err(ChannelError::Closed);
         }
-        let header = encode_frame_header(packet.len())
-            .ok_or(ChannelError::FrameTooLong(u32::try_from(packet.len()).unwrap_or(u32::MAX)))?;
+        let header = encode_frame_header(packet.len()).ok_or(ChannelError::FrameTooLong(
+            u32::try_from(packet.len()).unwrap_or(u32::MAX),
+        ))?;
         let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + packet.len());
         frame.extend_from_slice(&header);
         frame.extend_from_slice(packet);
@@ -270,10 +271,7 @@ mod tests {
     #[test]
     fn transports_parse() {
         assert_eq!("vsock:4:7100".parse(), Ok(Transport::secure_vm()));
-        assert_eq!(
-            "unix:/tmp/s".parse(),
-            Ok(Transport::Unix("/tmp/s".into()))
-        );
+        assert_eq!("unix:/tmp/s".parse(), Ok(Transport::Unix("/tmp/s".into())));
         for bad in ["", "tcp:1", "vsock:4", "vsock:x:1", "unix:"] {
             assert!(bad.parse::<Transport>().is_err(), "{bad}");
         }
@@ -286,8 +284,14 @@ mod tests {
         let mut channel = StreamChannel::new(a);
         b.write_all(&[0, 0, 0, 5, 1, 2]).expect("write");
         drop(b);
-        assert!(matches!(channel.recv(Duration::from_secs(1)), Err(ChannelError::Closed)));
-        assert!(matches!(channel.send(&[1], Duration::from_secs(1)), Err(ChannelError::Closed)));
+        assert!(matches!(
+            channel.recv(Duration::from_secs(1)),
+            Err(ChannelError::Closed)
+        ));
+        assert!(matches!(
+            channel.send(&[1], Duration::from_secs(1)),
+            Err(ChannelError::Closed)
+        ));
     }
 
     #[test]

@@ -22,7 +22,10 @@ fn eur() -> Currency {
 
 fn enroll(sim: &Sim) -> [u8; 16] {
     let mut bridge = sim.connect();
-    bridge.enroll("Visa ending 4242").expect("enroll").credential
+    bridge
+        .enroll("Visa ending 4242")
+        .expect("enroll")
+        .credential
 }
 
 fn payment(credential: [u8; 16], amount: &str) -> PaymentRequest {
@@ -54,7 +57,9 @@ fn credentials_status_and_attestation() {
     mvmm_verify::verify_attestation(&sim.device_key().0, &NONCE, &attestation)
         .expect("attestation verifies");
 
-    bridge.delete_credential(&record.credential).expect("delete");
+    bridge
+        .delete_credential(&record.credential)
+        .expect("delete");
     match bridge.delete_credential(&record.credential) {
         Err(BridgeError::UnknownCredential(id)) => assert_eq!(id, hex::encode(record.credential)),
         other => panic!("{other:?}"),
@@ -115,21 +120,31 @@ fn limits_and_unknown_credentials() {
     let err = bridge
         .request_payment(&payment(credential, "500.01"))
         .expect_err("over the limit");
-    assert!(matches!(err, BridgeError::LimitExceeded(Limit::PerTransaction)), "{err:?}");
+    assert!(
+        matches!(err, BridgeError::LimitExceeded(Limit::PerTransaction)),
+        "{err:?}"
+    );
     let err = bridge
         .request_payment(&payment([9; 16], "1.00"))
         .expect_err("unknown");
     assert!(matches!(err, BridgeError::UnknownCredential(_)), "{err:?}");
     // Bad amounts never leave the client.
-    let err = PaymentRequest::new(credential, "12.505", "EUR", "Corner Cafe", NONCE).expect_err("amount");
+    let err =
+        PaymentRequest::new(credential, "12.505", "EUR", "Corner Cafe", NONCE).expect_err("amount");
     assert!(err.to_string().contains("12.505"), "{err}");
-    let err = PaymentRequest::new(credential, "1", "EUR", "Corner Cafe", [0; 32]).expect_err("nonce");
+    let err =
+        PaymentRequest::new(credential, "1", "EUR", "Corner Cafe", [0; 32]).expect_err("nonce");
     assert!(matches!(err, BridgeError::InvalidField { .. }), "{err:?}");
 }
 
 #[test]
 fn wrong_pins_lock_payments() {
-    let sim = start_with("locked", Input::Auto(Answer::Pin("9999".into())), Policy::default(), Some("1234"));
+    let sim = start_with(
+        "locked",
+        Input::Auto(Answer::Pin("9999".into())),
+        Policy::default(),
+        Some("1234"),
+    );
     let credential = enroll(&sim);
     let mut bridge = sim.connect();
     assert!(bridge.status().expect("status").pin_set);
@@ -153,7 +168,12 @@ fn wrong_pins_lock_payments() {
 
 #[test]
 fn right_pin_approves() {
-    let sim = start_with("pin", Input::Auto(Answer::Pin("1234".into())), Policy::default(), Some("1234"));
+    let sim = start_with(
+        "pin",
+        Input::Auto(Answer::Pin("1234".into())),
+        Policy::default(),
+        Some("1234"),
+    );
     let credential = enroll(&sim);
     let mut bridge = sim.connect();
     bridge
@@ -182,7 +202,10 @@ fn busy_then_user_timeout_then_client_timeout() {
         .expect_err("busy");
     assert!(matches!(err, BridgeError::Busy), "{err:?}");
     assert_eq!(err.to_string(), "busy: another approval is in progress");
-    let err = waiting.join().expect("thread").expect_err("nobody answered");
+    let err = waiting
+        .join()
+        .expect("thread")
+        .expect_err("nobody answered");
     assert!(matches!(err, BridgeError::ApprovalTimedOut), "{err:?}");
 
     // The client's own timeout: the bridge closes, which cancels the approval.
@@ -197,7 +220,10 @@ fn busy_then_user_timeout_then_client_timeout() {
     assert!(err.to_string().starts_with("timed out"), "{err}");
     assert!(matches!(other.status(), Err(BridgeError::TransportClosed)));
     thread::sleep(Duration::from_millis(100));
-    assert!(!sim.connect().status().expect("status").busy, "approval cancelled");
+    assert!(
+        !sim.connect().status().expect("status").busy,
+        "approval cancelled"
+    );
 }
 
 #[test]
@@ -206,8 +232,14 @@ fn forged_device_key_fails_authentication() {
     let impostor = SigningKey::from_slice(&[7; 32]).expect("key");
     let pinned = DeviceKey(*impostor.verifying_key());
     let err = Bridge::connect(&sim.transport(), &pinned).expect_err("wrong key");
-    assert!(matches!(err, BridgeError::AuthenticationFailed(_)), "{err:?}");
-    assert!(err.to_string().starts_with("authentication failed"), "{err}");
+    assert!(
+        matches!(err, BridgeError::AuthenticationFailed(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with("authentication failed"),
+        "{err}"
+    );
 }
 
 /// Passes the handshake and the first response through, then replays the
@@ -239,10 +271,14 @@ fn replayed_record_is_rejected() {
         inner: sim.transport().open().expect("open"),
         seen: Vec::new(),
     });
-    let mut bridge = Bridge::connect_channel(channel, &sim.device_key(), Timeouts::default()).expect("handshake");
+    let mut bridge = Bridge::connect_channel(channel, &sim.device_key(), Timeouts::default())
+        .expect("handshake");
     bridge.status().expect("first status");
     let err = bridge.status().expect_err("replayed");
-    assert!(matches!(err, BridgeError::AuthenticationFailed(_)), "{err:?}");
+    assert!(
+        matches!(err, BridgeError::AuthenticationFailed(_)),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("replayed"), "{err}");
     assert!(!bridge.is_open(), "the connection is dropped");
     assert!(matches!(bridge.status(), Err(BridgeError::TransportClosed)));
@@ -271,8 +307,14 @@ fn version_mismatch_closed_transport_and_garbage() {
         Err(BridgeError::VersionMismatch { ours: 1, theirs: 2 }) => {}
         other => panic!("{other:?}"),
     }
-    assert!(matches!(connect(Fake(None)), Err(BridgeError::TransportClosed)));
-    assert!(matches!(connect(Fake(Some(vec![1, 0xff]))), Err(BridgeError::Protocol(_))));
+    assert!(matches!(
+        connect(Fake(None)),
+        Err(BridgeError::TransportClosed)
+    ));
+    assert!(matches!(
+        connect(Fake(Some(vec![1, 0xff]))),
+        Err(BridgeError::Protocol(_))
+    ));
     let missing = Transport::Unix(sim.dir.join("nothing.sock"));
     let err = Bridge::connect(&missing, &key).expect_err("no socket");
     assert!(matches!(err, BridgeError::Connect { .. }), "{err:?}");

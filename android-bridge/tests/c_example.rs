@@ -42,7 +42,11 @@ fn compile() -> Option<PathBuf> {
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
         .output()
         .expect("cc runs");
-    assert!(out.status.success(), "cc failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(exe)
 }
 
@@ -56,9 +60,16 @@ fn c_example_pays_through_the_c_abi() {
         .output()
         .expect("example runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("enrolled Visa ending 4242"), "{stdout}");
-    assert!(stdout.contains("\"12.505\" has more than 2 decimal place(s)"), "{stdout}");
+    assert!(
+        stdout.contains("\"12.505\" has more than 2 decimal place(s)"),
+        "{stdout}"
+    );
     let token = stdout
         .lines()
         .find_map(|l| l.strip_prefix("token "))

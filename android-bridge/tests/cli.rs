@@ -37,8 +37,16 @@ fn approve_then_verify_the_token() {
     let out = pay(
         &sim,
         &[
-            "--json", "request", "--amount", "12.50", "--currency", "EUR", "--merchant",
-            "Corner Cafe", "--nonce", &nonce,
+            "--json",
+            "request",
+            "--amount",
+            "12.50",
+            "--currency",
+            "EUR",
+            "--merchant",
+            "Corner Cafe",
+            "--nonce",
+            &nonce,
         ],
     );
     assert!(out.status.success(), "{out:?}");
@@ -79,29 +87,67 @@ fn approve_then_verify_the_token() {
 
     // Text output, the other commands.
     let out = pay(&sim, &["status"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("transaction_counter: 1"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("transaction_counter: 1"),
+        "{out:?}"
+    );
     let out = pay(&sim, &["--json", "list"]);
-    let id = json(&out)["credentials"][0]["credential"].as_str().expect("id").to_string();
+    let id = json(&out)["credentials"][0]["credential"]
+        .as_str()
+        .expect("id")
+        .to_string();
     assert!(pay(&sim, &["--json", "attest"]).status.success());
     assert!(pay(&sim, &["delete", "--credential", &id]).status.success());
     let out = pay(&sim, &["delete", "--credential", &id]);
     assert_eq!(out.status.code(), Some(5));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&id), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&id),
+        "{out:?}"
+    );
 }
 
 #[test]
 fn decline_and_bad_input_exit_non_zero_with_a_reason() {
     let sim = start("cli-decline", Answer::Decline);
-    assert!(pay(&sim, &["enroll", "--label", "Visa ending 4242"]).status.success());
-    let request = ["request", "--amount", "12.50", "--currency", "EUR", "--merchant", "Corner Cafe"];
+    assert!(
+        pay(&sim, &["enroll", "--label", "Visa ending 4242"])
+            .status
+            .success()
+    );
+    let request = [
+        "request",
+        "--amount",
+        "12.50",
+        "--currency",
+        "EUR",
+        "--merchant",
+        "Corner Cafe",
+    ];
     let out = pay(&sim, &request);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("declined by user"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("declined by user"),
+        "{out:?}"
+    );
 
-    let out = pay(&sim, &["request", "--amount", "12.505", "--currency", "EUR", "--merchant", "X"]);
+    let out = pay(
+        &sim,
+        &[
+            "request",
+            "--amount",
+            "12.505",
+            "--currency",
+            "EUR",
+            "--merchant",
+            "X",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("\"12.505\"") && stderr.contains("EUR"), "{stderr}");
+    assert!(
+        stderr.contains("\"12.505\"") && stderr.contains("EUR"),
+        "{stderr}"
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_mvmm-pay"))
         .args(["--transport", "unix:/nonexistent/mvmm.sock", "--device-key"])

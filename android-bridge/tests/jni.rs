@@ -29,7 +29,11 @@ fn jvm_pays_through_jni() {
         .arg(java.join("dev/mvmm/bridge/MvmmException.java"))
         .output()
         .expect("javac runs");
-    assert!(out.status.success(), "javac: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let sim = start("jni", Answer::Approve);
     let other = p256::ecdsa::SigningKey::from_slice(&[5; 32]).expect("key");
@@ -60,7 +64,10 @@ fn jvm_pays_through_jni() {
         "forged error 12 authentication failed",
         "done",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
     let token = stdout
         .lines()

@@ -148,7 +148,10 @@ pub fn start(config: Config) -> Result<Running, String> {
     if config.save_screens {
         std::fs::create_dir_all(&screens_dir).map_err(|e| io(&screens_dir, e))?;
         // Screens are numbered per run: drop the previous run's.
-        for entry in std::fs::read_dir(&screens_dir).map_err(|e| io(&screens_dir, e))?.flatten() {
+        for entry in std::fs::read_dir(&screens_dir)
+            .map_err(|e| io(&screens_dir, e))?
+            .flatten()
+        {
             if entry.path().extension().is_some_and(|x| x == "png") {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -161,8 +164,17 @@ pub fn start(config: Config) -> Result<Running, String> {
         .map_err(|e| io(&device_key_file, e))?
         .trim()
         .to_string();
-    let app = PaymentApp::new(key.clone(), FileStorage::new(dir.join("state.bin")), config.policy)
-        .map_err(|e| format!("{}: cannot restore the app state: {e:?}", dir.join("state.bin").display()))?;
+    let app = PaymentApp::new(
+        key.clone(),
+        FileStorage::new(dir.join("state.bin")),
+        config.policy,
+    )
+    .map_err(|e| {
+        format!(
+            "{}: cannot restore the app state: {e:?}",
+            dir.join("state.bin").display()
+        )
+    })?;
     let mut service = Service::new(app, key);
     if let Some(pin) = &config.pin_if_unset
         && !service.app().status().pin_set
@@ -198,7 +210,14 @@ pub fn start(config: Config) -> Result<Running, String> {
     let credentials_dir = dir.join("credentials");
     let service_stop = Arc::clone(&stop);
     let handle = thread::spawn(move || {
-        serve(service, rng, &inbox, &ui_tx, &service_stop, &credentials_dir);
+        serve(
+            service,
+            rng,
+            &inbox,
+            &ui_tx,
+            &service_stop,
+            &credentials_dir,
+        );
     });
     Ok(Running {
         socket: config.socket,
@@ -219,7 +238,9 @@ fn accept_loop(listener: &UnixListener, events: &Sender<Event>, stop: &AtomicBoo
         let Ok(stream) = stream else { continue };
         let id = next_id;
         next_id += 1;
-        let Ok(writer) = stream.try_clone() else { continue };
+        let Ok(writer) = stream.try_clone() else {
+            continue;
+        };
         if events.send(Event::Connected(id, writer)).is_err() {
             return;
         }
@@ -245,7 +266,10 @@ fn read_loop(id: u64, mut stream: UnixStream, events: &Sender<Event>) {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    eprintln!("[sim] connection {id}: frame of {} bytes announced; closing", e.len);
+                    eprintln!(
+                        "[sim] connection {id}: frame of {} bytes announced; closing",
+                        e.len
+                    );
                     break 'outer;
                 }
             }
@@ -256,10 +280,18 @@ fn read_loop(id: u64, mut stream: UnixStream, events: &Sender<Event>) {
 }
 
 fn send_packet(writers: &mut HashMap<u64, UnixStream>, id: u64, packet: &[u8]) {
-    let Some(stream) = writers.get_mut(&id) else { return };
-    let Some(header) = encode_frame_header(packet.len()) else { return };
+    let Some(stream) = writers.get_mut(&id) else {
+        return;
+    };
+    let Some(header) = encode_frame_header(packet.len()) else {
+        return;
+    };
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(&header).and_then(|()| stream.write_all(packet)).is_err() {
+    if stream
+        .write_all(&header)
+        .and_then(|()| stream.write_all(packet))
+        .is_err()
+    {
         let _ = stream.shutdown(std::net::Shutdown::Both);
         writers.remove(&id);
     }
@@ -346,6 +378,9 @@ fn publish_credentials(service: &Service<FileStorage>, dir: &Path) {
         }
     }
     for (c, name) in credentials.iter().zip(&keep) {
-        let _ = write_atomic(&dir.join(name), format!("{}\n", hex::encode(c.public_key.0)).as_bytes());
+        let _ = write_atomic(
+            &dir.join(name),
+            format!("{}\n", hex::encode(c.public_key.0)).as_bytes(),
+        );
     }
 }

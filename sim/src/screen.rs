@@ -37,7 +37,8 @@ impl FrameBuffer {
     /// Writes the framebuffer as an RGB PNG.
     pub fn save_png(&self, path: &Path) -> Result<(), String> {
         let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut encoder = png::Encoder::new(BufWriter::new(file), self.size.width, self.size.height);
+        let mut encoder =
+            png::Encoder::new(BufWriter::new(file), self.size.width, self.size.height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         encoder.set_compression(png::Compression::Fast);
@@ -63,7 +64,10 @@ impl DrawTarget for FrameBuffer {
     type Color = Rgb888;
     type Error = core::convert::Infallible;
 
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(&mut self, pixels: I) -> Result<(), Self::Error> {
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> Result<(), Self::Error> {
         for Pixel(point, color) in pixels {
             if let Some(slot) = self.index(point).and_then(|i| self.pixels.get_mut(i)) {
                 *slot = color;

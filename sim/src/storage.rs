@@ -71,7 +71,10 @@ pub fn device_key(dir: &Path, seed: [u8; 32]) -> io::Result<SigningKey> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = SigningKey::from_slice(&seed).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, "random seed is not a valid scalar")
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "random seed is not a valid scalar",
+                )
             })?;
             write_atomic(&secret_path, hex::encode(key.to_bytes()).as_bytes())?;
             key

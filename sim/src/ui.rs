@@ -35,7 +35,9 @@ impl std::str::FromStr for Answer {
             "approve" => Ok(Answer::Approve),
             "decline" => Ok(Answer::Decline),
             _ => match s.strip_prefix("pin:") {
-                Some(pin) if (4..=12).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(pin)
+                    if (4..=12).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()) =>
+                {
                     Ok(Answer::Pin(pin.into()))
                 }
                 _ => Err(format!(
@@ -166,7 +168,9 @@ impl Ui {
             UiMsg::Finished(outcome) => {
                 self.state = State::Idle;
                 let (name, drawn) = match outcome {
-                    ServiceOutcome::Approved => ("approved", draw_result(&mut self.fb, Outcome::Approved)),
+                    ServiceOutcome::Approved => {
+                        ("approved", draw_result(&mut self.fb, Outcome::Approved))
+                    }
                     ServiceOutcome::Declined | ServiceOutcome::Failed(_) => {
                         ("declined", draw_result(&mut self.fb, Outcome::Declined))
                     }
@@ -223,7 +227,11 @@ impl Ui {
         eprintln!(
             "[sim] trusted display asks:\n{}\n[sim] approve? (y/n{})",
             prompt.prompt.text,
-            if prompt.prompt.pin_required { ", then the PIN and Enter" } else { "" }
+            if prompt.prompt.pin_required {
+                ", then the PIN and Enter"
+            } else {
+                ""
+            }
         );
         self.state = State::Approval(prompt);
         match self.auto.clone() {
@@ -255,7 +263,9 @@ impl Ui {
                             self.key(KeyEvent::Ok);
                         }
                         Some(_) => {
-                            eprintln!("[sim] a PIN is set but --auto gives none (use --auto pin:DIGITS): cancelling");
+                            eprintln!(
+                                "[sim] a PIN is set but --auto gives none (use --auto pin:DIGITS): cancelling"
+                            );
                             self.key(KeyEvent::Cancel);
                         }
                         None => {}
@@ -278,7 +288,12 @@ impl Ui {
                     if self.auto.is_some() && draw_pin_entry(&mut self.fb, &entry, tries).is_ok() {
                         self.save("pin");
                     }
-                    let pin: String = entry.take().digits().iter().map(|d| char::from(b'0' + d)).collect();
+                    let pin: String = entry
+                        .take()
+                        .digits()
+                        .iter()
+                        .map(|d| char::from(b'0' + d))
+                        .collect();
                     self.decide(Decision::Approve(Some(pin)));
                 }
                 PinStep::Cancelled => self.decide(Decision::Decline),

@@ -27,7 +27,15 @@ pub fn sim(auto: Option<&str>, pay_args: &[String]) -> Result<(), String> {
     eprintln!("\n==> building mvmm-sim and mvmm-pay");
     let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .args(["build", "-q", "-p", "mvmm-sim", "-p", "android-bridge", "--bins"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "mvmm-sim",
+            "-p",
+            "android-bridge",
+            "--bins",
+        ])
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
@@ -86,7 +94,9 @@ impl Simulator {
         if let Some(answer) = auto {
             cmd.arg("--auto").arg(answer).stdin(Stdio::null());
         } else {
-            eprintln!("answer on this terminal: y approves, n declines, digits and Enter for a PIN");
+            eprintln!(
+                "answer on this terminal: y approves, n declines, digits and Enter for a PIN"
+            );
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -167,10 +177,17 @@ fn explain_verification(dir: &Path, output: &str) -> Result<(), String> {
         return Ok(());
     };
     let token_file = dir.join("token.b64");
-    fs::write(&token_file, format!("{token}\n")).map_err(|e| format!("{}: {e}", token_file.display()))?;
+    fs::write(&token_file, format!("{token}\n"))
+        .map_err(|e| format!("{}: {e}", token_file.display()))?;
     let card_key = dir.join("credentials").join(format!("{credential}.pub"));
-    eprintln!("token saved:                        {}", token_file.display());
-    eprintln!("credential public key (the issuer's): {}", card_key.display());
+    eprintln!(
+        "token saved:                        {}",
+        token_file.display()
+    );
+    eprintln!(
+        "credential public key (the issuer's): {}",
+        card_key.display()
+    );
     eprintln!(
         "verify as a backend would:\n  cargo run -q -p mvmm-verify -- --key {} --token {} --nonce {nonce} \
          --amount {amount} --currency {currency} --merchant {merchant:?} --credential {credential}",

@@ -30,10 +30,20 @@ Exit status:
 #[command(version, after_help = AFTER_HELP)]
 struct Args {
     /// vsock:CID:PORT (rich VM) or unix:PATH (simulator).
-    #[arg(long, global = true, env = "MVMM_TRANSPORT", default_value = "vsock:4:7100")]
+    #[arg(
+        long,
+        global = true,
+        env = "MVMM_TRANSPORT",
+        default_value = "vsock:4:7100"
+    )]
     transport: Transport,
     /// The pinned device public key (hex SEC1).
-    #[arg(long, global = true, env = "MVMM_DEVICE_KEY", default_value = "/etc/mvmm/device.pub")]
+    #[arg(
+        long,
+        global = true,
+        env = "MVMM_DEVICE_KEY",
+        default_value = "/etc/mvmm/device.pub"
+    )]
     device_key: PathBuf,
     /// Machine-readable output on stdout (errors too).
     #[arg(long, global = true)]
@@ -96,9 +106,12 @@ enum Command {
 fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
     let bytes = hex::decode(s).map_err(|e| format!("{s:?} is not hex: {e}"))?;
     let len = bytes.len();
-    bytes
-        .try_into()
-        .map_err(|_| format!("{s:?} has {len} bytes, need exactly {N} ({} hex digits)", 2 * N))
+    bytes.try_into().map_err(|_| {
+        format!(
+            "{s:?} has {len} bytes, need exactly {N} ({} hex digits)",
+            2 * N
+        )
+    })
 }
 
 fn parse_nonce(s: &str) -> Result<[u8; 32], String> {
@@ -235,8 +248,9 @@ fn run(args: &Args) -> Result<Value, Failure> {
                     let first = list.first().ok_or_else(|| Failure {
                         code: 5,
                         kind: "unknown_credential",
-                        message: "no credential is enrolled: run `mvmm-pay enroll --label NAME` first"
-                            .into(),
+                        message:
+                            "no credential is enrolled: run `mvmm-pay enroll --label NAME` first"
+                                .into(),
                     })?;
                     if list.len() > 1 {
                         eprintln!(
