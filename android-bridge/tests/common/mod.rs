@@ -43,6 +43,13 @@ impl Sim {
     }
 }
 
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.running.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 pub fn start_with(name: &str, input: Input, policy: Policy, pin: Option<&str>) -> Sim {
     let dir = fresh_dir(name);
     // Unix socket paths are limited to 108 bytes: keep the socket short.
