@@ -3,8 +3,13 @@
 //! It installs what the project needs on a Debian machine (QEMU, the rustup
 //! targets) and says what is missing elsewhere.
 
+mod sim;
+
 use clap::{Parser, Subcommand};
-use mvmm_tests::{Console, IMAGE_DIR_VAR, Images, load_board, qemu_command, repo_root};
+use mvmm_tests::{
+    Console, IMAGE_DIR_VAR, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL, load_board,
+    prepare_rich_boot, qemu_command, repo_root, rich,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -39,14 +44,21 @@ enum Cmd {
         #[arg(long, default_value = "qemu-virt")]
         board: String,
     },
-    /// Build, then boot the board in QEMU (quit with Ctrl-A then X).
-    Run {
-        #[arg(long, default_value = "qemu-virt")]
-        board: String,
-        /// No window: the console is this terminal (the default when there
-        /// is no display).
+    /// Build, then boot the board in QEMU: Linux with a busybox shell in
+    /// the rich VM, secure-os in the secure VM (quit with Ctrl-A then X).
+    Run(RunArgs),
+    /// Run the secure side (payment app, trusted UI, session) in the host
+    /// simulator and `mvmm-pay` against it: the payment flow in seconds,
+    /// without QEMU. Trusted screens are saved as PNGs under target/sim/.
+    Sim {
+        /// Answer the trusted prompt automatically: approve | decline |
+        /// pin:DIGITS (default: answer on this terminal).
         #[arg(long)]
-        headless: bool,
+        auto: Option<String>,
+        /// mvmm-pay arguments, after `--` (e.g. -- request --amount 12.50
+        /// --currency EUR --merchant "Corner Cafe" --json).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Run every test: host unit tests, the no_std cross-build check, the
     /// board-validation check, and the QEMU system tests.
@@ -57,17 +69,52 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, default_value = "qemu-virt")]
+    board: String,
+    /// No window: the console is this terminal (the default when there is
+    /// no display).
+    #[arg(long)]
+    headless: bool,
+    /// Run CMD as root in the rich VM's shell, print its output, power off
+    /// and exit with CMD's exit status.
+    #[arg(long, value_name = "CMD")]
+    rich_cmd: Option<String>,
+    /// Seconds to wait for --rich-cmd before giving up.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    timeout: u64,
+    /// Boot this arm64 kernel Image in the rich VM instead of Debian's.
+    #[arg(long, value_name = "PATH")]
+    rich_kernel: Option<PathBuf>,
+    /// Boot this initramfs in the rich VM instead of the busybox one.
+    #[arg(long, value_name = "PATH")]
+    rich_initrd: Option<PathBuf>,
+    /// The rich VM's kernel command line.
+    #[arg(long, value_name = "STR", default_value = RICH_CMDLINE)]
+    rich_cmdline: String,
+    /// Boot the small probe test guest in the rich VM instead of Linux.
+    #[arg(long, conflicts_with_all = ["rich_kernel", "rich_initrd", "rich_cmd"])]
+    rich_probe: bool,
+}
+
 type Result<T = ()> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Build { board } => build(&board).map(|images| print_images(&images)),
-        Cmd::Run { board, headless } => run(&board, headless),
+        Cmd::Run(args) => run(&args),
         Cmd::Test { host_only } => test(host_only),
+        Cmd::Sim { auto, args } => sim::sim(auto.as_deref(), &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.starts_with(CMD_FAILED) => {
+            let status = e[CMD_FAILED.len()..].parse::<u8>().unwrap_or(1);
+            eprintln!("xtask: the rich VM's command exited with status {status}");
+            ExitCode::from(status)
+        }
         Err(e) => {
             eprintln!("xtask: error: {e}");
             ExitCode::FAILURE
@@ -201,6 +248,13 @@ fn build(board: &str) -> Result<Images> {
     copy(TARGET_EL2, "mvmm")?;
     copy(TARGET_EL1, "secure-os")?;
     copy(TARGET_EL1, "probe-guest")?;
+    step("rich VM image: Debian's arm64 kernel and a busybox initramfs");
+    let image = rich::fetch_rich_image(&target_dir())?;
+    fs::create_dir_all(dir.join("rich")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (from, to) in [(&image.kernel, RICH_KERNEL), (&image.initramfs, RICH_INITRAMFS)] {
+        fs::copy(from, dir.join(to)).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    eprintln!("rich VM kernel {}", image.kernel_version);
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
     Ok(Images::in_dir(&dir))
 }
@@ -209,24 +263,62 @@ fn print_images(images: &Images) {
     println!("images:");
     println!("  mvmm (EL2):   {}", images.mvmm.display());
     for guest in &images.guests {
-        println!("  guest:        {}", guest.display());
+        match guest.addr {
+            Some(addr) => println!("  at {addr:#x}: {}", guest.file.display()),
+            None => println!("  guest ELF:    {}", guest.file.display()),
+        }
     }
 }
 
-fn run(board: &str, headless: bool) -> Result {
+/// Error text that carries the exit status of `--rich-cmd` (not a failure
+/// of xtask itself).
+const CMD_FAILED: &str = "rich-cmd-status:";
+
+fn run(args: &RunArgs) -> Result {
     ensure_packages()?;
-    let images = build(board)?;
-    let (file, qemu) = load_board(board)?;
+    let probe_images = build(&args.board)?;
+    let dir = probe_images.mvmm.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (file, qemu) = load_board(&args.board)?;
+    let images = if args.rich_probe {
+        probe_images
+    } else {
+        let kernel = args.rich_kernel.clone().unwrap_or_else(|| dir.join(RICH_KERNEL));
+        let initrd = args.rich_initrd.clone().unwrap_or_else(|| dir.join(RICH_INITRAMFS));
+        let rich = prepare_rich_boot(
+            &file,
+            &qemu,
+            &kernel,
+            &initrd,
+            &args.rich_cmdline,
+            args.rich_cmd.as_deref(),
+            &dir.join("work").join("run"),
+        )?;
+        Images::with_rich_linux(&dir, &rich)
+    };
     print_images(&images);
+    if let Some(cmd) = &args.rich_cmd {
+        let mut machine = Machine::start(qemu_command(&file, &qemu, &images, Console::Piped));
+        eprintln!("xtask: running {cmd:?} in the rich VM (timeout {} s)", args.timeout);
+        let exited = machine.wait_exit(std::time::Duration::from_secs(args.timeout));
+        let transcript = machine.transcript();
+        return match (exited, rich::parse_exit_status(&transcript)) {
+            (None, _) => Err(format!("the rich VM did not finish {cmd:?} within {} s", args.timeout)),
+            (Some(_), Some(0)) => Ok(()),
+            (Some(_), Some(status)) => Err(format!("{CMD_FAILED}{status}")),
+            (Some(qemu_status), None) => {
+                Err(format!("QEMU exited ({qemu_status}) before the rich VM reported the command's exit status"))
+            }
+        };
+    }
     let has_display = env::var_os("DISPLAY").is_some() || env::var_os("WAYLAND_DISPLAY").is_some();
-    if !headless && !has_display {
+    if !args.headless && !has_display {
         eprintln!("no display found: running headless");
     }
     // There is no graphical output yet: the console is the interface, so
     // both modes attach it to this terminal.
     let mut cmd = qemu_command(&file, &qemu, &images, Console::Terminal);
-    println!("console: this terminal. Lines start with [mvmm], [rich] or [secure].");
-    println!("quit: press Ctrl-A, then X.");
+    println!("console: this terminal. Lines start with [mvmm], [rich] or [secure]; typing goes to the rich VM.");
+    println!("quit: press Ctrl-A, then X (or `poweroff -f` in the rich VM's shell).");
     println!("$ {cmd:?}");
     run_cmd(&mut cmd)
 }
