@@ -113,6 +113,7 @@ fn boot(dtb: u64) {
         .unwrap_or(0);
     FOCUS.store(rich, Ordering::Relaxed);
     for (i, vm) in BOARD.vms.iter().enumerate() {
+        VMS[i].lock().vgic = Vgic::new(vm.cpus.len());
         let mut pool = STAGE2[i].lock();
         let pool_pa = (&raw const pool.0) as u64;
         let built = Stage2Builder::new(&mut pool.0, pool_pa).and_then(|mut b| {
@@ -171,7 +172,7 @@ fn run_vcpu(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
             vm.name,
             vm.entry
         );
-        start_guest(cpu, vm.entry, 0)
+        start_guest(cpu, vm.entry, vm.boot_arg)
     } else {
         wait_for_cpu_on(cpu, vm_index, vcpu)
     }
@@ -190,6 +191,10 @@ fn wait_for_cpu_on(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
             if let VcpuPower::OnPending { entry, context } = state.power[vcpu] {
                 state.power[vcpu] = VcpuPower::On;
                 drop(state);
+                log!(
+                    "vm '{}': vcpu {vcpu} starts at {entry:#x} on cpu {cpu} (PSCI CPU_ON)",
+                    BOARD.vms[vm_index].name
+                );
                 start_guest(cpu, entry, context);
             }
         }
@@ -339,7 +344,7 @@ fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'stati
                 vm.name,
                 vm.entry
             );
-            start_guest(arch::this_cpu(), vm.entry, 0);
+            start_guest(arch::this_cpu(), vm.entry, vm.boot_arg);
         }
     }
 }
@@ -453,9 +458,16 @@ fn report(vm_index: usize, vm: &Vm<'static>, regs: &GuestRegs, what: core::fmt::
 /// not inside its own RAM could only fault again, for ever: it is stopped.
 fn inject(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, fault: Fault, far: Option<u64>) {
     let vbar = arch::guest_vbar();
-    if !vm.ram.iter().any(|r| r.contains_range(vbar, 0x800)) {
+    // Without stage 1, VBAR_EL1 is a guest-physical address that must lie
+    // in the VM's RAM; with stage 1 on, a vector that faults at stage 2
+    // shows up as an instruction abort inside the vector table itself.
+    // Either way the guest could only fault again, for ever: stop it.
+    let vectors_outside =
+        !arch::guest_mmu_on() && !vm.ram.iter().any(|r| r.contains_range(vbar, 0x800));
+    let fault_in_vectors = fault == Fault::InstructionAbort && regs.elr.wrapping_sub(vbar) < 0x800;
+    if vectors_outside || fault_in_vectors {
         log!(
-            "vm '{}': no exception vectors in its RAM (VBAR_EL1 {vbar:#x}); stopping this vCPU",
+            "vm '{}': cannot take exceptions (VBAR_EL1 {vbar:#x} unusable); stopping this vCPU",
             vm.name
         );
         VMS[vm_index].lock().off = true;

@@ -41,13 +41,34 @@ pub fn load_board(board: &str) -> Result<(BoardFile, QemuSection), String> {
     Ok((file, qemu))
 }
 
-/// The ELF images one boot needs.
+pub mod rich;
+
+/// One file QEMU puts in guest memory before the machine starts.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub file: PathBuf,
+    /// Physical address for a raw file; `None` for an ELF, which is loaded
+    /// at the addresses it was linked for.
+    pub addr: Option<u64>,
+}
+
+impl Load {
+    pub fn elf(file: PathBuf) -> Load {
+        Load { file, addr: None }
+    }
+}
+
+/// The images one boot needs: mvmm and what goes into the VMs.
 #[derive(Clone, Debug)]
 pub struct Images {
     pub mvmm: PathBuf,
-    /// Guest images, loaded at their own physical addresses.
-    pub guests: Vec<PathBuf>,
+    pub guests: Vec<Load>,
 }
+
+/// Where `cargo xtask` copies the rich VM's Linux kernel and base
+/// initramfs inside an image directory.
+pub const RICH_KERNEL: &str = "rich/Image";
+pub const RICH_INITRAMFS: &str = "rich/initramfs.cpio.gz";
 
 impl Images {
     /// The images of `cargo xtask build` in `dir`: mvmm, secure-os, and the
@@ -55,26 +76,145 @@ impl Images {
     pub fn in_dir(dir: &Path) -> Images {
         Images {
             mvmm: dir.join("mvmm"),
-            guests: vec![dir.join("secure-os"), dir.join("probe-guest")],
+            guests: vec![
+                Load::elf(dir.join("secure-os")),
+                Load::elf(dir.join("probe-guest")),
+            ],
         }
     }
 
-    /// The images named by [`IMAGE_DIR_VAR`]; panics with a hint when it is
-    /// not set (the QEMU tests are run by `cargo xtask test`).
+    /// mvmm, secure-os, and Linux in the rich VM.
+    pub fn with_rich_linux(dir: &Path, rich: &RichBoot) -> Images {
+        Images {
+            mvmm: dir.join("mvmm"),
+            guests: vec![
+                Load::elf(dir.join("secure-os")),
+                Load {
+                    file: rich.kernel.clone(),
+                    addr: Some(rich.kernel_addr),
+                },
+                Load {
+                    file: rich.initrd.clone(),
+                    addr: Some(rich.initrd_addr),
+                },
+                Load {
+                    file: rich.dtb.clone(),
+                    addr: Some(rich.dtb_addr),
+                },
+            ],
+        }
+    }
+
+    /// The image directory named by [`IMAGE_DIR_VAR`]; panics with a hint
+    /// when it is not set (the QEMU tests are run by `cargo xtask test`).
+    pub fn dir_from_env() -> PathBuf {
+        std::env::var_os(IMAGE_DIR_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                panic!("{IMAGE_DIR_VAR} is not set: run the QEMU tests with `cargo xtask test`")
+            })
+    }
+
+    /// The probe images from [`Images::dir_from_env`].
     pub fn from_env() -> Images {
-        let dir = std::env::var_os(IMAGE_DIR_VAR).unwrap_or_else(|| {
-            panic!("{IMAGE_DIR_VAR} is not set: run the QEMU tests with `cargo xtask test`")
-        });
-        Images::in_dir(Path::new(&dir))
+        Images::in_dir(&Images::dir_from_env())
     }
 
     pub fn missing(&self) -> Vec<&Path> {
         std::iter::once(&self.mvmm)
-            .chain(&self.guests)
+            .chain(self.guests.iter().map(|g| &g.file))
             .map(PathBuf::as_path)
             .filter(|p| !p.exists())
             .collect()
     }
+}
+
+/// A Linux boot of the rich VM, ready for QEMU's loader.
+#[derive(Clone, Debug)]
+pub struct RichBoot {
+    pub kernel: PathBuf,
+    pub kernel_addr: u64,
+    pub initrd: PathBuf,
+    pub initrd_addr: u64,
+    pub dtb: PathBuf,
+    pub dtb_addr: u64,
+}
+
+/// The default kernel command line of the rich VM.
+pub const RICH_CMDLINE: &str = "console=ttyAMA0 nokaslr";
+
+/// Prepares the rich VM's Linux boot in `work`: the initramfs (with
+/// `/mvmm/rich-cmd` appended when `command` is given) and a device tree
+/// written from the board file for that initramfs and `cmdline`.
+pub fn prepare_rich_boot(
+    board: &BoardFile,
+    qemu: &QemuSection,
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    command: Option<&str>,
+    work: &Path,
+) -> Result<RichBoot, String> {
+    let vm = board
+        .vms
+        .iter()
+        .find(|v| v.kind == "rich")
+        .ok_or("the board has no rich VM")?;
+    let missing = |what: &str| {
+        format!(
+            "board vm '{}' has no {what} address: add `{what} = 0x...`",
+            vm.name
+        )
+    };
+    let dtb_addr = vm.dtb.ok_or_else(|| missing("dtb"))?;
+    let initrd_addr = vm.initrd.ok_or_else(|| missing("initrd"))?;
+    for (what, path) in [("kernel", kernel), ("initrd", initrd)] {
+        if !path.is_file() {
+            return Err(format!("rich VM {what} {} does not exist", path.display()));
+        }
+    }
+    fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let initrd = match command {
+        Some(cmd) => {
+            let with_cmd = work.join("initramfs-cmd.cpio");
+            rich::with_command(initrd, cmd, &with_cmd)?;
+            with_cmd
+        }
+        None => initrd.to_path_buf(),
+    };
+    let initrd_size = fs::metadata(&initrd)
+        .map_err(|e| format!("{}: {e}", initrd.display()))?
+        .len();
+    let kernel_size = fs::metadata(kernel)
+        .map_err(|e| format!("{}: {e}", kernel.display()))?
+        .len();
+    if vm.entry + kernel_size > dtb_addr {
+        return Err(format!(
+            "rich kernel {} ({kernel_size} bytes) does not fit below the device tree at {dtb_addr:#x}",
+            kernel.display()
+        ));
+    }
+    let cpu_compatible = match qemu.cpu.split(',').next() {
+        Some(model) if model.starts_with("cortex-") => format!("arm,{model}"),
+        _ => "arm,armv8".to_string(),
+    };
+    let params = mvmm_core::devicetree::BootParams {
+        cmdline,
+        initrd_size: Some(initrd_size),
+        cpu_compatible: &cpu_compatible,
+    };
+    let blob = mvmm_core::devicetree::vm_device_tree(board, &vm.name, &params)
+        .map_err(|e| e.to_string())?;
+    let dtb = work.join("rich.dtb");
+    fs::write(&dtb, blob).map_err(|e| format!("{}: {e}", dtb.display()))?;
+    Ok(RichBoot {
+        kernel: kernel.to_path_buf(),
+        kernel_addr: vm.entry,
+        initrd,
+        initrd_addr,
+        dtb,
+        dtb_addr,
+    })
 }
 
 /// How the console is attached.
@@ -99,7 +239,10 @@ pub fn qemu_command(
     cmd.arg("-kernel").arg(&images.mvmm);
     for guest in &images.guests {
         let mut arg = std::ffi::OsString::from("loader,file=");
-        arg.push(guest);
+        arg.push(&guest.file);
+        if let Some(addr) = guest.addr {
+            arg.push(format!(",addr={addr:#x},force-raw=on"));
+        }
         cmd.arg("-device").arg(arg);
     }
     // A reset request from the firmware ends the run instead of rebooting.
@@ -169,6 +312,27 @@ impl Machine {
             missing.is_empty(),
             "images missing: {missing:?}; run `cargo xtask test`"
         );
+        Machine::start(qemu_command(&board, &qemu, &images, Console::Piped))
+    }
+
+    /// Boots the default board with Linux in the rich VM running
+    /// `command` (see `tests/rich/init`), from the images in the
+    /// environment. `work` names a scratch directory for this boot.
+    pub fn boot_linux(command: Option<&str>, work: &str) -> Machine {
+        let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+        let dir = Images::dir_from_env();
+        let work = dir.join("work").join(work);
+        let rich = prepare_rich_boot(
+            &board,
+            &qemu,
+            &dir.join(RICH_KERNEL),
+            &dir.join(RICH_INITRAMFS),
+            RICH_CMDLINE,
+            command,
+            &work,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let images = Images::with_rich_linux(&dir, &rich);
         Machine::start(qemu_command(&board, &qemu, &images, Console::Piped))
     }
 

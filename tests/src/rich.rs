@@ -6,22 +6,19 @@
 //! machine's dpkg and apt configuration is never changed. It extracts them with
 //! `dpkg-deb`, keeps only the kernel `Image`, busybox and the kernel modules the
 //! rich VM needs, and packs `<target>/rich/initramfs.cpio.gz` with the `/init`
-//! from `xtask/rich/init`. A stamp file makes the second call instant.
+//! from `tests/rich/init`. A stamp file makes the second call instant.
 //!
 //! [`with_command`] appends `/mvmm/rich-cmd` to an initramfs (a second newc
 //! archive; Linux unpacks concatenated archives), and the init then runs that
 //! command, prints [`EXIT_STATUS_PREFIX`]`<N>` and powers off;
 //! [`parse_exit_status`] finds that line in the console output.
 //!
-//! Console lines printed by the init (see `xtask/rich/init`):
+//! Console lines printed by the init (see `tests/rich/init`):
 //! - `mvmm-rich: initramfs up` ([`MARKER_UP`], the benchmark marker)
 //! - `mvmm-rich: module <name> loaded` or `mvmm-rich: module <name> FAILED: <why>`
 //! - `mvmm-rich: ready (<n> cpus online)` ([`READY_PREFIX`])
 //! - `mvmm-rich: exit status <N>` ([`EXIT_STATUS_PREFIX`]), then PSCI SYSTEM_OFF
 //! - `mvmm-rich: interactive shell (exit to power off)` when there is no command.
-
-// Wired into main.rs by the lead; until every item is used there, allow it.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -251,7 +251,10 @@ fn build(board: &str) -> Result<Images> {
     step("rich VM image: Debian's arm64 kernel and a busybox initramfs");
     let image = rich::fetch_rich_image(&target_dir())?;
     fs::create_dir_all(dir.join("rich")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (from, to) in [(&image.kernel, RICH_KERNEL), (&image.initramfs, RICH_INITRAMFS)] {
+    for (from, to) in [
+        (&image.kernel, RICH_KERNEL),
+        (&image.initramfs, RICH_INITRAMFS),
+    ] {
         fs::copy(from, dir.join(to)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
     eprintln!("rich VM kernel {}", image.kernel_version);
@@ -277,13 +280,23 @@ const CMD_FAILED: &str = "rich-cmd-status:";
 fn run(args: &RunArgs) -> Result {
     ensure_packages()?;
     let probe_images = build(&args.board)?;
-    let dir = probe_images.mvmm.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = probe_images
+        .mvmm
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let (file, qemu) = load_board(&args.board)?;
     let images = if args.rich_probe {
         probe_images
     } else {
-        let kernel = args.rich_kernel.clone().unwrap_or_else(|| dir.join(RICH_KERNEL));
-        let initrd = args.rich_initrd.clone().unwrap_or_else(|| dir.join(RICH_INITRAMFS));
+        let kernel = args
+            .rich_kernel
+            .clone()
+            .unwrap_or_else(|| dir.join(RICH_KERNEL));
+        let initrd = args
+            .rich_initrd
+            .clone()
+            .unwrap_or_else(|| dir.join(RICH_INITRAMFS));
         let rich = prepare_rich_boot(
             &file,
             &qemu,
@@ -298,16 +311,22 @@ fn run(args: &RunArgs) -> Result {
     print_images(&images);
     if let Some(cmd) = &args.rich_cmd {
         let mut machine = Machine::start(qemu_command(&file, &qemu, &images, Console::Piped));
-        eprintln!("xtask: running {cmd:?} in the rich VM (timeout {} s)", args.timeout);
+        eprintln!(
+            "xtask: running {cmd:?} in the rich VM (timeout {} s)",
+            args.timeout
+        );
         let exited = machine.wait_exit(std::time::Duration::from_secs(args.timeout));
         let transcript = machine.transcript();
         return match (exited, rich::parse_exit_status(&transcript)) {
-            (None, _) => Err(format!("the rich VM did not finish {cmd:?} within {} s", args.timeout)),
+            (None, _) => Err(format!(
+                "the rich VM did not finish {cmd:?} within {} s",
+                args.timeout
+            )),
             (Some(_), Some(0)) => Ok(()),
             (Some(_), Some(status)) => Err(format!("{CMD_FAILED}{status}")),
-            (Some(qemu_status), None) => {
-                Err(format!("QEMU exited ({qemu_status}) before the rich VM reported the command's exit status"))
-            }
+            (Some(qemu_status), None) => Err(format!(
+                "QEMU exited ({qemu_status}) before the rich VM reported the command's exit status"
+            )),
         };
     }
     let has_display = env::var_os("DISPLAY").is_some() || env::var_os("WAYLAND_DISPLAY").is_some();
@@ -317,7 +336,9 @@ fn run(args: &RunArgs) -> Result {
     // There is no graphical output yet: the console is the interface, so
     // both modes attach it to this terminal.
     let mut cmd = qemu_command(&file, &qemu, &images, Console::Terminal);
-    println!("console: this terminal. Lines start with [mvmm], [rich] or [secure]; typing goes to the rich VM.");
+    println!(
+        "console: this terminal. Lines start with [mvmm], [rich] or [secure]; typing goes to the rich VM."
+    );
     println!("quit: press Ctrl-A, then X (or `poweroff -f` in the rich VM's shell).");
     println!("$ {cmd:?}");
     run_cmd(&mut cmd)

@@ -80,6 +80,13 @@ pub struct DeviceEntry {
     pub size: u64,
     #[serde(default)]
     pub irqs: Vec<u32>,
+    /// Device-tree `compatible` strings, for the guest's device tree.
+    #[serde(default)]
+    pub compatible: Vec<String>,
+    /// The range holds several devices of this size (virtio-mmio slots),
+    /// one per entry of `irqs`.
+    #[serde(default)]
+    pub slot_size: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +99,12 @@ pub struct VmEntry {
     #[serde(default)]
     pub devices: Vec<String>,
     pub entry: u64,
+    /// Where the guest's device tree is loaded (x0 at entry).
+    #[serde(default)]
+    pub dtb: Option<u64>,
+    /// Where an initial ramdisk is loaded, if the VM boots one.
+    #[serde(default)]
+    pub initrd: Option<u64>,
 }
 
 /// Why a board file was refused.
@@ -185,6 +198,7 @@ impl BoardFile {
                 ram: &rams[i],
                 devices: &names[i],
                 entry: v.entry,
+                boot_arg: v.dtb.unwrap_or(0),
             });
         }
         let b = &self.board;
@@ -259,14 +273,15 @@ fn codegen(board: &Board<'_>) -> String {
         let rams: Vec<String> = vm.ram.iter().map(|m| r(*m)).collect();
         let _ = writeln!(
             s,
-            "        Vm {{ name: {:?}, kind: VmKind::{:?}, vmid: {}, cpus: &{:?}, ram: &[{}], devices: &{:?}, entry: {:#x} }},",
+            "        Vm {{ name: {:?}, kind: VmKind::{:?}, vmid: {}, cpus: &{:?}, ram: &[{}], devices: &{:?}, entry: {:#x}, boot_arg: {:#x} }},",
             vm.name,
             vm.kind,
             vm.vmid,
             vm.cpus,
             rams.join(", "),
             vm.devices,
-            vm.entry
+            vm.entry,
+            vm.boot_arg
         );
     }
     let _ = writeln!(s, "    ],");

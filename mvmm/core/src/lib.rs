@@ -10,6 +10,8 @@
 #[cfg(feature = "config")]
 pub mod config;
 pub mod console;
+#[cfg(feature = "config")]
+pub mod devicetree;
 pub mod partition;
 pub mod psci;
 pub mod stage2;

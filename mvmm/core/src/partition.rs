@@ -149,6 +149,8 @@ pub struct Vm<'a> {
     pub devices: &'a [&'a str],
     /// Where vCPU 0 starts, a guest-physical address inside `ram`.
     pub entry: u64,
+    /// x0 at entry: the guest-physical address of its device tree, or 0.
+    pub boot_arg: u64,
 }
 
 /// The generic interrupt controller of the board (GICv3).
@@ -244,6 +246,10 @@ pub enum PartitionError<'a> {
         vm: &'a str,
         entry: u64,
     },
+    DtbOutsideRam {
+        vm: &'a str,
+        dtb: u64,
+    },
     UnknownDevice {
         vm: &'a str,
         device: &'a str,
@@ -329,6 +335,9 @@ impl fmt::Display for PartitionError<'_> {
             ),
             EntryOutsideRam { vm, entry } => {
                 write!(f, "vm '{vm}': entry {entry:#x} is not inside its ram")
+            }
+            DtbOutsideRam { vm, dtb } => {
+                write!(f, "vm '{vm}': dtb {dtb:#x} is not inside its ram")
             }
             UnknownDevice { vm, device } => {
                 write!(
@@ -605,6 +614,7 @@ pub(crate) mod tests {
             ram: &[MemRange::new(0x5000_0000, 0x3000_0000)],
             devices: &["rtc", "net0"],
             entry: 0x5000_0000,
+            boot_arg: 0x5600_0000,
         },
         Vm {
             name: "secure",
@@ -614,6 +624,7 @@ pub(crate) mod tests {
             ram: &[MemRange::new(0x4100_0000, 0x0200_0000)],
             devices: &[],
             entry: 0x4100_0000,
+            boot_arg: 0,
         },
     ];
 

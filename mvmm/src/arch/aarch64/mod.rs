@@ -12,8 +12,8 @@ pub use gic::{
 };
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use vcpu::{
-    enter_guest, fault_address, guest_vbar, install_vm, reset_el1, send_event, set_el1_exception,
-    this_cpu, wait_for_event, wait_for_interrupt,
+    enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm, reset_el1, send_event,
+    set_el1_exception, this_cpu, wait_for_event, wait_for_interrupt,
 };
 
 use core::arch::global_asm;

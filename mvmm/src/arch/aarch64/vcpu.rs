@@ -88,6 +88,11 @@ pub fn fault_address() -> (u64, u64) {
     (ipa, far)
 }
 
+/// Whether the guest's stage-1 translation (its MMU) is on.
+pub fn guest_mmu_on() -> bool {
+    SCTLR_EL1.get() & 1 == 1
+}
+
 /// The guest's exception vector base.
 pub fn guest_vbar() -> u64 {
     VBAR_EL1.get()

@@ -1,0 +1,288 @@
+//! The device tree a VM boots with, written from the board file.
+//!
+//! It lists only what the VM owns or what mvmm emulates for it: its RAM, its
+//! vCPUs (started with PSCI), the virtual GICv3, the architected timer, its
+//! virtual PL011, its passed-through devices, and `/chosen` (command line,
+//! initrd). Nothing of another VM appears in it. Built on the host by xtask
+//! (feature `config`).
+
+use crate::config::{BoardFile, ConfigError, DeviceEntry, VmEntry};
+use vm_fdt::{Error as FdtError, FdtWriter};
+
+/// How a VM is booted: its kernel command line and initial ramdisk.
+#[derive(Clone, Debug)]
+pub struct BootParams<'a> {
+    pub cmdline: &'a str,
+    /// Size in bytes of the initrd loaded at the VM's `initrd` address.
+    pub initrd_size: Option<u64>,
+    /// `compatible` of each vCPU node, e.g. "arm,cortex-a57".
+    pub cpu_compatible: &'a str,
+}
+
+const GIC_PHANDLE: u32 = 1;
+const CLOCK_PHANDLE: u32 = 2;
+/// Interrupt specifier types: GIC_SPI / GIC_PPI, and trigger flags.
+const GIC_SPI: u32 = 0;
+const GIC_PPI: u32 = 1;
+const IRQ_EDGE_RISING: u32 = 1;
+const IRQ_LEVEL_HIGH: u32 = 4;
+/// Timer PPIs: secure physical, non-secure physical, virtual, hypervisor;
+/// the CPU mask bits (all CPUs) with level-low polarity.
+const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
+const PPI_ALL_CPUS_LEVEL: u32 = 0xf08;
+
+fn fdt_err(e: FdtError) -> ConfigError {
+    ConfigError::Partition(format!("device tree: {e}"))
+}
+
+fn reg(base: u64, size: u64) -> [u64; 2] {
+    [base, size]
+}
+
+/// Writes the device tree of VM `vm_name` of `board`.
+pub fn vm_device_tree(
+    board: &BoardFile,
+    vm_name: &str,
+    boot: &BootParams<'_>,
+) -> Result<Vec<u8>, ConfigError> {
+    // Only a board that passes every partition rule gets a device tree.
+    board.with_board(|_| ())?;
+    let vm = board
+        .vms
+        .iter()
+        .find(|v| v.name == vm_name)
+        .ok_or_else(|| ConfigError::UnknownValue {
+            entry: "device tree".into(),
+            field: "vm",
+            value: vm_name.into(),
+        })?;
+    write_tree(board, vm, boot).map_err(fdt_err)
+}
+
+fn write_tree(board: &BoardFile, vm: &VmEntry, boot: &BootParams<'_>) -> Result<Vec<u8>, FdtError> {
+    let b = &board.board;
+    let mut fdt = FdtWriter::new()?;
+    let root = fdt.begin_node("")?;
+    fdt.property_string("compatible", "linux,dummy-virt")?;
+    fdt.property_string("model", &format!("mVMM {} VM on {}", vm.name, b.name))?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_u32("interrupt-parent", GIC_PHANDLE)?;
+
+    let chosen = fdt.begin_node("chosen")?;
+    fdt.property_string("bootargs", boot.cmdline)?;
+    fdt.property_string("stdout-path", &format!("/pl011@{:x}", b.uart.base))?;
+    if let (Some(start), Some(size)) = (vm.initrd, boot.initrd_size) {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", start + size)?;
+    }
+    fdt.end_node(chosen)?;
+
+    for ram in &vm.ram {
+        let node = fdt.begin_node(&format!("memory@{:x}", ram.base))?;
+        fdt.property_string("device_type", "memory")?;
+        fdt.property_array_u64("reg", &reg(ram.base, ram.size))?;
+        fdt.end_node(node)?;
+    }
+
+    let cpus = fdt.begin_node("cpus")?;
+    fdt.property_u32("#address-cells", 1)?;
+    fdt.property_u32("#size-cells", 0)?;
+    for index in 0..vm.cpus.len() {
+        let cpu = fdt.begin_node(&format!("cpu@{index}"))?;
+        fdt.property_string("device_type", "cpu")?;
+        fdt.property_string("compatible", boot.cpu_compatible)?;
+        // vCPU i has MPIDR Aff0 = i (VMPIDR_EL2).
+        fdt.property_u32("reg", index as u32)?;
+        fdt.property_string("enable-method", "psci")?;
+        fdt.end_node(cpu)?;
+    }
+    fdt.end_node(cpus)?;
+
+    let psci = fdt.begin_node("psci")?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
+    )?;
+    fdt.property_string("method", "smc")?;
+    fdt.end_node(psci)?;
+
+    let gic = &b.gic;
+    let intc = fdt.begin_node(&format!("intc@{:x}", gic.distributor.base))?;
+    fdt.property_string("compatible", "arm,gic-v3")?;
+    fdt.property_u32("#interrupt-cells", 3)?;
+    fdt.property_null("interrupt-controller")?;
+    fdt.property_u32("#redistributor-regions", 1)?;
+    let redist_size = gic.redistributor_stride * vm.cpus.len() as u64;
+    let mut regs = reg(gic.distributor.base, gic.distributor.size).to_vec();
+    regs.extend(reg(gic.redistributors.base, redist_size));
+    fdt.property_array_u64("reg", &regs)?;
+    fdt.property_phandle(GIC_PHANDLE)?;
+    fdt.end_node(intc)?;
+
+    let timer = fdt.begin_node("timer")?;
+    fdt.property_string("compatible", "arm,armv8-timer")?;
+    let cells: Vec<u32> = TIMER_PPIS
+        .iter()
+        .flat_map(|&ppi| [GIC_PPI, ppi, PPI_ALL_CPUS_LEVEL])
+        .collect();
+    fdt.property_array_u32("interrupts", &cells)?;
+    fdt.property_null("always-on")?;
+    fdt.end_node(timer)?;
+
+    let clock = fdt.begin_node("apb-pclk")?;
+    fdt.property_string("compatible", "fixed-clock")?;
+    fdt.property_u32("#clock-cells", 0)?;
+    fdt.property_u32("clock-frequency", 24_000_000)?;
+    fdt.property_string("clock-output-names", "clk24mhz")?;
+    fdt.property_phandle(CLOCK_PHANDLE)?;
+    fdt.end_node(clock)?;
+
+    // The virtual PL011 mvmm emulates at the physical UART's address.
+    let uart = fdt.begin_node(&format!("pl011@{:x}", b.uart.base))?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["arm,pl011".into(), "arm,primecell".into()],
+    )?;
+    fdt.property_array_u64("reg", &reg(b.uart.base, b.uart.size))?;
+    fdt.property_array_u32("interrupts", &[GIC_SPI, b.uart.irq - 32, IRQ_LEVEL_HIGH])?;
+    fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
+    fdt.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
+    fdt.end_node(uart)?;
+
+    for name in &vm.devices {
+        if let Some(dev) = board.devices.iter().find(|d| &d.name == name) {
+            device_nodes(&mut fdt, dev)?;
+        }
+    }
+    fdt.end_node(root)?;
+    fdt.finish()
+}
+
+/// Nodes of one passed-through device (one per slot for slotted ranges).
+fn device_nodes(fdt: &mut FdtWriter, dev: &DeviceEntry) -> Result<(), FdtError> {
+    let Some(first) = dev.compatible.first() else {
+        return Ok(());
+    };
+    let node_name = first.rsplit(',').next().unwrap_or(first);
+    let slots: Vec<(u64, u64, Option<u32>)> = match dev.slot_size {
+        Some(slot) if slot > 0 => (0..dev.size / slot)
+            .map(|i| (dev.base + i * slot, slot, dev.irqs.get(i as usize).copied()))
+            .collect(),
+        _ => vec![(dev.base, dev.size, dev.irqs.first().copied())],
+    };
+    let virtio = first == "virtio,mmio";
+    for (base, size, irq) in slots {
+        let node = fdt.begin_node(&format!("{}@{base:x}", node_name.replace(['_', ' '], "-")))?;
+        fdt.property_string_list("compatible", dev.compatible.clone())?;
+        fdt.property_array_u64("reg", &reg(base, size))?;
+        if let Some(irq) = irq.filter(|&i| i >= 32) {
+            let trigger = if virtio {
+                IRQ_EDGE_RISING
+            } else {
+                IRQ_LEVEL_HIGH
+            };
+            fdt.property_array_u32("interrupts", &[GIC_SPI, irq - 32, trigger])?;
+        }
+        if virtio {
+            fdt.property_null("dma-coherent")?;
+        }
+        if dev.compatible.iter().any(|c| c == "arm,primecell") {
+            fdt.property_u32("clocks", CLOCK_PHANDLE)?;
+            fdt.property_string("clock-names", "apb_pclk")?;
+        }
+        fdt.end_node(node)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board() -> BoardFile {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../boards/qemu-virt/board.toml"
+        ))
+        .expect("the qemu-virt board file");
+        BoardFile::parse(&text).expect("it parses")
+    }
+
+    const BOOT: BootParams<'static> = BootParams {
+        cmdline: "console=ttyAMA0 nokaslr",
+        initrd_size: Some(0x10_0000),
+        cpu_compatible: "arm,cortex-a57",
+    };
+
+    /// The raw structure block as text, to look for names and values.
+    fn strings(dtb: &[u8]) -> String {
+        String::from_utf8_lossy(dtb).into_owned()
+    }
+
+    #[test]
+    fn the_rich_vm_tree_has_its_own_resources_only() {
+        let b = board();
+        let dtb = vm_device_tree(&b, "rich", &BOOT).unwrap();
+        assert_eq!(&dtb[..4], &[0xd0, 0x0d, 0xfe, 0xed], "FDT magic");
+        let text = strings(&dtb);
+        for needle in [
+            "memory@50000000",
+            "cpu@0",
+            "cpu@1",
+            "arm,gic-v3",
+            "arm,armv8-timer",
+            "pl011@9000000",
+            "pl031@9010000",
+            "mmio@a003e00",
+            "console=ttyAMA0 nokaslr",
+            "linux,initrd-start",
+            "psci",
+        ] {
+            assert!(text.contains(needle), "{needle} missing");
+        }
+        // Nothing of the secure VM: not its RAM, not a third CPU.
+        assert!(!text.contains("memory@41000000"));
+        assert!(!text.contains("cpu@2"));
+        let initrd_end = 0x5800_0000u64 + 0x10_0000;
+        assert!(
+            dtb.windows(8).any(|w| w == initrd_end.to_be_bytes()),
+            "initrd end"
+        );
+    }
+
+    #[test]
+    fn the_secure_vm_tree_has_no_rich_devices() {
+        let dtb = vm_device_tree(
+            &board(),
+            "secure",
+            &BootParams {
+                initrd_size: None,
+                ..BOOT
+            },
+        )
+        .unwrap();
+        let text = strings(&dtb);
+        assert!(text.contains("memory@41000000"));
+        assert!(!text.contains("pl031") && !text.contains("virtio") && !text.contains("cpu@1"));
+        assert!(!text.contains("linux,initrd-start"));
+    }
+
+    #[test]
+    fn unknown_vms_and_broken_boards_get_no_tree() {
+        assert_eq!(
+            vm_device_tree(&board(), "tablet", &BOOT)
+                .unwrap_err()
+                .to_string(),
+            "device tree: unknown vm 'tablet'"
+        );
+        let mut b = board();
+        b.vms[1].cpus = vec![0];
+        assert!(
+            vm_device_tree(&b, "rich", &BOOT)
+                .unwrap_err()
+                .to_string()
+                .contains("cpu 0 is given twice")
+        );
+    }
+}
