@@ -383,6 +383,8 @@ fn test(host_only: bool) -> Result {
                 "mvmm-tests",
                 "--test",
                 "system",
+                "--test",
+                "linux",
                 "--",
                 "--ignored",
                 "--test-threads=1",
