@@ -302,6 +302,13 @@ pub struct Machine {
     cursor: usize,
 }
 
+/// Where a machine's console output goes besides the transcript.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    Stdout,
+    Silent,
+}
+
 impl Machine {
     /// Boots the default board with the images from the environment.
     pub fn boot() -> Machine {
@@ -338,7 +345,16 @@ impl Machine {
 
     /// Starts `cmd` with piped stdio; its output is echoed to this process's
     /// stdout (captured by the test harness unless the test fails).
-    pub fn start(mut cmd: Command) -> Machine {
+    pub fn start(cmd: Command) -> Machine {
+        Machine::spawn(cmd, Echo::Stdout)
+    }
+
+    /// Like [`Machine::start`], without echoing the console.
+    pub fn start_quiet(cmd: Command) -> Machine {
+        Machine::spawn(cmd, Echo::Silent)
+    }
+
+    fn spawn(mut cmd: Command, echo: Echo) -> Machine {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -360,7 +376,7 @@ impl Machine {
         .flatten()
         {
             let output = Arc::clone(&output);
-            thread::spawn(move || pump(stream, &output));
+            thread::spawn(move || pump(stream, &output, echo));
         }
         Machine {
             stdin: child.stdin.take(),
@@ -371,7 +387,9 @@ impl Machine {
     }
 
     /// Waits until `wanted` appears after everything matched so far; fails
-    /// at once on a failure pattern.
+    /// at once on a failure pattern. Returns the output from the previous
+    /// match to the end of the line holding `wanted`, as far as it has
+    /// arrived (the rest of that line may still be on its way).
     pub fn expect(&mut self, wanted: &str, timeout: Duration) -> Result<String, ConsoleError> {
         let deadline = Instant::now() + timeout;
         let (lock, cond) = &*self.output;
@@ -462,7 +480,7 @@ impl Drop for Machine {
     }
 }
 
-fn pump(mut stream: Box<dyn Read + Send>, output: &(Mutex<Output>, Condvar)) {
+fn pump(mut stream: Box<dyn Read + Send>, output: &(Mutex<Output>, Condvar), echo: Echo) {
     let mut buf = [0u8; 4096];
     loop {
         let n = stream.read(&mut buf).unwrap_or(0);
@@ -474,7 +492,9 @@ fn pump(mut stream: Box<dyn Read + Send>, output: &(Mutex<Output>, Condvar)) {
             return;
         }
         let chunk = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
-        print!("{chunk}");
+        if echo == Echo::Stdout {
+            print!("{chunk}");
+        }
         out.text.push_str(&chunk);
         cond.notify_all();
     }

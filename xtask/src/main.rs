@@ -3,6 +3,7 @@
 //! It installs what the project needs on a Debian machine (QEMU, the rustup
 //! targets) and says what is missing elsewhere.
 
+mod bench;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,13 @@ enum Cmd {
     /// Build, then boot the board in QEMU: Linux with a busybox shell in
     /// the rich VM, secure-os in the secure VM (quit with Ctrl-A then X).
     Run(RunArgs),
+    /// Measure mvmm against bare QEMU in the same run (Linux boot time and a
+    /// CPU-bound workload, in wall time and deterministic -icount guest
+    /// time); writes target/bench/results.json.
+    Bench {
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
+    },
     /// Run the secure side (payment app, trusted UI, session) in the host
     /// simulator and `mvmm-pay` against it: the payment flow in seconds,
     /// without QEMU. Trusted screens are saved as PNGs under target/sim/.
@@ -107,6 +115,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(&args),
         Cmd::Test { host_only } => test(host_only),
         Cmd::Sim { auto, args } => sim::sim(auto.as_deref(), &args),
+        Cmd::Bench { board } => run_bench(&board),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -273,6 +282,20 @@ fn print_images(images: &Images) {
     }
 }
 
+fn run_bench(board: &str) -> Result {
+    ensure_packages()?;
+    let images = build(board)?;
+    let dir = images
+        .mvmm
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    step("benchmarks (each boots Linux four times: bare QEMU and mvmm, wall and -icount)");
+    let entries = bench::bench(board, &dir)?;
+    bench::report(&entries, &target_dir().join("bench").join("results.json"))
+        .map_err(|e| e.to_string())
+}
+
 /// Error text that carries the exit status of `--rich-cmd` (not a failure
 /// of xtask itself).
 const CMD_FAILED: &str = "rich-cmd-status:";
@@ -407,8 +430,8 @@ fn check_bad_boards() -> Result {
     let cases: &[(&str, &str, &str, &str)] = &[
         (
             "overlapping RAM",
-            "ram = [{ base = 0x4100_0000, size = 0x0200_0000 }]",
-            "ram = [{ base = 0x5000_0000, size = 0x0200_0000 }]",
+            "ram = [{ base = 0x4100_0000, size = 0x0200_0000 }]\nentry = 0x4100_0000",
+            "ram = [{ base = 0x5000_0000, size = 0x0200_0000 }]\nentry = 0x5000_0000",
             "vm 'secure' ram[0] 0x50000000..0x52000000 overlaps vm 'rich' ram[0]",
         ),
         (
