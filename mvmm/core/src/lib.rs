@@ -17,4 +17,5 @@ pub mod psci;
 pub mod stage2;
 pub mod trap;
 pub mod vgic;
+pub mod virtio;
 pub mod vuart;

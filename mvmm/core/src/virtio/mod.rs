@@ -1,0 +1,1 @@
+//! virtio devices mvmm emulates (filled in by the vsock work).
