@@ -132,3 +132,18 @@ fn rich_linux_reading_secure_ram_gets_a_bus_error_and_both_vms_keep_running() {
         "no secure heartbeat after the fault: {out}"
     );
 }
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn keys_typed_on_the_console_reach_the_rich_vm_shell() {
+    let mut m = Machine::boot_linux(None, "shell");
+    ok(m.expect("[rich] mvmm-rich: interactive shell", BOOT));
+    // Input goes through the physical UART's interrupt, mvmm's receive
+    // FIFO for the VM with focus, and the virtual UART interrupt.
+    m.send("echo typed-$((6*7))\n");
+    ok(m.expect("[rich] typed-42", STEP));
+    m.send("poweroff -f\n");
+    ok(m.expect("[mvmm] vm 'rich': PSCI SYSTEM_OFF", STEP));
+    let status = m.wait_exit(STEP).expect("QEMU did not exit after poweroff");
+    assert!(status.success(), "QEMU exit status {status}");
+}
