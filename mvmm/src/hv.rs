@@ -25,6 +25,8 @@ pub const MVMM_SOURCE: usize = 0;
 /// Stage-2 tables per VM: root, two level-2 tables and level-3 tables for
 /// device windows and unaligned RAM edges.
 const TABLES_PER_VM: usize = 16;
+/// Priority of interrupts forwarded with the HW bit (timer, devices).
+const FORWARDED_PRIORITY: u8 = 0xa0;
 /// Faults logged per VM before mvmm only counts them (a guest must not be
 /// able to flood the console).
 const FAULT_LOG_LIMIT: u32 = 32;
@@ -147,8 +149,15 @@ fn boot(dtb: u64) {
     arch::init_distributor();
     // Typed input interrupts the CPU of the VM with focus.
     if let Some(&cpu) = BOARD.vms.get(rich).and_then(|vm| vm.cpus.first()) {
-        arch::route_spi(BOARD.uart.irq, cpu);
+        arch::route_spi(BOARD.uart.irq, cpu, true);
         arch::enable_rx_interrupt();
+    }
+    // Passed-through device interrupts go to the CPU of the owner's vCPU 0,
+    // disabled until the guest enables them in its virtual GIC.
+    for vm in BOARD.vms {
+        for (irq, _) in device_irqs(vm) {
+            arch::route_spi(irq, vm.cpus[0], false);
+        }
     }
     for cpu in 1..BOARD.cpu_count {
         if let Err(code) = arch::cpu_start(cpu) {
@@ -498,15 +507,12 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         return;
     };
     while let Some(intid) = arch::ack_interrupt() {
-        if intid == vgic::VTIMER_INTID {
-            // Priority drop only: the guest's EOI deactivates it (HW bit).
+        // The virtual timer and passed-through devices are forwarded with
+        // the HW bit: priority drop only here, the guest's deactivation
+        // ends the physical interrupt too.
+        if intid == vgic::VTIMER_INTID || device_irqs(vm).any(|(irq, _)| irq == intid) {
             arch::end_of_interrupt(intid, false);
-            let priority = VMS[vm_index]
-                .lock()
-                .vgic
-                .next_pending(vcpu)
-                .map_or(0xa0, |_| 0xa0);
-            if arch::inject_virtual(intid, true, priority) != arch::Injected::Loaded {
+            if arch::inject_virtual(intid, true, FORWARDED_PRIORITY) != arch::Injected::Loaded {
                 arch::end_of_interrupt(intid, true);
             }
             continue;
@@ -539,6 +545,23 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         } else {
             log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
         }
+    }
+}
+
+/// The physical interrupts of the devices passed through to `vm`.
+fn device_irqs<'v>(vm: &'v Vm<'static>) -> impl Iterator<Item = (u32, &'static str)> + 'v {
+    vm.devices
+        .iter()
+        .filter_map(|name| BOARD.device(name))
+        .flat_map(|d| d.irqs.iter().map(move |&irq| (irq, d.name)))
+}
+
+/// Makes the physical enable of each passed-through interrupt follow the
+/// guest's enable in its virtual distributor.
+fn sync_device_irqs(vm_index: usize, vm: &Vm<'static>) {
+    let state = VMS[vm_index].lock();
+    for (irq, _) in device_irqs(vm) {
+        arch::set_spi_enabled(irq, state.vgic.is_enabled(0, irq));
     }
 }
 
@@ -650,6 +673,7 @@ fn gic_access(
             regs.elr += 4;
             if abort.write {
                 // An enable may have made queued interrupts deliverable.
+                sync_device_irqs(vm_index, vm);
                 for target in 0..vm.cpus.len() {
                     deliver(vm_index, vm, target);
                 }

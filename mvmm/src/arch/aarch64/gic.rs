@@ -266,8 +266,9 @@ pub fn kick(cpu: usize) {
     unsafe { asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
 }
 
-/// Routes a physical SPI to `cpu` as a group-1 interrupt and enables it.
-pub fn route_spi(intid: u32, cpu: usize) {
+/// Routes a physical SPI to `cpu` as a group-1 interrupt and enables it
+/// (or leaves it disabled, for [`set_spi_enabled`] to decide).
+pub fn route_spi(intid: u32, cpu: usize, enable: bool) {
     let base = BOARD.gic.distributor.base as usize;
     let word = (intid / 32) as usize * 4;
     let bit = 1u32 << (intid % 32);
@@ -283,5 +284,21 @@ pub fn route_spi(intid: u32, cpu: usize) {
             cpu as u64,
         )
     };
-    mmio_write(base + GICD_ISENABLER + word, bit);
+    if enable {
+        mmio_write(base + GICD_ISENABLER + word, bit);
+    }
+}
+
+const GICD_ICENABLER: usize = 0x0180;
+
+/// Enables or disables a physical SPI at the distributor.
+pub fn set_spi_enabled(intid: u32, enabled: bool) {
+    let base = BOARD.gic.distributor.base as usize;
+    let word = (intid / 32) as usize * 4;
+    let reg = if enabled {
+        GICD_ISENABLER
+    } else {
+        GICD_ICENABLER
+    };
+    mmio_write(base + reg + word, 1u32 << (intid % 32));
 }

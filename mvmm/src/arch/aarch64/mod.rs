@@ -8,7 +8,7 @@ mod vcpu;
 pub use firmware::{cpu_start, system_off};
 pub use gic::{
     Injected, KICK_INTID, ack_interrupt, end_of_interrupt, init_cpu_interface, init_distributor,
-    inject_virtual, kick, reap_list_registers, route_spi,
+    inject_virtual, kick, reap_list_registers, route_spi, set_spi_enabled,
 };
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use vcpu::{
