@@ -12,6 +12,7 @@ use crate::board::{BOARD, CONSOLE_PREFIXES};
 use crate::log;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use mvmm_core::console::ConsoleMux;
+use mvmm_core::hypercall::{self, Hypercall};
 use mvmm_core::partition::{MAX_CPUS, MAX_VMS, Vm, VmKind};
 use mvmm_core::psci::{self, Call, Outcome, VcpuPower};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
@@ -75,6 +76,44 @@ pub fn console_write(source: usize, bytes: &[u8]) {
 /// Shows the incomplete line console writer `source` holds (a prompt).
 fn console_flush(source: usize) {
     CONSOLE.lock().flush(source, &mut arch::console_write_byte);
+}
+
+/// Prefix of the secure VM's lines while it holds console focus: the
+/// trusted prompt. No guest can print it (see `ConsoleMux`).
+const TRUSTED_PREFIX: &str = "[TRUSTED secure] ";
+
+/// Gives console input focus to the secure VM `vm_index` (`take`) or back
+/// to the rich VM.
+fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
+    let rich = BOARD
+        .vms
+        .iter()
+        .position(|v| v.kind == VmKind::Rich)
+        .unwrap_or(0);
+    let (focus, prefix) = if take {
+        (vm_index, TRUSTED_PREFIX)
+    } else {
+        (
+            rich,
+            CONSOLE_PREFIXES
+                .get(vm_index + 1)
+                .copied()
+                .unwrap_or("[?] "),
+        )
+    };
+    if take {
+        log!("console input goes to vm '{}' (trusted prompt)", vm.name);
+    }
+    FOCUS.store(focus, Ordering::Relaxed);
+    CONSOLE
+        .lock()
+        .set_prefix(vm_index + 1, prefix, &mut arch::console_write_byte);
+    if !take {
+        log!(
+            "console input goes back to vm '{}'",
+            BOARD.vms.get(rich).map_or("?", |v| v.name)
+        );
+    }
 }
 
 /// First code of every CPU after the boot assembly.
@@ -305,6 +344,25 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
 
 /// PSCI / SMCCC from a guest, through SMC or HVC.
 fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'static>) {
+    if let Some(call) = hypercall::decode(regs.x[0], regs.x[1]) {
+        regs.x[0] = match call {
+            Hypercall::Invalid => hypercall::INVALID_PARAMETERS,
+            Hypercall::ConsoleFocus(_) if vm.kind != VmKind::Secure => {
+                report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!("asked for console focus; denied (only a secure VM may)"),
+                );
+                hypercall::DENIED
+            }
+            Hypercall::ConsoleFocus(take) => {
+                set_focus(vm_index, vm, take);
+                hypercall::SUCCESS
+            }
+        };
+        return;
+    }
     let call = Call::decode([regs.x[0], regs.x[1], regs.x[2], regs.x[3]]);
     let mut state = VMS[vm_index].lock();
     let vcpus = vm.cpus.len();

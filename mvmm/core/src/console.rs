@@ -41,6 +41,8 @@ pub struct ConsoleMux<'p> {
     owner: Option<usize>,
     held: [[u8; LINE_BUFFER]; MAX_SOURCES],
     held_len: [usize; MAX_SOURCES],
+    /// Prefixes replaced with [`ConsoleMux::set_prefix`].
+    custom: [Option<&'p str>; MAX_SOURCES],
 }
 
 impl<'p> ConsoleMux<'p> {
@@ -56,6 +58,26 @@ impl<'p> ConsoleMux<'p> {
             owner: None,
             held: [[0; LINE_BUFFER]; MAX_SOURCES],
             held_len: [0; MAX_SOURCES],
+            custom: [None; MAX_SOURCES],
+        }
+    }
+
+    /// Changes the prefix of writer `source` from its next line on (the
+    /// trusted prefix while the secure VM holds console focus). The open
+    /// line, if any, is shown first under the old prefix.
+    pub fn set_prefix(&mut self, source: usize, prefix: &'p str, out: &mut impl FnMut(u8)) {
+        if source >= MAX_SOURCES {
+            return;
+        }
+        self.flush(source, out);
+        if self.owner == Some(source) {
+            out(b'\r');
+            out(b'\n');
+            self.owner = None;
+        }
+        self.lines[source] = Line::default();
+        if let Some(slot) = self.custom.get_mut(source) {
+            *slot = Some(prefix);
         }
     }
 
@@ -88,9 +110,10 @@ impl<'p> ConsoleMux<'p> {
 
     /// Sends one byte to the terminal, with prefixes and filtering.
     fn emit(&mut self, source: usize, byte: u8, out: &mut impl FnMut(u8)) {
-        let Some(&prefix) = self.prefixes.get(source) else {
+        let Some(&base) = self.prefixes.get(source) else {
             return;
         };
+        let prefix = self.custom.get(source).copied().flatten().unwrap_or(base);
         if source >= MAX_SOURCES {
             return;
         }
@@ -231,6 +254,21 @@ mod tests {
         assert_eq!(
             run(&[(2, "Caf\u{e9} 12,50 \u{20ac}\n".as_bytes())]),
             "[secure] Caf\u{e9} 12,50 \u{20ac}\r\n"
+        );
+    }
+
+    #[test]
+    fn a_changed_prefix_applies_from_the_next_line() {
+        let mut mux = ConsoleMux::new(PREFIXES);
+        let mut out = Vec::new();
+        mux.write_str(2, "a\npartial", &mut |o| out.push(o));
+        mux.set_prefix(2, "[secure|TRUSTED] ", &mut |o| out.push(o));
+        mux.write_str(2, "Pay 12.50 EUR?\n", &mut |o| out.push(o));
+        mux.set_prefix(2, "[secure] ", &mut |o| out.push(o));
+        mux.write_str(2, "b\n", &mut |o| out.push(o));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "[secure] a\r\n[secure] partial\r\n[secure|TRUSTED] Pay 12.50 EUR?\r\n[secure] b\r\n"
         );
     }
 

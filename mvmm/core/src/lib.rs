@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 #[cfg(feature = "config")]
 pub mod devicetree;
+pub mod hypercall;
 pub mod partition;
 pub mod psci;
 pub mod stage2;
