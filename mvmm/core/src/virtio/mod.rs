@@ -1,1 +1,17 @@
-//! virtio devices mvmm emulates (filled in by the vsock work).
+//! virtio devices mvmm emulates for its guests: the vsock channel between
+//! the VMs.
+//!
+//! Layers, bottom up: [`mem`] (the checked window onto a VM's RAM),
+//! [`queue`] (split virtqueues), [`mmio`] (the virtio-mmio register file),
+//! [`vsock`] (packets in and out of one VM's device) and [`switch`] (which
+//! VM's packet goes where, under the board's policy). See docs/vsock.md.
+
+pub mod mem;
+pub mod mmio;
+pub mod queue;
+pub mod vsock;
+
+pub use mem::{GuestMemory, MemFault, RamWindow};
+pub use mmio::{BadAccess, WriteEffect};
+pub use queue::QueueError;
+pub use vsock::{Delivery, Header, Packet, VsockDevice};
