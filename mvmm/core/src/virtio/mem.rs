@@ -21,7 +21,11 @@ pub struct MemFault {
 
 impl fmt::Display for MemFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x} (+{:#x}) is outside the VM's RAM", self.ipa, self.len)
+        write!(
+            f,
+            "{:#x} (+{:#x}) is outside the VM's RAM",
+            self.ipa, self.len
+        )
     }
 }
 
@@ -158,12 +162,22 @@ pub mod testing {
 
         /// Accesses the device tried outside the window.
         pub fn violations(&self) -> Vec<Access> {
-            self.log.borrow().iter().filter(|a| !a.inside).copied().collect()
+            self.log
+                .borrow()
+                .iter()
+                .filter(|a| !a.inside)
+                .copied()
+                .collect()
         }
 
         /// Writes the device made.
         pub fn writes(&self) -> Vec<Access> {
-            self.log.borrow().iter().filter(|a| a.write).copied().collect()
+            self.log
+                .borrow()
+                .iter()
+                .filter(|a| a.write)
+                .copied()
+                .collect()
         }
 
         pub fn clear_log(&self) {

@@ -11,6 +11,11 @@ pub mod mmio;
 pub mod queue;
 pub mod vsock;
 
+#[cfg(test)]
+mod testguest;
+#[cfg(test)]
+mod tests;
+
 pub use mem::{GuestMemory, MemFault, RamWindow};
 pub use mmio::{BadAccess, WriteEffect};
 pub use queue::QueueError;

@@ -192,15 +192,13 @@ impl Queue {
     /// guest values: checked arithmetic, then checked again by the memory).
     fn avail_slot(&self, slot: u16) -> Result<u64, QueueError> {
         let off = 4 + 2 * u64::from(slot % self.size);
-        self.driver
-            .checked_add(off)
-            .ok_or(QueueError::Memory {
-                area: Area::AvailableRing,
-                fault: MemFault {
-                    ipa: self.driver,
-                    len: off,
-                },
-            })
+        self.driver.checked_add(off).ok_or(QueueError::Memory {
+            area: Area::AvailableRing,
+            fault: MemFault {
+                ipa: self.driver,
+                len: off,
+            },
+        })
     }
 
     /// Buffers the driver made available that the device has not taken.
@@ -265,16 +263,16 @@ impl Queue {
         written: u32,
     ) -> Result<(), QueueError> {
         let slot = u64::from(self.used_idx % self.size);
-        let elem = self
-            .device
-            .checked_add(4 + slot * USED_ELEM_SIZE)
-            .ok_or(QueueError::Memory {
-                area: Area::UsedRing,
-                fault: MemFault {
-                    ipa: self.device,
-                    len: u64::MAX,
-                },
-            })?;
+        let elem =
+            self.device
+                .checked_add(4 + slot * USED_ELEM_SIZE)
+                .ok_or(QueueError::Memory {
+                    area: Area::UsedRing,
+                    fault: MemFault {
+                        ipa: self.device,
+                        len: u64::MAX,
+                    },
+                })?;
         let mut bytes = [0u8; 8];
         bytes[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         bytes[4..].copy_from_slice(&written.to_le_bytes());
@@ -299,7 +297,10 @@ impl Queue {
     }
 
     /// False when the driver asked not to be interrupted for used buffers.
-    pub fn wants_interrupt<M: GuestMemory + ?Sized>(&self, mem: &mut M) -> Result<bool, QueueError> {
+    pub fn wants_interrupt<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &mut M,
+    ) -> Result<bool, QueueError> {
         let flags = read_u16(mem, self.driver).map_err(Self::mem_err(Area::AvailableRing))?;
         Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
     }
@@ -337,21 +338,38 @@ impl Chain {
             return Err(QueueError::ChainTooLong { size: self.size });
         }
         self.seen += 1;
-        let addr = self
-            .desc
-            .checked_add(u64::from(index) * DESC_SIZE)
-            .ok_or(QueueError::Memory {
-                area: Area::DescriptorTable,
-                fault: MemFault {
-                    ipa: self.desc,
-                    len: u64::MAX,
-                },
-            })?;
+        let addr =
+            self.desc
+                .checked_add(u64::from(index) * DESC_SIZE)
+                .ok_or(QueueError::Memory {
+                    area: Area::DescriptorTable,
+                    fault: MemFault {
+                        ipa: self.desc,
+                        len: u64::MAX,
+                    },
+                })?;
         let mut raw = [0u8; DESC_SIZE as usize];
         let table_err = Queue::mem_err(Area::DescriptorTable);
         mem.check(addr, DESC_SIZE).map_err(&table_err)?;
         mem.read(addr, &mut raw).map_err(&table_err)?;
-        let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, f0, f1, n0, n1] = raw;
+        let [
+            a0,
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
+            a6,
+            a7,
+            l0,
+            l1,
+            l2,
+            l3,
+            f0,
+            f1,
+            n0,
+            n1,
+        ] = raw;
         let buf_addr = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
         let len = u32::from_le_bytes([l0, l1, l2, l3]);
         let flags = u16::from_le_bytes([f0, f1]);

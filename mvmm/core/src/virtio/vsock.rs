@@ -179,16 +179,12 @@ impl Packet {
 
     /// The whole payload.
     pub fn payload(&self) -> &[u8] {
-        self.payload
-            .get(..self.header.len as usize)
-            .unwrap_or(&[])
+        self.payload.get(..self.header.len as usize).unwrap_or(&[])
     }
 
     /// Payload bytes not yet delivered.
     pub fn remaining(&self) -> &[u8] {
-        self.payload()
-            .get(self.sent as usize..)
-            .unwrap_or(&[])
+        self.payload().get(self.sent as usize..).unwrap_or(&[])
     }
 }
 
