@@ -16,12 +16,17 @@
 //!
 //! # Design notes
 //! - All assembly, system-register and MMIO access lives in `arch`; the rest
-//!   (`text`) is plain logic tested on the host.
+//!   (`text`, `keys`, `prompt`, `server`) is plain logic tested on the host.
 //! - On the host only the logic modules are built, so `cargo test --workspace`
 //!   covers them.
 
 #![cfg_attr(target_os = "none", no_std)]
 
+extern crate alloc;
+
+pub mod keys;
+pub mod prompt;
+pub mod server;
 pub mod text;
 
 #[cfg(target_os = "none")]

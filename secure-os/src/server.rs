@@ -1,0 +1,592 @@
+//! The secure VM's services over vsock, without the device: a switchboard
+//! that owns the payment [`Service`], one entry per accepted connection, the
+//! stream framing and every connection's pending output. Pure logic,
+//! host-tested; the image moves bytes between it and the vsock driver.
+//!
+//! - Port [`PAYMENT_PORT`] (7100): `u32 BE length || packet` frames
+//!   (`payment_app::service` framing) into [`Service::handle`]; replies and
+//!   completions go back framed the same way.
+//! - Port [`ECHO_PORT`] (7101): every byte is sent back (benchmarks).
+//!
+//! Bad input is a problem of its connection only: an undecodable packet is
+//! answered with an error by the service; a frame header announcing more
+//! than `MAX_FRAME_LEN` puts the stream out of step, so that connection is
+//! closed ([`Switchboard::take_doomed`]). A peer that does not read its
+//! answers is closed once [`MAX_OUTBOX`] bytes wait for it.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use payment_app::service::{
+    ApproveStep, Completion, FrameReader, NothingPending, Output, Outcome, UiPrompt,
+    encode_frame_header,
+};
+use payment_app::{ConnectionId, Service, Storage};
+use rand_core::CryptoRng;
+
+/// The payment service's vsock port.
+pub const PAYMENT_PORT: u32 = 7100;
+/// The echo service's vsock port.
+pub const ECHO_PORT: u32 = 7101;
+/// Most connections open at once (both ports together).
+pub const MAX_CONNECTIONS: usize = 16;
+/// Most bytes waiting to be sent to one peer before it is closed.
+pub const MAX_OUTBOX: usize = 256 * 1024;
+/// Above this much pending output, a connection's input is left unread
+/// (the peer runs out of vsock credit and waits).
+pub const INPUT_PAUSE: usize = 64 * 1024;
+
+/// One vsock connection, as the device names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The peer's CID (stamped by mvmm).
+    pub peer_cid: u64,
+    /// The peer's port.
+    pub peer_port: u32,
+    /// Our port.
+    pub local_port: u32,
+}
+
+/// Why a connection was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No service on that port.
+    Port,
+    /// [`MAX_CONNECTIONS`] are open.
+    Full,
+    /// The connection is already open.
+    Exists,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Payment {
+        id: ConnectionId,
+        reader: FrameReader,
+    },
+    Echo,
+}
+
+#[derive(Debug)]
+struct Conn {
+    endpoint: Endpoint,
+    kind: Kind,
+    outbox: VecDeque<u8>,
+    doomed: bool,
+}
+
+/// What the user's answer (or the timeout) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Approval {
+    /// The approval is over; its answer is queued for the peer (if still there).
+    Done(Outcome),
+    /// Wrong PIN: ask again.
+    WrongPin {
+        /// Tries left before the lockout.
+        remaining: u8,
+    },
+    /// No approval was in flight.
+    NothingPending,
+}
+
+/// Counters for the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused (port, full).
+    pub refused: u64,
+    /// Payment frames handled.
+    pub frames: u64,
+    /// Connections closed for a protocol violation or a full outbox.
+    pub violations: u64,
+}
+
+/// The services and their connections.
+///
+/// # Invariants
+/// At most [`MAX_CONNECTIONS`] entries, one per endpoint; payment
+/// connection ids are never reused.
+pub struct Switchboard<S: Storage> {
+    service: Service<S>,
+    conns: Vec<Conn>,
+    next_id: u64,
+    stats: Stats,
+}
+
+impl<S: Storage> Switchboard<S> {
+    /// A switchboard around the payment service.
+    pub fn new(service: Service<S>) -> Self {
+        Switchboard {
+            service,
+            conns: Vec::new(),
+            next_id: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The payment service.
+    pub fn service(&self) -> &Service<S> {
+        &self.service
+    }
+
+    /// The payment service, mutably (PIN setup).
+    pub fn service_mut(&mut self) -> &mut Service<S> {
+        &mut self.service
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Every open connection.
+    pub fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        self.conns.iter().map(|c| c.endpoint)
+    }
+
+    /// A peer connected; `Err` means: reset it.
+    pub fn accept(&mut self, endpoint: Endpoint) -> Result<(), Refused> {
+        let kind = match endpoint.local_port {
+            PAYMENT_PORT => {
+                let id = ConnectionId(self.next_id);
+                Kind::Payment {
+                    id,
+                    reader: FrameReader::new(),
+                }
+            }
+            ECHO_PORT => Kind::Echo,
+            _ => {
+                self.stats.refused += 1;
+                return Err(Refused::Port);
+            }
+        };
+        if self.conns.iter().any(|c| c.endpoint == endpoint) {
+            return Err(Refused::Exists);
+        }
+        if self.conns.len() >= MAX_CONNECTIONS {
+            self.stats.refused += 1;
+            return Err(Refused::Full);
+        }
+        if matches!(kind, Kind::Payment { .. }) {
+            self.next_id += 1;
+        }
+        self.stats.accepted += 1;
+        self.conns.push(Conn {
+            endpoint,
+            kind,
+            outbox: VecDeque::new(),
+            doomed: false,
+        });
+        Ok(())
+    }
+
+    /// Whether the connection's input should be read now (it is open, not
+    /// doomed, and not too far behind on output).
+    pub fn wants_input(&self, endpoint: Endpoint) -> bool {
+        self.conns
+            .iter()
+            .find(|c| c.endpoint == endpoint)
+            .is_some_and(|c| !c.doomed && c.outbox.len() < INPUT_PAUSE)
+    }
+
+    /// Bytes arrived on `endpoint`. Returns the approval to show when a
+    /// payment request needs the user.
+    pub fn receive<R: CryptoRng + ?Sized>(
+        &mut self,
+        endpoint: Endpoint,
+        bytes: &[u8],
+        rng: &mut R,
+        now_ms: u64,
+    ) -> Option<UiPrompt> {
+        let conn = self.conns.iter_mut().find(|c| c.endpoint == endpoint)?;
+        if conn.doomed {
+            return None;
+        }
+        let mut prompt = None;
+        match &mut conn.kind {
+            Kind::Echo => conn.outbox.extend(bytes),
+            Kind::Payment { id, reader } => {
+                reader.push(bytes);
+                loop {
+                    match reader.next_frame() {
+                        Ok(None) => break,
+                        Ok(Some(packet)) => {
+                            self.stats.frames += 1;
+                            match self.service.handle(*id, &packet, rng, now_ms) {
+                                Output::Reply(reply) => push_frame(&mut conn.outbox, &reply),
+                                Output::Prompt(p) => prompt = Some(p),
+                            }
+                        }
+                        Err(_) => {
+                            conn.doomed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if conn.outbox.len() > MAX_OUTBOX {
+            conn.doomed = true;
+        }
+        if conn.doomed {
+            self.stats.violations += 1;
+            // Its approval, if any, ends with the connection.
+            if let Kind::Payment { id, .. } = conn.kind {
+                let _ = self.service.close(id);
+            }
+            return None;
+        }
+        prompt
+    }
+
+    /// The connection is gone (peer reset/shutdown, or we closed it).
+    /// Returns true when this cancelled the approval in flight.
+    pub fn closed(&mut self, endpoint: Endpoint) -> bool {
+        let Some(index) = self.conns.iter().position(|c| c.endpoint == endpoint) else {
+            return false;
+        };
+        let conn = self.conns.swap_remove(index);
+        match conn.kind {
+            Kind::Payment { id, .. } => self.service.close(id),
+            Kind::Echo => false,
+        }
+    }
+
+    /// Connections to reset now (protocol violation, full outbox); they are
+    /// forgotten here.
+    pub fn take_doomed(&mut self) -> Vec<Endpoint> {
+        let doomed: Vec<Endpoint> = self
+            .conns
+            .iter()
+            .filter(|c| c.doomed)
+            .map(|c| c.endpoint)
+            .collect();
+        for endpoint in &doomed {
+            self.closed(*endpoint);
+        }
+        doomed
+    }
+
+    /// The next bytes to send to `endpoint` (possibly empty).
+    pub fn outbox(&self, endpoint: Endpoint) -> &[u8] {
+        self.conns
+            .iter()
+            .find(|c| c.endpoint == endpoint)
+            .map_or(&[], |c| c.outbox.as_slices().0)
+    }
+
+    /// `count` bytes of the outbox were sent.
+    pub fn sent(&mut self, endpoint: Endpoint, count: usize) {
+        if let Some(conn) = self.conns.iter_mut().find(|c| c.endpoint == endpoint) {
+            let count = count.min(conn.outbox.len());
+            conn.outbox.drain(..count);
+        }
+    }
+
+    /// The user approved.
+    pub fn approve(&mut self, pin: Option<&str>, now_ms: u64) -> Approval {
+        match self.service.approve(pin, now_ms) {
+            Ok(ApproveStep::Done(completion)) => Approval::Done(self.deliver(completion)),
+            Ok(ApproveStep::WrongPin { remaining }) => Approval::WrongPin { remaining },
+            Err(NothingPending) => Approval::NothingPending,
+        }
+    }
+
+    /// The user declined.
+    pub fn decline(&mut self) -> Approval {
+        match self.service.decline() {
+            Ok(completion) => Approval::Done(self.deliver(completion)),
+            Err(NothingPending) => Approval::NothingPending,
+        }
+    }
+
+    /// Ends an approval whose deadline passed.
+    pub fn poll(&mut self, now_ms: u64) -> Option<Outcome> {
+        let completion = self.service.poll(now_ms)?;
+        Some(self.deliver(completion))
+    }
+
+    fn deliver(&mut self, completion: Completion) -> Outcome {
+        let target = self.conns.iter_mut().find(|c| match c.kind {
+            Kind::Payment { id, .. } => id == completion.connection,
+            Kind::Echo => false,
+        });
+        if let Some(conn) = target {
+            push_frame(&mut conn.outbox, &completion.packet);
+        }
+        completion.outcome
+    }
+}
+
+fn push_frame(outbox: &mut VecDeque<u8>, packet: &[u8]) {
+    // Every packet the service produces fits a frame; one that did not
+    // would be dropped rather than sent out of step.
+    if let Some(header) = encode_frame_header(packet.len()) {
+        outbox.extend(header);
+        outbox.extend(packet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::SigningKey;
+    use p256::elliptic_curve::Generate;
+    use payment_app::service::MAX_FRAME_LEN;
+    use payment_app::{MemoryStorage, PaymentApp, Policy};
+    use protocol::session::{ClientHandshake, Session};
+    use protocol::{
+        ErrorCode, FixedBytes, Label, MAX_MESSAGE_LEN, MAX_PACKET_LEN, PaymentRequest,
+        RecordBytes, Reply, Request, Response, decode_response, encode_request,
+    };
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use std::vec;
+
+    const A: Endpoint = Endpoint {
+        peer_cid: 3,
+        peer_port: 50001,
+        local_port: PAYMENT_PORT,
+    };
+    const B: Endpoint = Endpoint {
+        peer_cid: 3,
+        peer_port: 50002,
+        local_port: PAYMENT_PORT,
+    };
+
+    fn board(rng: &mut ChaCha20Rng) -> (Switchboard<MemoryStorage>, SigningKey) {
+        let key = SigningKey::generate_from_rng(rng);
+        let app = PaymentApp::new(key.clone(), MemoryStorage::default(), Policy::default())
+            .expect("empty");
+        (Switchboard::new(Service::new(app, key.clone())), key)
+    }
+
+    fn frame(packet: &[u8]) -> Vec<u8> {
+        let mut out = encode_frame_header(packet.len()).expect("fits").to_vec();
+        out.extend_from_slice(packet);
+        out
+    }
+
+    fn request(request: &Request) -> Vec<u8> {
+        let mut buf = [0u8; MAX_PACKET_LEN];
+        frame(encode_request(request, &mut buf).expect("fits"))
+    }
+
+    /// Takes every complete frame out of the endpoint's outbox.
+    fn replies(sb: &mut Switchboard<MemoryStorage>, ep: Endpoint) -> Vec<Vec<u8>> {
+        let mut reader = FrameReader::new();
+        loop {
+            let bytes = sb.outbox(ep).to_vec();
+            if bytes.is_empty() {
+                break;
+            }
+            sb.sent(ep, bytes.len());
+            reader.push(&bytes);
+        }
+        let mut out = Vec::new();
+        while let Some(packet) = reader.next_frame().expect("well framed") {
+            out.push(packet);
+        }
+        out
+    }
+
+    fn open(
+        sb: &mut Switchboard<MemoryStorage>,
+        rng: &mut ChaCha20Rng,
+        key: &SigningKey,
+        ep: Endpoint,
+    ) -> Session {
+        sb.accept(ep).expect("accepted");
+        let (hs, hello) = ClientHandshake::start(rng, key.verifying_key());
+        let bytes = request(&Request::OpenSession(FixedBytes(hello)));
+        // Split the frame in three pieces, header cut in the middle.
+        assert!(sb.receive(ep, &bytes[..2], rng, 0).is_none());
+        assert!(sb.receive(ep, &bytes[2..9], rng, 0).is_none());
+        assert!(replies(sb, ep).is_empty());
+        assert!(sb.receive(ep, &bytes[9..], rng, 0).is_none());
+        let out = replies(sb, ep);
+        assert_eq!(out.len(), 1);
+        match decode_response(&out[0]).expect("decodes") {
+            Ok(Reply::SessionOpened(server)) => hs.finish(&server.0).expect("handshake"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sealed(session: &mut Session, req: &Request) -> Vec<u8> {
+        let mut plain = [0u8; MAX_MESSAGE_LEN];
+        let encoded = encode_request(req, &mut plain).expect("fits");
+        let mut record = [0u8; protocol::session::MAX_RECORD_LEN];
+        let len = session.seal(encoded, &mut record).expect("seal");
+        request(&Request::Sealed(
+            RecordBytes::from_slice(&record[..len]).expect("fits"),
+        ))
+    }
+
+    fn unseal(session: &mut Session, packet: &[u8]) -> Response {
+        match decode_response(packet).expect("decodes") {
+            Ok(Reply::Sealed(record)) => {
+                let mut plain = [0u8; MAX_MESSAGE_LEN];
+                let len = session.open(&record, &mut plain).expect("opens");
+                decode_response(&plain[..len]).expect("inner")
+            }
+            other => other,
+        }
+    }
+
+    fn call(
+        sb: &mut Switchboard<MemoryStorage>,
+        rng: &mut ChaCha20Rng,
+        ep: Endpoint,
+        session: &mut Session,
+        req: &Request,
+    ) -> Response {
+        assert!(sb.receive(ep, &sealed(session, req), rng, 0).is_none());
+        let out = replies(sb, ep);
+        assert_eq!(out.len(), 1);
+        unseal(session, &out[0])
+    }
+
+    #[test]
+    fn payment_end_to_end_with_busy_second_connection() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let (mut sb, key) = board(&mut rng);
+        let mut sa = open(&mut sb, &mut rng, &key, A);
+        let mut sbb = open(&mut sb, &mut rng, &key, B);
+        let label = Label::try_from("Visa ending 4242").expect("fits");
+        let Ok(Reply::Enrolled(record)) = call(
+            &mut sb,
+            &mut rng,
+            A,
+            &mut sa,
+            &Request::Enroll { label },
+        ) else {
+            panic!("enroll");
+        };
+        let payment = Request::RequestPayment(PaymentRequest {
+            credential: record.credential,
+            amount_minor: 1250,
+            currency: protocol::CurrencyCode(*b"EUR"),
+            merchant: protocol::Merchant::try_from("Corner Cafe").expect("fits"),
+            nonce: [9; 32],
+        });
+        let prompt = sb
+            .receive(A, &sealed(&mut sa, &payment), &mut rng, 0)
+            .expect("prompt");
+        assert_eq!(
+            prompt.prompt.text.as_str(),
+            "Pay\n12.50 EUR\nto Corner Cafe\nwith Visa ending 4242"
+        );
+        assert!(replies(&mut sb, A).is_empty());
+        assert_eq!(
+            call(&mut sb, &mut rng, B, &mut sbb, &payment),
+            Err(ErrorCode::Busy)
+        );
+        assert_eq!(sb.approve(None, 5), Approval::Done(Outcome::Approved));
+        let out = replies(&mut sb, A);
+        assert!(matches!(
+            unseal(&mut sa, &out[0]),
+            Ok(Reply::Authorized(_))
+        ));
+        assert_eq!(sb.decline(), Approval::NothingPending);
+
+        // Closing the waiting connection cancels its approval.
+        assert!(
+            sb.receive(B, &sealed(&mut sbb, &payment), &mut rng, 10)
+                .is_some()
+        );
+        assert!(sb.closed(B));
+        assert_eq!(sb.service().in_flight(), None);
+        assert_eq!(sb.connections(), 1);
+    }
+
+    #[test]
+    fn garbage_floods_are_answered_and_do_not_hurt_others() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let (mut sb, key) = board(&mut rng);
+        let mut sa = open(&mut sb, &mut rng, &key, A);
+        sb.accept(B).expect("accepted");
+        let mut flood = Vec::new();
+        for i in 0..500u32 {
+            let junk: Vec<u8> = (0..(i % 40)).map(|j| (i * 7 + j) as u8).collect();
+            flood.extend(frame(&junk));
+        }
+        for chunk in flood.chunks(333) {
+            assert!(sb.receive(B, chunk, &mut rng, 0).is_none());
+            replies(&mut sb, B);
+        }
+        assert!(sb.take_doomed().is_empty());
+        assert_eq!(sb.stats().frames, 501);
+        assert!(matches!(
+            call(&mut sb, &mut rng, A, &mut sa, &Request::Status),
+            Ok(Reply::Status(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_frames_close_only_that_connection() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let (mut sb, key) = board(&mut rng);
+        let mut sa = open(&mut sb, &mut rng, &key, A);
+        sb.accept(B).expect("accepted");
+        let too_long = u32::try_from(MAX_FRAME_LEN + 1).expect("small");
+        assert!(
+            sb.receive(B, &too_long.to_be_bytes(), &mut rng, 0)
+                .is_none()
+        );
+        assert!(!sb.wants_input(B));
+        assert_eq!(sb.take_doomed(), vec![B]);
+        assert_eq!(sb.connections(), 1);
+        assert_eq!(sb.stats().violations, 1);
+        assert!(matches!(
+            call(&mut sb, &mut rng, A, &mut sa, &Request::Status),
+            Ok(Reply::Status(_))
+        ));
+    }
+
+    #[test]
+    fn echo_and_limits() {
+        let mut rng = ChaCha20Rng::seed_from_u64(10);
+        let (mut sb, _) = board(&mut rng);
+        let echo = Endpoint {
+            local_port: ECHO_PORT,
+            ..A
+        };
+        sb.accept(echo).expect("accepted");
+        assert_eq!(sb.accept(echo), Err(Refused::Exists));
+        sb.receive(echo, b"ping", &mut rng, 0);
+        assert_eq!(sb.outbox(echo), b"ping");
+        sb.sent(echo, 2);
+        assert_eq!(sb.outbox(echo), b"ng");
+        let big = vec![0x55u8; INPUT_PAUSE];
+        sb.receive(echo, &big, &mut rng, 0);
+        assert!(!sb.wants_input(echo));
+        let other = Endpoint {
+            local_port: 22,
+            ..A
+        };
+        assert_eq!(sb.accept(other), Err(Refused::Port));
+        for port in 1..MAX_CONNECTIONS as u32 {
+            sb.accept(Endpoint {
+                peer_port: port,
+                ..echo
+            })
+            .expect("room");
+        }
+        assert_eq!(
+            sb.accept(Endpoint {
+                peer_port: 9999,
+                ..echo
+            }),
+            Err(Refused::Full)
+        );
+        // A peer that never reads is closed.
+        sb.receive(echo, &vec![0u8; MAX_OUTBOX], &mut rng, 0);
+        assert_eq!(sb.take_doomed(), vec![echo]);
+    }
+}
