@@ -9,8 +9,11 @@
 pub mod mem;
 pub mod mmio;
 pub mod queue;
+pub mod switch;
 pub mod vsock;
 
+#[cfg(test)]
+mod switch_tests;
 #[cfg(test)]
 mod testguest;
 #[cfg(test)]
@@ -19,4 +22,5 @@ mod tests;
 pub use mem::{GuestMemory, MemFault, RamWindow};
 pub use mmio::{BadAccess, WriteEffect};
 pub use queue::QueueError;
+pub use switch::{PumpReport, Refusal, Rule, Switch};
 pub use vsock::{Delivery, Header, Packet, VsockDevice};

@@ -369,22 +369,50 @@ impl VsockDevice {
         mem: &mut M,
         packet: &mut Packet,
     ) -> Result<Delivery, QueueError> {
-        self.deliver_rx_inner(mem, packet).map_err(|e| self.fail(e))
-    }
-
-    fn deliver_rx_inner<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &mut M,
-        packet: &mut Packet,
-    ) -> Result<Delivery, QueueError> {
-        if !self.live() {
-            return Ok(Delivery::NoBuffer);
-        }
-        let Some(queue) = self.transport.queues.get(RX_QUEUE).copied() else {
+        let sent = self
+            .deliver_inner(mem, &packet.header, packet.remaining())
+            .map_err(|e| self.fail(e))?;
+        let Some(sent) = sent else {
             return Ok(Delivery::NoBuffer);
         };
+        packet.sent = packet.sent.saturating_add(sent);
+        if packet.remaining().is_empty() {
+            Ok(Delivery::Complete)
+        } else {
+            Ok(Delivery::Partial)
+        }
+    }
+
+    /// Writes a header-only packet into the next RX buffer chain. Ok(false)
+    /// when no buffer is posted; an error as for [`Self::deliver_rx`].
+    pub fn deliver_control<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        header: &Header,
+    ) -> Result<bool, QueueError> {
+        let mut header = *header;
+        header.len = 0;
+        self.deliver_inner(mem, &header, &[])
+            .map(|sent| sent.is_some())
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Delivers `header` with as much of `remaining` as the next RX chain
+    /// holds; the payload bytes sent, or None when no chain is posted.
+    fn deliver_inner<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        header: &Header,
+        remaining: &[u8],
+    ) -> Result<Option<u32>, QueueError> {
+        if !self.live() {
+            return Ok(None);
+        }
+        let Some(queue) = self.transport.queues.get(RX_QUEUE).copied() else {
+            return Ok(None);
+        };
         let Some(head) = queue.peek(mem)? else {
-            return Ok(Delivery::NoBuffer);
+            return Ok(None);
         };
         // First pass: validate the chain and measure it.
         let mut chain = queue.chain(head, Direction::DeviceWrites);
@@ -392,7 +420,6 @@ impl VsockDevice {
         while let Some(d) = chain.next(mem)? {
             capacity = capacity.saturating_add(u64::from(d.len));
         }
-        let remaining = packet.remaining();
         let room = capacity.saturating_sub(HEADER_LEN as u64);
         if capacity < HEADER_LEN as u64 || (room == 0 && !remaining.is_empty()) {
             return Err(QueueError::RxBufferTooSmall { len: capacity });
@@ -400,10 +427,10 @@ impl VsockDevice {
         // Only data packets may be split; anything else carries no payload
         // from a well-behaved driver, and is never cut.
         let take = remaining.len().min(room.try_into().unwrap_or(usize::MAX));
-        if take < remaining.len() && packet.header.op != op::RW {
+        if take < remaining.len() && header.op != op::RW {
             return Err(QueueError::RxBufferTooSmall { len: capacity });
         }
-        let mut header = packet.header;
+        let mut header = *header;
         header.len = take as u32;
         let header_bytes = header.encode();
         let body = remaining.get(..take).unwrap_or(&[]);
@@ -447,11 +474,6 @@ impl VsockDevice {
             .ok_or(QueueError::RxBufferTooSmall { len: 0 })?;
         q.complete(mem, head, wanted as u32)?;
         self.notify_used(mem, RX_QUEUE)?;
-        packet.sent = packet.sent.saturating_add(take as u32);
-        if packet.remaining().is_empty() {
-            Ok(Delivery::Complete)
-        } else {
-            Ok(Delivery::Partial)
-        }
+        Ok(Some(take as u32))
     }
 }
