@@ -1,5 +1,8 @@
-//! secure-os: the secure VM's image. Prints its banner, then a heartbeat
-//! every five seconds of virtual-timer time, idling in WFI between ticks.
+//! secure-os: the secure VM's image. Prints its banner, brings up the heap,
+//! entropy, the device key and the vsock device, then serves the payment app
+//! (vsock port 7100) and an echo service (7101), runs the text-mode trusted
+//! prompt on the console, and prints a heartbeat every five seconds of
+//! virtual-timer time. See docs/secure-os.md.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -13,12 +16,49 @@ fn main() {
 
 #[cfg(target_os = "none")]
 mod image {
+    extern crate alloc;
+
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    use payment_app::service::Outcome;
+    use payment_app::{MemoryStorage, PaymentApp, Policy, Service};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng as _, SeedableRng};
+    use secure_os::arch::virtio::{self, Kind, SocketError, Vsock, VsockAddr, VsockEventType};
+    use secure_os::arch::{entropy, heap, hypercall, provision};
+    use secure_os::keys::{self, SecurityWord};
+    use secure_os::prompt::{self, Prompt, Step};
+    use secure_os::server::{
+        Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard,
+    };
     use secure_os::{println, rt};
+    use sha2::{Digest, Sha256};
 
     secure_os::entry!(main);
 
     /// Seconds between heartbeat lines.
     const HEARTBEAT_SECONDS: u64 = 5;
+    /// Timer interrupts per second (the idle polling rate).
+    const TICK_HZ: u64 = 100;
+    /// After vsock activity, keep polling without sleeping this long (µs),
+    /// so a request/response exchange does not wait for the next tick.
+    const BUSY_WINDOW_US: u64 = 2_000;
+
+    /// The vsock device (qemu-virt: virtio-mmio, guest CID 4, INTID 48).
+    const VSOCK_BASE: usize = 0x0a00_0000;
+    const VSOCK_SIZE: usize = 0x200;
+    /// The entropy device (qemu-virt slot 16, INTID 64).
+    const RNG_BASE: usize = 0x0a00_2000;
+    const RNG_SIZE: usize = 0x200;
+    /// Receive buffer per vsock connection (our credit to the peer).
+    const CONNECTION_BUFFER: u32 = 64 * 1024;
+    /// Largest payload per vsock packet we send (fits a 4 KiB RX buffer
+    /// with its 44-byte header).
+    const MAX_SEND_CHUNK: usize = 4096 - 64;
+    /// Device events handled per loop iteration.
+    const EVENTS_PER_ROUND: usize = 64;
+    /// Console bytes read per loop iteration during a prompt.
+    const KEYS_PER_ROUND: usize = 16;
 
     fn main() -> ! {
         let frequency = rt::timer_frequency();
@@ -28,19 +68,521 @@ mod image {
             rt::current_el(),
             frequency
         );
-        // One tick per second; the heartbeat counts ticks.
-        rt::start_tick(frequency);
-        let mut seen = 0;
+        rt::start_tick((frequency / TICK_HZ).max(1));
+        let clock = Clock { frequency };
+        let mut services = boot();
+
+        let period = frequency.saturating_mul(HEARTBEAT_SECONDS).max(1);
+        let mut next_beat = rt::now().wrapping_add(period);
         let mut beats = 0u64;
+        let mut last_activity = 0u64;
+        let mut last_stats = Stats::default();
         loop {
-            rt::wait_for_interrupt();
-            let ticks = rt::ticks();
-            while seen < ticks {
-                seen += 1;
-                if seen % HEARTBEAT_SECONDS == 0 {
-                    beats += 1;
-                    println!("secure-os: heartbeat {beats}");
+            let now = rt::now();
+            if let Some(s) = services.as_mut()
+                && s.run_once(clock.ms(now))
+            {
+                last_activity = now;
+            }
+            while rt::now() >= next_beat {
+                next_beat = next_beat.wrapping_add(period);
+                beats += 1;
+                println!("secure-os: heartbeat {beats}");
+                if let Some(s) = services.as_ref() {
+                    let stats = s.board.stats();
+                    if stats != last_stats {
+                        last_stats = stats;
+                        println!(
+                            "secure-os: vsock stats: accepted {}, refused {}, frames {}, closed for violations {}",
+                            stats.accepted, stats.refused, stats.frames, stats.violations
+                        );
+                    }
                 }
+            }
+            let busy = services.as_ref().is_some_and(|s| s.prompt.is_some())
+                || rt::now().wrapping_sub(last_activity) < clock.ticks_us(BUSY_WINDOW_US);
+            if busy && services.as_ref().is_some_and(|s| s.prompt.is_none()) {
+                core::hint::spin_loop();
+            } else {
+                rt::wait_for_interrupt();
+            }
+        }
+    }
+
+    /// Converts counter ticks.
+    #[derive(Clone, Copy)]
+    struct Clock {
+        frequency: u64,
+    }
+
+    impl Clock {
+        fn ms(&self, ticks: u64) -> u64 {
+            (u128::from(ticks) * 1000 / u128::from(self.frequency.max(1))) as u64
+        }
+        fn ticks_us(&self, us: u64) -> u64 {
+            (u128::from(us) * u128::from(self.frequency) / 1_000_000) as u64
+        }
+    }
+
+    /// Everything the payment service runs on.
+    struct Services {
+        vsock: Vsock,
+        board: Switchboard<MemoryStorage>,
+        entropy: Entropy,
+        rng: ChaCha20Rng,
+        word: SecurityWord,
+        prompt: Option<Prompt>,
+        focus_held: bool,
+        recv_buf: Box<[u8]>,
+    }
+
+    /// Brings up heap, entropy, device key and vsock; `None` (with the
+    /// reason printed) when the payment service must stay off.
+    fn boot() -> Option<Services> {
+        let (heap_base, heap_size) = heap::init();
+        println!(
+            "secure-os: heap {} KiB at {heap_base:#x}",
+            heap_size / 1024
+        );
+        let mut ok = true;
+
+        let mut entropy = Entropy::probe();
+        let seed = entropy.as_mut().and_then(Entropy::fresh);
+        match (&entropy, &seed) {
+            (Some(e), Some(_)) => println!("secure-os: entropy from {}", e.describe()),
+            (Some(e), None) => {
+                println!(
+                    "secure-os: entropy source {} gave no usable output: payment service disabled",
+                    e.describe()
+                );
+                ok = false;
+            }
+            (None, _) => ok = false,
+        }
+
+        let page = provision::page_address();
+        let secret = provision::take_secret();
+        let identity = match secret {
+            Ok(mut secret) => {
+                let key = keys::derive_device_key(&secret);
+                let word = keys::security_word(&secret);
+                secret.fill(0);
+                core::hint::black_box(&mut secret);
+                match key {
+                    Ok(key) => {
+                        println!("secure-os: device key {}", keys::compressed_hex(&key));
+                        Some((key, word))
+                    }
+                    Err(_) => {
+                        println!(
+                            "secure-os: no valid device key from the secret: payment service disabled"
+                        );
+                        None
+                    }
+                }
+            }
+            Err(why) => {
+                println!(
+                    "secure-os: no provisioned device secret at {page:#x} ({why}): payment service disabled"
+                );
+                None
+            }
+        };
+        println!("secure-os: provisioning page {page:#x} zeroed");
+
+        let vsock = match virtio::probe_mmio(VSOCK_BASE, VSOCK_SIZE, Kind::Socket) {
+            Ok(transport) => match virtio::VsockDriver::new(transport) {
+                Ok(driver) => {
+                    let mut vsock = Vsock::new_with_capacity(driver, CONNECTION_BUFFER);
+                    vsock.listen(PAYMENT_PORT);
+                    vsock.listen(ECHO_PORT);
+                    println!("secure-os: vsock guest cid {}", vsock.guest_cid());
+                    Some(vsock)
+                }
+                Err(e) => {
+                    println!(
+                        "secure-os: vsock device at {VSOCK_BASE:#010x} failed to start ({e}): payment service disabled"
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                println!(
+                    "secure-os: vsock device missing at {VSOCK_BASE:#010x}: payment service disabled ({e})"
+                );
+                None
+            }
+        };
+
+        let (Some(vsock), Some((key, word)), Some(entropy), Some(seed), true) =
+            (vsock, identity, entropy, seed, ok)
+        else {
+            return None;
+        };
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let app = match PaymentApp::new(key.clone(), MemoryStorage::default(), Policy::default()) {
+            Ok(app) => app,
+            Err(e) => {
+                println!("secure-os: payment app failed to start ({e:?}): payment service disabled");
+                return None;
+            }
+        };
+        let board = Switchboard::new(Service::new(app, key));
+        // Mix once more so the seed never equals raw device output.
+        let mut first = [0u8; 32];
+        rng.fill_bytes(&mut first);
+        let rng = ChaCha20Rng::from_seed(Sha256::digest(first).into());
+        println!("secure-os: payment service listening on vsock port {PAYMENT_PORT}");
+        println!("secure-os: echo service listening on vsock port {ECHO_PORT}");
+        Some(Services {
+            vsock,
+            board,
+            entropy,
+            rng,
+            word,
+            prompt: None,
+            focus_held: false,
+            recv_buf: alloc::vec![0u8; 4096].into_boxed_slice(),
+        })
+    }
+
+    /// The entropy sources: RNDR and/or virtio-rng.
+    struct Entropy {
+        rndr: bool,
+        device: Option<virtio::Rng>,
+    }
+
+    impl Entropy {
+        /// Finds the sources; prints why and returns `None` when there is none.
+        fn probe() -> Option<Entropy> {
+            let rndr = entropy::rndr_available();
+            let device = match virtio::probe_mmio(RNG_BASE, RNG_SIZE, Kind::EntropySource) {
+                Ok(transport) => match virtio::Rng::new(transport) {
+                    Ok(rng) => Some(rng),
+                    Err(e) => {
+                        println!("secure-os: virtio-rng at {RNG_BASE:#010x} failed to start ({e})");
+                        None
+                    }
+                },
+                Err(e) => {
+                    println!("secure-os: virtio-rng missing at {RNG_BASE:#010x} ({e})");
+                    None
+                }
+            };
+            if !rndr && device.is_none() {
+                println!(
+                    "secure-os: no entropy source (no RNDR on this CPU, no virtio-rng): payment service disabled"
+                );
+                return None;
+            }
+            Some(Entropy { rndr, device })
+        }
+
+        fn describe(&self) -> &'static str {
+            match (self.rndr, self.device.is_some()) {
+                (true, true) => "RNDR and virtio-rng",
+                (true, false) => "RNDR",
+                _ => "virtio-rng",
+            }
+        }
+
+        /// 64 bytes from every source, hashed into a 32-byte seed; `None`
+        /// when no source delivered or the output looks stuck.
+        fn fresh(&mut self) -> Option<[u8; 32]> {
+            let mut hash = Sha256::new();
+            let mut got = false;
+            if self.rndr {
+                let mut words = [0u64; 8];
+                let mut n = 0;
+                for _ in 0..64 {
+                    if n == words.len() {
+                        break;
+                    }
+                    if let Some(w) = entropy::rndr() {
+                        words[n] = w;
+                        n += 1;
+                    }
+                }
+                if n == words.len() && !stuck_words(&words) {
+                    for w in words {
+                        hash.update(w.to_le_bytes());
+                    }
+                    got = true;
+                }
+            }
+            if let Some(device) = self.device.as_mut() {
+                let mut bytes = [0u8; 64];
+                let mut filled = 0;
+                for _ in 0..16 {
+                    if filled == bytes.len() {
+                        break;
+                    }
+                    match device.request_entropy(&mut bytes[filled..]) {
+                        Ok(n) => filled += n.min(bytes.len() - filled),
+                        Err(_) => break,
+                    }
+                }
+                if filled == bytes.len() && !stuck_bytes(&bytes) {
+                    hash.update(bytes);
+                    got = true;
+                }
+                bytes.fill(0);
+            }
+            got.then(|| hash.finalize().into())
+        }
+    }
+
+    fn stuck_words(words: &[u64]) -> bool {
+        words.windows(2).all(|w| w[0] == w[1])
+    }
+
+    fn stuck_bytes(bytes: &[u8]) -> bool {
+        bytes.chunks(8).collect::<Vec<_>>().windows(2).all(|w| w[0] == w[1])
+    }
+
+    impl Services {
+        /// One round of work; true when anything happened on vsock.
+        fn run_once(&mut self, now_ms: u64) -> bool {
+            let mut activity = self.poll_device(now_ms);
+            activity |= self.pull_input(now_ms);
+            activity |= self.flush_output();
+            for endpoint in self.board.take_doomed() {
+                let _ = self.vsock.force_close(peer(endpoint), endpoint.local_port);
+                activity = true;
+            }
+            if self.prompt.is_some() {
+                self.read_keys(now_ms);
+            }
+            if let Some(outcome) = self.board.poll(now_ms) {
+                self.finish(Some(outcome));
+            }
+            activity
+        }
+
+        fn poll_device(&mut self, now_ms: u64) -> bool {
+            let mut activity = false;
+            for _ in 0..EVENTS_PER_ROUND {
+                let event = match self.vsock.poll() {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    // A bad packet (e.g. a peer overrunning its credit) is
+                    // dropped by the driver; keep going.
+                    Err(_) => {
+                        activity = true;
+                        continue;
+                    }
+                };
+                activity = true;
+                let endpoint = Endpoint {
+                    peer_cid: event.source.cid,
+                    peer_port: event.source.port,
+                    local_port: event.destination.port,
+                };
+                match event.event_type {
+                    VsockEventType::ConnectionRequest => {
+                        if self.board.accept(endpoint).is_err() {
+                            let _ = self.vsock.force_close(event.source, endpoint.local_port);
+                        } else if endpoint.local_port == PAYMENT_PORT {
+                            self.reseed();
+                        }
+                    }
+                    VsockEventType::Disconnected { .. } => {
+                        // Let the driver drop what the peer left unread.
+                        while matches!(
+                            self.vsock.recv(event.source, endpoint.local_port, &mut self.recv_buf),
+                            Ok(n) if n > 0
+                        ) {}
+                        if self.board.closed(endpoint) {
+                            println!("secure-os: payment cancelled (connection closed)");
+                            self.end_prompt();
+                        }
+                    }
+                    _ => {}
+                }
+                let _ = now_ms;
+            }
+            activity
+        }
+
+        fn pull_input(&mut self, now_ms: u64) -> bool {
+            let mut activity = false;
+            let endpoints: Vec<Endpoint> = self.board.endpoints().collect();
+            for endpoint in endpoints {
+                while self.board.wants_input(endpoint) {
+                    let n = match self.vsock.recv(peer(endpoint), endpoint.local_port, &mut self.recv_buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(_) => {
+                            if self.board.closed(endpoint) {
+                                println!("secure-os: payment cancelled (connection closed)");
+                                self.end_prompt();
+                            }
+                            break;
+                        }
+                    };
+                    activity = true;
+                    let bytes = &self.recv_buf[..n];
+                    if let Some(ui) = self.board.receive(endpoint, bytes, &mut self.rng, now_ms) {
+                        self.start_prompt(&ui);
+                    }
+                }
+            }
+            activity
+        }
+
+        fn flush_output(&mut self) -> bool {
+            let mut activity = false;
+            let endpoints: Vec<Endpoint> = self.board.endpoints().collect();
+            for endpoint in endpoints {
+                loop {
+                    let out = self.board.outbox(endpoint);
+                    if out.is_empty() {
+                        break;
+                    }
+                    let chunk = &out[..out.len().min(MAX_SEND_CHUNK)];
+                    let len = chunk.len();
+                    match self.vsock.send(peer(endpoint), endpoint.local_port, chunk) {
+                        Ok(()) => {
+                            self.board.sent(endpoint, len);
+                            activity = true;
+                        }
+                        Err(virtio::Error::SocketDeviceError(
+                            SocketError::InsufficientBufferSpaceInPeer,
+                        )) => break,
+                        Err(_) => {
+                            let _ = self.vsock.force_close(peer(endpoint), endpoint.local_port);
+                            if self.board.closed(endpoint) {
+                                println!("secure-os: payment cancelled (connection lost)");
+                                self.end_prompt();
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            activity
+        }
+
+        fn reseed(&mut self) {
+            if let Some(fresh) = self.entropy.fresh() {
+                let mut current = [0u8; 32];
+                self.rng.fill_bytes(&mut current);
+                let seed: [u8; 32] = Sha256::new()
+                    .chain_update(current)
+                    .chain_update(fresh)
+                    .finalize()
+                    .into();
+                self.rng = ChaCha20Rng::from_seed(seed);
+            }
+        }
+
+        fn start_prompt(&mut self, ui: &payment_app::service::UiPrompt) {
+            let status = hypercall::console_focus(true);
+            if status != 0 {
+                println!(
+                    "secure-os: console focus unavailable (hvc {:#x} returned {:#x}): declining payment",
+                    hypercall::CONSOLE_FOCUS,
+                    status
+                );
+                let outcome = match self.board.decline() {
+                    Approval::Done(outcome) => Some(outcome),
+                    _ => None,
+                };
+                self.finish(outcome);
+                return;
+            }
+            self.focus_held = true;
+            drain_console();
+            for line in prompt::prompt_lines(ui, &self.word) {
+                println!("{line}");
+            }
+            self.prompt = Some(Prompt::new(ui.prompt.pin_required));
+        }
+
+        fn read_keys(&mut self, now_ms: u64) {
+            for _ in 0..KEYS_PER_ROUND {
+                let Some(prompt) = self.prompt.as_mut() else {
+                    return;
+                };
+                let Some(byte) = rt::console_read_byte() else {
+                    return;
+                };
+                match prompt.key(byte) {
+                    Step::Nothing => {}
+                    Step::Selected(yes) => println!("> {}", if yes { "y" } else { "n" }),
+                    Step::Cleared => println!("> (cleared)"),
+                    Step::AskPin => println!("{}", prompt::PIN_QUESTION),
+                    Step::Decline => {
+                        let outcome = match self.board.decline() {
+                            Approval::Done(outcome) => Some(outcome),
+                            _ => None,
+                        };
+                        self.finish(outcome);
+                    }
+                    Step::Approve(pin) => {
+                        let text = pin.as_ref().map(prompt::pin_text);
+                        if let Some(text) = &text {
+                            let mut stars = heapless::String::<16>::new();
+                            for _ in 0..text.len() {
+                                let _ = stars.push('*');
+                            }
+                            println!("PIN: {stars}");
+                        }
+                        match self.board.approve(text.as_deref(), now_ms) {
+                            Approval::Done(outcome) => self.finish(Some(outcome)),
+                            Approval::WrongPin { remaining } => {
+                                println!("Wrong PIN, {remaining} tries left");
+                                prompt.retry_pin();
+                                println!("{}", prompt::PIN_QUESTION);
+                            }
+                            Approval::NothingPending => self.finish(None),
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Reports how the approval ended and closes the prompt.
+        fn finish(&mut self, outcome: Option<Outcome>) {
+            match outcome {
+                Some(Outcome::Approved) => println!("secure-os: payment approved"),
+                Some(Outcome::Declined) => println!("secure-os: payment declined"),
+                Some(Outcome::TimedOut) => println!("secure-os: payment timed out"),
+                Some(Outcome::Locked) => {
+                    println!("secure-os: payment declined (PIN locked after too many wrong PINs)")
+                }
+                Some(Outcome::Failed(code)) => println!("secure-os: payment failed ({code:?})"),
+                None => println!("secure-os: payment ended"),
+            }
+            self.end_prompt();
+        }
+
+        /// Closes the prompt and gives the console back.
+        fn end_prompt(&mut self) {
+            self.prompt = None;
+            if self.focus_held {
+                drain_console();
+                self.focus_held = false;
+                let status = hypercall::console_focus(false);
+                if status != 0 {
+                    println!("secure-os: releasing console focus returned {status:#x}");
+                }
+            }
+        }
+    }
+
+    fn peer(endpoint: Endpoint) -> VsockAddr {
+        VsockAddr {
+            cid: endpoint.peer_cid,
+            port: endpoint.peer_port,
+        }
+    }
+
+    /// Drops type-ahead: keys typed before the prompt was shown never answer it.
+    fn drain_console() {
+        for _ in 0..256 {
+            if rt::console_read_byte().is_none() {
+                break;
             }
         }
     }

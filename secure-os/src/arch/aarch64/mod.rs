@@ -14,12 +14,17 @@ mod board {
     include!(concat!(env!("OUT_DIR"), "/board.rs"));
 }
 pub mod console;
+pub mod entropy;
 mod exception;
 pub mod gic;
+pub mod heap;
+pub mod hypercall;
 mod mmu;
 pub mod probe;
+pub mod provision;
 pub mod psci;
 pub mod timer;
+pub mod virtio;
 
 pub use exception::TrapFrame;
 
@@ -29,7 +34,7 @@ use core::cell::UnsafeCell;
 use core::mem::offset_of;
 
 /// Stack bytes per vCPU.
-pub const STACK_SIZE: usize = 64 * 1024;
+pub const STACK_SIZE: usize = 128 * 1024;
 /// vCPUs that get a stack; a vCPU with a larger number parks at boot.
 pub const MAX_CPUS: usize = 4;
 
