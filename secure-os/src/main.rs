@@ -28,9 +28,7 @@ mod image {
     use secure_os::arch::{entropy, heap, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
     use secure_os::prompt::{self, Prompt, Step};
-    use secure_os::server::{
-        Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard,
-    };
+    use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard};
     use secure_os::{println, rt};
     use sha2::{Digest, Sha256};
 
@@ -140,10 +138,7 @@ mod image {
     /// reason printed) when the payment service must stay off.
     fn boot() -> Option<Services> {
         let (heap_base, heap_size) = heap::init();
-        println!(
-            "secure-os: heap {} KiB at {heap_base:#x}",
-            heap_size / 1024
-        );
+        println!("secure-os: heap {} KiB at {heap_base:#x}", heap_size / 1024);
         let mut ok = true;
 
         let mut entropy = Entropy::probe();
@@ -223,7 +218,9 @@ mod image {
         let app = match PaymentApp::new(key.clone(), MemoryStorage::default(), Policy::default()) {
             Ok(app) => app,
             Err(e) => {
-                println!("secure-os: payment app failed to start ({e:?}): payment service disabled");
+                println!(
+                    "secure-os: payment app failed to start ({e:?}): payment service disabled"
+                );
                 return None;
             }
         };
@@ -337,7 +334,11 @@ mod image {
     }
 
     fn stuck_bytes(bytes: &[u8]) -> bool {
-        bytes.chunks(8).collect::<Vec<_>>().windows(2).all(|w| w[0] == w[1])
+        bytes
+            .chunks(8)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .all(|w| w[0] == w[1])
     }
 
     impl Services {
@@ -409,7 +410,11 @@ mod image {
             let endpoints: Vec<Endpoint> = self.board.endpoints().collect();
             for endpoint in endpoints {
                 while self.board.wants_input(endpoint) {
-                    let n = match self.vsock.recv(peer(endpoint), endpoint.local_port, &mut self.recv_buf) {
+                    let n = match self.vsock.recv(
+                        peer(endpoint),
+                        endpoint.local_port,
+                        &mut self.recv_buf,
+                    ) {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(_) => {

@@ -181,7 +181,10 @@ mod tests {
     fn yes_needs_enter() {
         let mut p = Prompt::new(false);
         let steps = feed(&mut p, b"xqy");
-        assert!(matches!(steps[..], [Step::Nothing, Step::Nothing, Step::Selected(true)]));
+        assert!(matches!(
+            steps[..],
+            [Step::Nothing, Step::Nothing, Step::Selected(true)]
+        ));
         assert!(matches!(p.key(b'\r'), Step::Approve(None)));
     }
 

@@ -18,7 +18,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use payment_app::service::{
-    ApproveStep, Completion, FrameReader, NothingPending, Output, Outcome, UiPrompt,
+    ApproveStep, Completion, FrameReader, NothingPending, Outcome, Output, UiPrompt,
     encode_frame_header,
 };
 use payment_app::{ConnectionId, Service, Storage};
@@ -342,8 +342,8 @@ mod tests {
     use payment_app::{MemoryStorage, PaymentApp, Policy};
     use protocol::session::{ClientHandshake, Session};
     use protocol::{
-        ErrorCode, FixedBytes, Label, MAX_MESSAGE_LEN, MAX_PACKET_LEN, PaymentRequest,
-        RecordBytes, Reply, Request, Response, decode_response, encode_request,
+        ErrorCode, FixedBytes, Label, MAX_MESSAGE_LEN, MAX_PACKET_LEN, PaymentRequest, RecordBytes,
+        Reply, Request, Response, decode_response, encode_request,
     };
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
@@ -459,13 +459,9 @@ mod tests {
         let mut sa = open(&mut sb, &mut rng, &key, A);
         let mut sbb = open(&mut sb, &mut rng, &key, B);
         let label = Label::try_from("Visa ending 4242").expect("fits");
-        let Ok(Reply::Enrolled(record)) = call(
-            &mut sb,
-            &mut rng,
-            A,
-            &mut sa,
-            &Request::Enroll { label },
-        ) else {
+        let Ok(Reply::Enrolled(record)) =
+            call(&mut sb, &mut rng, A, &mut sa, &Request::Enroll { label })
+        else {
             panic!("enroll");
         };
         let payment = Request::RequestPayment(PaymentRequest {
@@ -489,10 +485,7 @@ mod tests {
         );
         assert_eq!(sb.approve(None, 5), Approval::Done(Outcome::Approved));
         let out = replies(&mut sb, A);
-        assert!(matches!(
-            unseal(&mut sa, &out[0]),
-            Ok(Reply::Authorized(_))
-        ));
+        assert!(matches!(unseal(&mut sa, &out[0]), Ok(Reply::Authorized(_))));
         assert_eq!(sb.decline(), Approval::NothingPending);
 
         // Closing the waiting connection cancels its approval.

@@ -6,7 +6,9 @@ use core::arch::asm;
 pub fn rndr_available() -> bool {
     let isar0: u64;
     // SAFETY: reading an ID register has no side effects and touches no memory.
-    unsafe { asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0, options(nomem, nostack, preserves_flags))
+    };
     (isar0 >> 60) & 0xf != 0
 }
 

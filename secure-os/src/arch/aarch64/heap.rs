@@ -33,7 +33,11 @@ pub fn init() -> (usize, usize) {
         // uses (see `HeapArea`), claimed exactly once thanks to CLAIMED; it
         // stays valid for the program's lifetime. If talc refuses the span
         // (it cannot for 8 MiB), allocations fail and the caller sees it.
-        let _ = unsafe { ALLOCATOR.lock().claim(Span::from_base_size(base, HEAP_SIZE)) };
+        let _ = unsafe {
+            ALLOCATOR
+                .lock()
+                .claim(Span::from_base_size(base, HEAP_SIZE))
+        };
     }
     (base as usize, HEAP_SIZE)
 }

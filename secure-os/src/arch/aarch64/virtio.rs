@@ -119,7 +119,8 @@ static CLAIMED: Mutex<heapless::Vec<usize, 8>> = Mutex::new(heapless::Vec::new()
 /// mvmm does not map for this VM) are caught, so a missing device is an
 /// error, not a crash.
 pub fn probe_mmio(base: usize, size: usize, kind: DeviceType) -> Result<Transport, ProbeError> {
-    let read = |offset: usize| probe::read32((base + offset) as u64).map_err(|_| ProbeError::Unmapped);
+    let read =
+        |offset: usize| probe::read32((base + offset) as u64).map_err(|_| ProbeError::Unmapped);
     let magic = read(0x000)?;
     if magic != MAGIC {
         return Err(ProbeError::NoMagic(magic));
