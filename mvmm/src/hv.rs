@@ -18,6 +18,8 @@ use mvmm_core::psci::{self, Call, Outcome, VcpuPower};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
 use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, sysreg};
 use mvmm_core::vgic::{self, Vgic};
+use mvmm_core::virtio::switch::{PumpReport, Rule, Switch};
+use mvmm_core::virtio::{RamWindow, WriteEffect};
 use mvmm_core::vuart::VirtualPl011;
 use spin::Mutex;
 
@@ -62,6 +64,8 @@ static VMS: [Mutex<VmState>; MAX_VMS] = [const { Mutex::new(VmState::new()) }; M
 static STAGE2: [Mutex<Stage2Pool>; MAX_VMS] =
     [const { Mutex::new(Stage2Pool([[0; ENTRIES]; TABLES_PER_VM])) }; MAX_VMS];
 static CONSOLE: Mutex<ConsoleMux<'static>> = Mutex::new(ConsoleMux::new(CONSOLE_PREFIXES));
+/// The VMM channel: every VM's vsock device and the switch between them.
+static SWITCH: Mutex<Switch> = Mutex::new(Switch::new());
 /// The VM whose vUART receives what is typed on the physical console.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 
@@ -185,6 +189,7 @@ fn boot(dtb: u64) {
             }
         }
     }
+    configure_switch();
     arch::init_distributor();
     // Typed input interrupts the CPU of the VM with focus.
     if let Some(&cpu) = BOARD.vms.get(rich).and_then(|vm| vm.cpus.first()) {
@@ -201,6 +206,39 @@ fn boot(dtb: u64) {
     for cpu in 1..BOARD.cpu_count {
         if let Err(code) = arch::cpu_start(cpu) {
             log!("cpu {cpu}: firmware refused CPU_ON ({code})");
+        }
+    }
+}
+
+/// Gives the vsock switch each VM's cid and the board's policy.
+fn configure_switch() {
+    let mut switch = SWITCH.lock();
+    for (i, vm) in BOARD.vms.iter().enumerate() {
+        if let Some(slot) = vm.vsock
+            && let Err(e) = switch.add_vm(i, u64::from(slot.cid))
+        {
+            log!(
+                "vm '{}': vsock cid {} refused by the switch: {e:?}",
+                vm.name,
+                slot.cid
+            );
+        }
+    }
+    for rule in BOARD.vsock_rules {
+        let index = |name: &str| BOARD.vms.iter().position(|vm| vm.name == name);
+        if let (Some(from), Some(to)) = (index(rule.from), index(rule.to))
+            && let Err(e) = switch.allow(Rule {
+                from,
+                to,
+                port: rule.port,
+            })
+        {
+            log!(
+                "vsock rule {} -> {}:{} refused: {e:?}",
+                rule.from,
+                rule.to,
+                rule.port
+            );
         }
     }
 }
@@ -430,6 +468,12 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
         gic_access(regs, vm_index, vm, abort, ipa, va);
         return;
     }
+    if let Some(slot) = vm.vsock.filter(|s| s.mmio.contains(ipa))
+        && emulable
+    {
+        vsock_access(regs, vm_index, vm, abort, ipa - slot.mmio.base, va);
+        return;
+    }
     if uart.contains(ipa) && emulable {
         let offset = ipa - uart.base;
         let mut state = VMS[vm_index].lock();
@@ -504,6 +548,19 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
         Fault::DataAbort { write: abort.write },
         Some(va),
     );
+}
+
+/// Logs a device fault of VM `vm_index` (which may not be the one running
+/// here), under the same per-VM limit as [`report`].
+fn report_vm_fault(vm_index: usize, vm: &Vm<'static>, what: core::fmt::Arguments<'_>) {
+    let count = {
+        let mut state = VMS[vm_index].lock();
+        state.faults = state.faults.saturating_add(1);
+        state.faults
+    };
+    if count <= FAULT_LOG_LIMIT {
+        log!("vm '{}': {}", vm.name, what);
+    }
 }
 
 /// Logs a guest event with the VM's name, up to [`FAULT_LOG_LIMIT`] per VM.
@@ -584,6 +641,7 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
             if let Some(target) = raised.filter(|&t| t != vcpu) {
                 deliver(vm_index, vm, target);
             }
+            update_vsock_irq(vm_index, vm);
             flush(vm_index, vcpu);
         } else if intid == BOARD.uart.irq {
             let focus = FOCUS.load(Ordering::Relaxed);
@@ -620,6 +678,125 @@ fn sync_device_irqs(vm_index: usize, vm: &Vm<'static>) {
     let state = VMS[vm_index].lock();
     for (irq, _) in device_irqs(vm) {
         arch::set_spi_enabled(irq, state.vgic.is_enabled(0, irq));
+    }
+}
+
+/// A guest access to its vsock device's registers; a notify moves packets
+/// between the VMs.
+fn vsock_access(
+    regs: &mut GuestRegs,
+    vm_index: usize,
+    vm: &Vm<'static>,
+    abort: &DataAbort,
+    offset: u64,
+    va: u64,
+) {
+    let mut switch = SWITCH.lock();
+    let result = if abort.write {
+        switch
+            .mmio_write(vm_index, offset, abort.size, regs.get(abort.register))
+            .map(Some)
+    } else {
+        switch.mmio_read(vm_index, offset, abort.size).map(|v| {
+            regs.set(abort.register, trap::load_value(abort, v));
+            None
+        })
+    };
+    let report = match result {
+        Ok(Some(WriteEffect::Failed(e))) => {
+            drop(switch);
+            report(
+                vm_index,
+                vm,
+                regs,
+                format_args!("vsock device needs a reset: {e}"),
+            );
+            None
+        }
+        Ok(Some(WriteEffect::Notify(_) | WriteEffect::Reset)) => {
+            let report = pump(&mut switch);
+            drop(switch);
+            Some(report)
+        }
+        Ok(_) => {
+            drop(switch);
+            None
+        }
+        Err(_) => {
+            drop(switch);
+            report(
+                vm_index,
+                vm,
+                regs,
+                format_args!(
+                    "bad {}-byte access to its vsock device at offset {offset:#x}; injecting an abort",
+                    abort.size
+                ),
+            );
+            inject(
+                regs,
+                vm_index,
+                vm,
+                Fault::DataAbort { write: abort.write },
+                Some(va),
+            );
+            return;
+        }
+    };
+    regs.elr += 4;
+    if let Some(report) = report {
+        for (i, fault) in report.faults.iter().enumerate() {
+            if let (Some(fault), Some(faulty)) = (fault, BOARD.vms.get(i)) {
+                report_vm_fault(
+                    i,
+                    faulty,
+                    format_args!("vsock device needs a reset: {fault}"),
+                );
+            }
+        }
+    }
+    // Interrupt lines follow the devices' status in every VM.
+    for (i, other) in BOARD.vms.iter().enumerate() {
+        if other.vsock.is_some() {
+            update_vsock_irq(i, other);
+        }
+    }
+}
+
+/// Moves packets between VMs until the switch has nothing left it can do.
+fn pump(switch: &mut Switch) -> PumpReport {
+    let mut rams: [arch::VmRam<'static>; MAX_VMS] = core::array::from_fn(|i| {
+        arch::VmRam::new(RamWindow::new(BOARD.vms.get(i).map_or(&[], |vm| vm.ram)))
+    });
+    let mut report = switch.pump(&mut rams[..]);
+    let mut rounds = 0;
+    while report.more && rounds < 8 {
+        let next = switch.pump(&mut rams[..]);
+        report.interrupts |= next.interrupts;
+        for (slot, fault) in report.faults.iter_mut().zip(next.faults) {
+            *slot = slot.or(fault);
+        }
+        report.more = next.more;
+        rounds += 1;
+    }
+    report
+}
+
+/// Raises or lowers VM `vm_index`'s vsock interrupt to match its device.
+fn update_vsock_irq(vm_index: usize, vm: &Vm<'static>) {
+    let Some(slot) = vm.vsock else { return };
+    let pending = SWITCH.lock().interrupt_pending(vm_index);
+    let raised = {
+        let mut state = VMS[vm_index].lock();
+        if pending {
+            state.vgic.raise(0, slot.irq)
+        } else {
+            state.vgic.lower(0, slot.irq);
+            None
+        }
+    };
+    if let Some(target) = raised {
+        deliver(vm_index, vm, target);
     }
 }
 

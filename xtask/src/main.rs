@@ -436,14 +436,14 @@ fn check_bad_boards() -> Result {
         ),
         (
             "network device in the secure VM",
-            "entry = 0x4100_0000",
-            "entry = 0x4100_0000\ndevices = [\"net0\"]",
+            "devices = [\"rng0\"]",
+            "devices = [\"rng0\", \"net0\"]",
             "vm 'secure' is a secure VM and must not own network device 'net0'",
         ),
         (
             "a device given to two VMs",
-            "entry = 0x4100_0000",
-            "entry = 0x4100_0000\ndevices = [\"rtc\"]",
+            "devices = [\"rng0\"]",
+            "devices = [\"rng0\", \"rtc\"]",
             "device 'rtc' is given to two VMs: 'rich' and 'secure'",
         ),
         (

@@ -5,7 +5,8 @@
 //! it); the EL2 image links the generated constants, never this parser.
 
 use crate::partition::{
-    Board, Device, DeviceClass, Gic, MemRange, PartitionError, Uart, Vm, VmKind,
+    Board, Device, DeviceClass, Gic, MemRange, PartitionError, Uart, VIRTIO_MMIO_SLOT, Vm, VmKind,
+    VsockRule, VsockSlot,
 };
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -20,6 +21,25 @@ pub struct BoardFile {
     pub devices: Vec<DeviceEntry>,
     #[serde(default, rename = "vm")]
     pub vms: Vec<VmEntry>,
+    /// Connections the vsock switch lets through.
+    #[serde(default, rename = "vsock_allow")]
+    pub vsock_rules: Vec<VsockRuleEntry>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockEntry {
+    pub cid: u32,
+    pub base: u64,
+    pub irq: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockRuleEntry {
+    pub from: String,
+    pub to: String,
+    pub port: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +125,9 @@ pub struct VmEntry {
     /// Where an initial ramdisk is loaded, if the VM boots one.
     #[serde(default)]
     pub initrd: Option<u64>,
+    /// The VMM channel device mvmm emulates in this VM.
+    #[serde(default)]
+    pub vsock: Option<VsockEntry>,
 }
 
 /// Why a board file was refused.
@@ -199,8 +222,22 @@ impl BoardFile {
                 devices: &names[i],
                 entry: v.entry,
                 boot_arg: v.dtb.unwrap_or(0),
+                vsock: v.vsock.map(|e| VsockSlot {
+                    cid: e.cid,
+                    mmio: MemRange::new(e.base, VIRTIO_MMIO_SLOT),
+                    irq: e.irq,
+                }),
             });
         }
+        let rules: Vec<VsockRule<'_>> = self
+            .vsock_rules
+            .iter()
+            .map(|r| VsockRule {
+                from: &r.from,
+                to: &r.to,
+                port: r.port,
+            })
+            .collect();
         let b = &self.board;
         let board = Board {
             name: &b.name,
@@ -218,6 +255,7 @@ impl BoardFile {
             },
             devices: &devices,
             vms: &vms,
+            vsock_rules: &rules,
         };
         board.validate()?;
         Ok(f(&board))
@@ -273,7 +311,7 @@ fn codegen(board: &Board<'_>) -> String {
         let rams: Vec<String> = vm.ram.iter().map(|m| r(*m)).collect();
         let _ = writeln!(
             s,
-            "        Vm {{ name: {:?}, kind: VmKind::{:?}, vmid: {}, cpus: &{:?}, ram: &[{}], devices: &{:?}, entry: {:#x}, boot_arg: {:#x} }},",
+            "        Vm {{ name: {:?}, kind: VmKind::{:?}, vmid: {}, cpus: &{:?}, ram: &[{}], devices: &{:?}, entry: {:#x}, boot_arg: {:#x}, vsock: {} }},",
             vm.name,
             vm.kind,
             vm.vmid,
@@ -281,7 +319,25 @@ fn codegen(board: &Board<'_>) -> String {
             rams.join(", "),
             vm.devices,
             vm.entry,
-            vm.boot_arg
+            vm.boot_arg,
+            match vm.vsock {
+                Some(v) => format!(
+                    "Some(VsockSlot {{ cid: {}, mmio: {}, irq: {} }})",
+                    v.cid,
+                    r(v.mmio),
+                    v.irq
+                ),
+                None => "None".into(),
+            }
+        );
+    }
+    let _ = writeln!(s, "    ],");
+    let _ = writeln!(s, "    vsock_rules: &[");
+    for rule in board.vsock_rules {
+        let _ = writeln!(
+            s,
+            "        VsockRule {{ from: {:?}, to: {:?}, port: {} }},",
+            rule.from, rule.to, rule.port
         );
     }
     let _ = writeln!(s, "    ],");

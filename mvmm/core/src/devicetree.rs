@@ -155,6 +155,15 @@ fn write_tree(board: &BoardFile, vm: &VmEntry, boot: &BootParams<'_>) -> Result<
             device_nodes(&mut fdt, dev)?;
         }
     }
+    if let Some(vsock) = vm.vsock {
+        // The VMM channel, emulated by mvmm (a modern virtio-mmio device).
+        let node = fdt.begin_node(&format!("virtio_mmio@{:x}", vsock.base))?;
+        fdt.property_string("compatible", "virtio,mmio")?;
+        fdt.property_array_u64("reg", &reg(vsock.base, crate::partition::VIRTIO_MMIO_SLOT))?;
+        fdt.property_array_u32("interrupts", &[GIC_SPI, vsock.irq - 32, IRQ_EDGE_RISING])?;
+        fdt.property_null("dma-coherent")?;
+        fdt.end_node(node)?;
+    }
     fdt.end_node(root)?;
     fdt.finish()
 }
@@ -235,6 +244,7 @@ mod tests {
             "pl011@9000000",
             "pl031@9010000",
             "mmio@a003e00",
+            "virtio_mmio@a000000",
             "console=ttyAMA0 nokaslr",
             "linux,initrd-start",
             "psci",
@@ -264,7 +274,10 @@ mod tests {
         .unwrap();
         let text = strings(&dtb);
         assert!(text.contains("memory@41000000"));
-        assert!(!text.contains("pl031") && !text.contains("virtio") && !text.contains("cpu@1"));
+        assert!(
+            !text.contains("pl031") && !text.contains("cpu@1") && !text.contains("mmio@a003e00")
+        );
+        assert!(text.contains("mmio@a002000"), "its rng slot");
         assert!(!text.contains("linux,initrd-start"));
     }
 

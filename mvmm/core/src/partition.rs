@@ -151,6 +151,33 @@ pub struct Vm<'a> {
     pub entry: u64,
     /// x0 at entry: the guest-physical address of its device tree, or 0.
     pub boot_arg: u64,
+    /// The VMM channel device mvmm emulates in this VM, if any.
+    pub vsock: Option<VsockSlot>,
+}
+
+/// A virtio-mmio vsock device mvmm emulates in a VM: the VM's end of the
+/// VMM channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VsockSlot {
+    /// The VM's vsock context id (3 and up; 2 is the host, which does not
+    /// exist here).
+    pub cid: u32,
+    /// Guest-physical register window (one virtio-mmio slot, 0x200 bytes).
+    pub mmio: MemRange,
+    /// Its interrupt (an SPI INTID).
+    pub irq: u32,
+}
+
+/// Size of one virtio-mmio register window.
+pub const VIRTIO_MMIO_SLOT: u64 = 0x200;
+
+/// A connection the vsock switch lets through: a stream from VM `from` to
+/// port `port` of VM `to` (and its replies). Everything else is reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VsockRule<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub port: u32,
 }
 
 /// The generic interrupt controller of the board (GICv3).
@@ -183,6 +210,7 @@ pub struct Board<'a> {
     pub gic: Gic,
     pub devices: &'a [Device<'a>],
     pub vms: &'a [Vm<'a>],
+    pub vsock_rules: &'a [VsockRule<'a>],
 }
 
 /// A reason a board description is refused. Every variant names the
@@ -249,6 +277,21 @@ pub enum PartitionError<'a> {
     DtbOutsideRam {
         vm: &'a str,
         dtb: u64,
+    },
+    VsockSlotInvalid {
+        vm: &'a str,
+    },
+    VsockCidInvalid {
+        vm: &'a str,
+        cid: u32,
+    },
+    VsockShared {
+        vm: &'a str,
+        other: &'a str,
+    },
+    VsockRuleVm {
+        rule: usize,
+        vm: &'a str,
     },
     UnknownDevice {
         vm: &'a str,
@@ -339,6 +382,24 @@ impl fmt::Display for PartitionError<'_> {
             DtbOutsideRam { vm, dtb } => {
                 write!(f, "vm '{vm}': dtb {dtb:#x} is not inside its ram")
             }
+            VsockSlotInvalid { vm } => write!(
+                f,
+                "vm '{vm}': its vsock slot must be one 0x200-byte virtio-mmio window with an SPI, \
+                 away from RAM, the UART, the GIC and every passed-through device"
+            ),
+            VsockCidInvalid { vm, cid } => {
+                write!(
+                    f,
+                    "vm '{vm}': vsock cid {cid} is reserved (cids 0..=2 are not VMs)"
+                )
+            }
+            VsockShared { vm, other } => {
+                write!(f, "vm '{vm}' and vm '{other}' have the same vsock cid")
+            }
+            VsockRuleVm { rule, vm } => write!(
+                f,
+                "vsock rule {rule} names vm '{vm}', which does not exist or has no vsock"
+            ),
             UnknownDevice { vm, device } => {
                 write!(
                     f,
@@ -422,6 +483,62 @@ impl<'a> Board<'a> {
             self.validate_vm(vm)?;
             for earlier in &self.vms[..i] {
                 self.validate_pair(earlier, vm)?;
+            }
+        }
+        self.validate_vsock()
+    }
+
+    /// The VMM channel: well-placed slots, distinct cids, rules that name
+    /// VMs with a slot.
+    fn validate_vsock(&self) -> Result<(), PartitionError<'a>> {
+        use PartitionError::*;
+        let owned = [
+            self.ram,
+            self.uart.mmio,
+            self.gic.distributor,
+            self.gic.redistributors,
+        ];
+        for (i, vm) in self.vms.iter().enumerate() {
+            let Some(slot) = vm.vsock else { continue };
+            let m = slot.mmio;
+            let well_formed = m.size == VIRTIO_MMIO_SLOT
+                && m.base % VIRTIO_MMIO_SLOT == 0
+                && m.base.checked_add(m.size).is_some()
+                && (32..1020).contains(&slot.irq);
+            let clashes = owned.iter().any(|r| r.overlaps(&m))
+                || self.devices.iter().any(|d| d.mmio.overlaps(&m));
+            if !well_formed || clashes {
+                return Err(VsockSlotInvalid { vm: vm.name });
+            }
+            if slot.cid <= 2 {
+                return Err(VsockCidInvalid {
+                    vm: vm.name,
+                    cid: slot.cid,
+                });
+            }
+            if let Some(other) = self.vms[..i]
+                .iter()
+                .find(|o| o.vsock.is_some_and(|o| o.cid == slot.cid))
+            {
+                return Err(VsockShared {
+                    vm: vm.name,
+                    other: other.name,
+                });
+            }
+            let device_irq = self.devices.iter().any(|d| d.irqs.contains(&slot.irq));
+            if device_irq || slot.irq == self.uart.irq {
+                return Err(VsockSlotInvalid { vm: vm.name });
+            }
+        }
+        for (rule, r) in self.vsock_rules.iter().enumerate() {
+            for name in [r.from, r.to] {
+                if !self
+                    .vms
+                    .iter()
+                    .any(|vm| vm.name == name && vm.vsock.is_some())
+                {
+                    return Err(VsockRuleVm { rule, vm: name });
+                }
             }
         }
         Ok(())
@@ -615,6 +732,11 @@ pub(crate) mod tests {
             devices: &["rtc", "net0"],
             entry: 0x5000_0000,
             boot_arg: 0x5600_0000,
+            vsock: Some(VsockSlot {
+                cid: 3,
+                mmio: MemRange::new(0x0a00_0000, 0x200),
+                irq: 48,
+            }),
         },
         Vm {
             name: "secure",
@@ -625,6 +747,11 @@ pub(crate) mod tests {
             devices: &[],
             entry: 0x4100_0000,
             boot_arg: 0,
+            vsock: Some(VsockSlot {
+                cid: 4,
+                mmio: MemRange::new(0x0a00_0000, 0x200),
+                irq: 48,
+            }),
         },
     ];
 
@@ -644,6 +771,11 @@ pub(crate) mod tests {
         },
         devices: DEVICES,
         vms: VMS,
+        vsock_rules: &[VsockRule {
+            from: "rich",
+            to: "secure",
+            port: 7100,
+        }],
     };
 
     fn with_vms<'a>(vms: &'a [Vm<'a>]) -> Result<(), String> {
@@ -805,6 +937,70 @@ pub(crate) mod tests {
             "vm 'rich' is declared twice"
         );
         assert_eq!(with_vms(&[]).unwrap_err(), "the board declares no [[vm]]");
+    }
+
+    #[test]
+    fn vsock_slots_and_rules_are_checked() {
+        let slot = |cid, base, irq| {
+            Some(VsockSlot {
+                cid,
+                mmio: MemRange::new(base, 0x200),
+                irq,
+            })
+        };
+        let with = |rich: Option<VsockSlot>, rules: &'static [VsockRule<'static>]| {
+            let vms: &'static [Vm<'static>] = Box::leak(Box::new([
+                Vm {
+                    vsock: rich,
+                    ..VMS[0]
+                },
+                VMS[1],
+            ]));
+            Board {
+                vms,
+                vsock_rules: rules,
+                ..BOARD
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(with(slot(3, 0x0a00_0000, 48), BOARD.vsock_rules), Ok(()));
+        assert_eq!(
+            with(slot(4, 0x0a00_0000, 48), BOARD.vsock_rules).unwrap_err(),
+            "vm 'secure' and vm 'rich' have the same vsock cid"
+        );
+        assert!(
+            with(slot(2, 0x0a00_0000, 48), &[])
+                .unwrap_err()
+                .contains("vsock cid 2 is reserved")
+        );
+        for bad in [
+            slot(3, 0x0a00_3000, 48),
+            slot(3, 0x0a00_0100, 48),
+            slot(3, 0x0a00_0000, 20),
+            slot(3, 0x0a00_0000, 79),
+        ] {
+            assert!(
+                with(bad, &[]).unwrap_err().contains("vsock slot must be"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            with(None, BOARD.vsock_rules).unwrap_err(),
+            "vsock rule 0 names vm 'rich', which does not exist or has no vsock"
+        );
+        assert!(
+            with(
+                slot(3, 0x0a00_0000, 48),
+                &[VsockRule {
+                    from: "rich",
+                    to: "tee",
+                    port: 1
+                }]
+            )
+            .unwrap_err()
+            .contains("'tee'")
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod firmware;
 mod gic;
+mod guestmem;
 mod pl011;
 mod vcpu;
 
@@ -10,6 +11,7 @@ pub use gic::{
     Injected, KICK_INTID, ack_interrupt, end_of_interrupt, init_cpu_interface, init_distributor,
     inject_virtual, kick, reap_list_registers, route_spi, set_spi_enabled,
 };
+pub use guestmem::VmRam;
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use vcpu::{
     enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm, reset_el1, send_event,
