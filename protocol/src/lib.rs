@@ -9,6 +9,7 @@
 
 pub mod bytes;
 pub mod currency;
+pub mod device_key;
 pub mod message;
 pub mod session;
 pub mod signed;

@@ -24,7 +24,8 @@
 
 extern crate alloc;
 
-pub mod keys;
+/// The device identity lives in `protocol` so the host computes the same key.
+pub use protocol::device_key as keys;
 pub mod prompt;
 pub mod server;
 pub mod text;
