@@ -69,6 +69,47 @@ pub struct Images {
 /// initramfs inside an image directory.
 pub const RICH_KERNEL: &str = "rich/Image";
 pub const RICH_INITRAMFS: &str = "rich/initramfs.cpio.gz";
+/// The static aarch64 `mvmm-pay`, put in the rich VM at /usr/bin/mvmm-pay.
+pub const RICH_MVMM_PAY: &str = "rich/mvmm-pay";
+/// The provisioned device secret page and the public key pinned from it.
+pub const DEVICE_SECRET: &str = "device-secret.bin";
+
+/// The device identity of this build: a secret generated once per image
+/// directory (the emulated "fuse"), the device key derived from it exactly
+/// as secure-os does, and the user's security word.
+#[derive(Clone, Debug)]
+pub struct Provisioning {
+    /// The page QEMU loads at the secure VM's provisioning address.
+    pub page: PathBuf,
+    /// The device public key, compressed SEC1 hex (what mvmm-pay pins).
+    pub device_key: String,
+    pub security_word: String,
+}
+
+/// Creates (once) and reads the device secret under `dir`.
+pub fn provision(dir: &Path) -> Result<Provisioning, String> {
+    use protocol::device_key::{self, PROVISION_MAGIC, SECRET_LEN};
+    let page = dir.join(DEVICE_SECRET);
+    if !page.exists() {
+        let mut secret = [0u8; SECRET_LEN];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut secret))
+            .map_err(|e| format!("cannot read /dev/urandom for the device secret: {e}"))?;
+        let mut bytes = PROVISION_MAGIC.to_vec();
+        bytes.extend_from_slice(&secret);
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::write(&page, bytes).map_err(|e| format!("{}: {e}", page.display()))?;
+    }
+    let bytes = fs::read(&page).map_err(|e| format!("{}: {e}", page.display()))?;
+    let secret = device_key::parse_provisioned(&bytes)
+        .map_err(|e| format!("{}: not a provisioning page ({e:?})", page.display()))?;
+    let key = device_key::derive_device_key(&secret).map_err(|e| format!("device key: {e:?}"))?;
+    Ok(Provisioning {
+        page,
+        device_key: device_key::compressed_hex(&key).to_string(),
+        security_word: device_key::security_word(&secret).to_string(),
+    })
+}
 
 impl Images {
     /// The images of `cargo xtask build` in `dir`: mvmm, secure-os, and the
@@ -83,25 +124,30 @@ impl Images {
         }
     }
 
-    /// mvmm, secure-os, and Linux in the rich VM.
+    /// mvmm, secure-os (provisioned), and Linux in the rich VM.
     pub fn with_rich_linux(dir: &Path, rich: &RichBoot) -> Images {
+        let mut guests = vec![Load::elf(dir.join("secure-os"))];
+        if let Some((page, addr)) = &rich.provisioning {
+            guests.push(Load {
+                file: page.clone(),
+                addr: Some(*addr),
+            });
+        }
+        guests.push(Load {
+            file: rich.kernel.clone(),
+            addr: Some(rich.kernel_addr),
+        });
+        guests.push(Load {
+            file: rich.initrd.clone(),
+            addr: Some(rich.initrd_addr),
+        });
+        guests.push(Load {
+            file: rich.dtb.clone(),
+            addr: Some(rich.dtb_addr),
+        });
         Images {
             mvmm: dir.join("mvmm"),
-            guests: vec![
-                Load::elf(dir.join("secure-os")),
-                Load {
-                    file: rich.kernel.clone(),
-                    addr: Some(rich.kernel_addr),
-                },
-                Load {
-                    file: rich.initrd.clone(),
-                    addr: Some(rich.initrd_addr),
-                },
-                Load {
-                    file: rich.dtb.clone(),
-                    addr: Some(rich.dtb_addr),
-                },
-            ],
+            guests,
         }
     }
 
@@ -138,6 +184,8 @@ pub struct RichBoot {
     pub initrd_addr: u64,
     pub dtb: PathBuf,
     pub dtb_addr: u64,
+    /// The secure VM's provisioning page and where it goes.
+    pub provisioning: Option<(PathBuf, u64)>,
 }
 
 /// The default kernel command line of the rich VM.
@@ -174,13 +222,33 @@ pub fn prepare_rich_boot(
         }
     }
     fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let initrd = match command {
-        Some(cmd) => {
-            let with_cmd = work.join("initramfs-cmd.cpio");
-            rich::with_command(initrd, cmd, &with_cmd)?;
-            with_cmd
-        }
-        None => initrd.to_path_buf(),
+    // The VMM channel's client: mvmm-pay and the device key it pins, from
+    // the image directory next to the kernel (when xtask built them).
+    let image_dir = kernel.parent().and_then(Path::parent).unwrap_or(work);
+    let mut files: Vec<rich::ExtraFile> = Vec::new();
+    let mut provisioning = None;
+    if let Some(secure) = board.vms.iter().find(|v| v.kind == "secure")
+        && let Some(addr) = secure.provision
+        && image_dir.join(DEVICE_SECRET).exists()
+    {
+        let p = provision(image_dir)?;
+        files.push((
+            "etc/mvmm/device.pub".into(),
+            format!("{}\n", p.device_key).into_bytes(),
+            0o644,
+        ));
+        provisioning = Some((p.page, addr));
+    }
+    let pay = image_dir.join(RICH_MVMM_PAY);
+    if let Ok(binary) = fs::read(&pay) {
+        files.push(("usr/bin/mvmm-pay".into(), binary, 0o755));
+    }
+    let initrd = if command.is_some() || !files.is_empty() {
+        let extended = work.join("initramfs-cmd.cpio");
+        rich::with_files(initrd, command, &files, &extended)?;
+        extended
+    } else {
+        initrd.to_path_buf()
     };
     let initrd_size = fs::metadata(&initrd)
         .map_err(|e| format!("{}: {e}", initrd.display()))?
@@ -214,6 +282,7 @@ pub fn prepare_rich_boot(
         initrd_addr,
         dtb,
         dtb_addr,
+        provisioning,
     })
 }
 

@@ -200,6 +200,16 @@ fn initramfs_stamp(f: &Fetched) -> String {
 /// Writes `out`: the initramfs `base` plus `/mvmm/rich-cmd` holding `cmd`,
 /// which the init runs with `sh -c` instead of starting a shell.
 pub fn with_command(base: &Path, cmd: &str, out: &Path) -> Result<()> {
+    with_files(base, Some(cmd), &[], out)
+}
+
+/// A file added to the initramfs: path inside it, contents, mode.
+pub type ExtraFile = (String, Vec<u8>, u32);
+
+/// Writes `base` plus `/mvmm/rich-cmd` (when `cmd` is given) and `files` as
+/// a second archive (Linux unpacks concatenated archives; later entries
+/// win). Parent directories are created.
+pub fn with_files(base: &Path, cmd: Option<&str>, files: &[ExtraFile], out: &Path) -> Result<()> {
     let mut bytes =
         fs::read(base).map_err(|e| format!("cannot read initramfs {}: {e}", base.display()))?;
     // The kernel's unpacker skips zero bytes between archives but wants an
@@ -208,8 +218,30 @@ pub fn with_command(base: &Path, cmd: &str, out: &Path) -> Result<()> {
         bytes.push(0);
     }
     let mut extra = Cpio::new();
-    extra.dir("mvmm");
-    extra.file(CMD_PATH, 0o644, cmd.as_bytes());
+    let mut dirs = BTreeSet::new();
+    let paths = cmd
+        .iter()
+        .map(|_| CMD_PATH)
+        .chain(files.iter().map(|(p, _, _)| p.as_str()));
+    for path in paths {
+        let mut parent = Path::new(path).parent();
+        let mut chain = Vec::new();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            chain.push(p.to_string_lossy().into_owned());
+            parent = p.parent();
+        }
+        for dir in chain.into_iter().rev() {
+            if dirs.insert(dir.clone()) {
+                extra.dir(&dir);
+            }
+        }
+    }
+    if let Some(cmd) = cmd {
+        extra.file(CMD_PATH, 0o644, cmd.as_bytes());
+    }
+    for (path, data, mode) in files {
+        extra.file(path, *mode, data);
+    }
     bytes.extend_from_slice(&extra.finish());
     write_atomic(out, &bytes)
 }

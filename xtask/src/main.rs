@@ -8,8 +8,8 @@ mod sim;
 
 use clap::{Parser, Subcommand};
 use mvmm_tests::{
-    Console, IMAGE_DIR_VAR, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL, load_board,
-    prepare_rich_boot, qemu_command, repo_root, rich,
+    Console, IMAGE_DIR_VAR, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL,
+    RICH_MVMM_PAY, load_board, prepare_rich_boot, provision, qemu_command, repo_root, rich,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -240,6 +240,19 @@ fn build(board: &str) -> Result<Images> {
             ])
             .env("MVMM_BOARD", board),
     )?;
+    step(&format!(
+        "building mvmm-pay (static) for the rich VM, {TARGET_LINUX}"
+    ));
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "--target",
+        TARGET_LINUX,
+        "-p",
+        "android-bridge",
+        "--bin",
+        "mvmm-pay",
+    ]))?;
     step(&format!("building mvmm for {TARGET_EL2}"));
     run_cmd(
         cargo()
@@ -267,6 +280,14 @@ fn build(board: &str) -> Result<Images> {
         fs::copy(from, dir.join(to)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
     eprintln!("rich VM kernel {}", image.kernel_version);
+    copy(TARGET_LINUX, "mvmm-pay").and_then(|()| {
+        fs::rename(dir.join("mvmm-pay"), dir.join(RICH_MVMM_PAY)).map_err(|e| e.to_string())
+    })?;
+    let device = provision(&dir)?;
+    eprintln!(
+        "device key (pinned by mvmm-pay in the rich VM): {}",
+        device.device_key
+    );
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
     Ok(Images::in_dir(&dir))
 }

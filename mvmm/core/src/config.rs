@@ -128,6 +128,9 @@ pub struct VmEntry {
     /// The VMM channel device mvmm emulates in this VM.
     #[serde(default)]
     pub vsock: Option<VsockEntry>,
+    /// Where the loader puts the VM's provisioning page (device secret).
+    #[serde(default)]
+    pub provision: Option<u64>,
 }
 
 /// Why a board file was refused.
