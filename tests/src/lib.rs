@@ -69,8 +69,9 @@ pub struct Images {
 /// initramfs inside an image directory.
 pub const RICH_KERNEL: &str = "rich/Image";
 pub const RICH_INITRAMFS: &str = "rich/initramfs.cpio.gz";
-/// The static aarch64 `mvmm-pay`, put in the rich VM at /usr/bin/mvmm-pay.
-pub const RICH_MVMM_PAY: &str = "rich/mvmm-pay";
+/// Static aarch64 tools (mvmm-pay, chan-tool) put in the rich VM's
+/// /usr/bin: every file of this directory of the image directory.
+pub const RICH_TOOLS_DIR: &str = "rich/bin";
 /// The provisioned device secret page and the public key pinned from it.
 pub const DEVICE_SECRET: &str = "device-secret.bin";
 
@@ -239,9 +240,13 @@ pub fn prepare_rich_boot(
         ));
         provisioning = Some((p.page, addr));
     }
-    let pay = image_dir.join(RICH_MVMM_PAY);
-    if let Ok(binary) = fs::read(&pay) {
-        files.push(("usr/bin/mvmm-pay".into(), binary, 0o755));
+    // Static tools for the rich VM (mvmm-pay, chan-tool) go to /usr/bin.
+    if let Ok(entries) = fs::read_dir(image_dir.join(RICH_TOOLS_DIR)) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let binary = fs::read(entry.path()).map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            files.push((format!("usr/bin/{name}"), binary, 0o755));
+        }
     }
     let initrd = if command.is_some() || !files.is_empty() {
         let extended = work.join("initramfs-cmd.cpio");

@@ -9,7 +9,7 @@ mod sim;
 use clap::{Parser, Subcommand};
 use mvmm_tests::{
     Console, IMAGE_DIR_VAR, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL,
-    RICH_MVMM_PAY, load_board, prepare_rich_boot, provision, qemu_command, repo_root, rich,
+    RICH_TOOLS_DIR, load_board, prepare_rich_boot, provision, qemu_command, repo_root, rich,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -280,9 +280,12 @@ fn build(board: &str) -> Result<Images> {
         fs::copy(from, dir.join(to)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
     eprintln!("rich VM kernel {}", image.kernel_version);
-    copy(TARGET_LINUX, "mvmm-pay").and_then(|()| {
-        fs::rename(dir.join("mvmm-pay"), dir.join(RICH_MVMM_PAY)).map_err(|e| e.to_string())
-    })?;
+    let tools = dir.join(RICH_TOOLS_DIR);
+    fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
+    for tool in ["mvmm-pay", "chan-tool"] {
+        let from = target_dir().join(TARGET_LINUX).join("release").join(tool);
+        fs::copy(&from, tools.join(tool)).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
     let device = provision(&dir)?;
     eprintln!(
         "device key (pinned by mvmm-pay in the rich VM): {}",
