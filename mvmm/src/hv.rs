@@ -745,6 +745,18 @@ fn vsock_access(
     };
     regs.elr += 4;
     if let Some(report) = report {
+        if let Some((from, why)) = report.last_refusal
+            && let Some(sender) = BOARD.vms.get(from)
+        {
+            report_vm_fault(
+                from,
+                sender,
+                format_args!(
+                    "vsock: refused {} packet(s), last: {why:?}; the sender gets a reset",
+                    report.refused
+                ),
+            );
+        }
         for (i, fault) in report.faults.iter().enumerate() {
             if let (Some(fault), Some(faulty)) = (fault, BOARD.vms.get(i)) {
                 report_vm_fault(

@@ -41,6 +41,7 @@ pub fn load_board(board: &str) -> Result<(BoardFile, QemuSection), String> {
     Ok((file, qemu))
 }
 
+pub mod payment;
 pub mod rich;
 
 /// One file QEMU puts in guest memory before the machine starts.
@@ -244,7 +245,8 @@ pub fn prepare_rich_boot(
     if let Ok(entries) = fs::read_dir(image_dir.join(RICH_TOOLS_DIR)) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let binary = fs::read(entry.path()).map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            let binary =
+                fs::read(entry.path()).map_err(|e| format!("{}: {e}", entry.path().display()))?;
             files.push((format!("usr/bin/{name}"), binary, 0o755));
         }
     }

@@ -432,6 +432,8 @@ fn test(host_only: bool) -> Result {
                 "system",
                 "--test",
                 "linux",
+                "--test",
+                "payment",
                 "--",
                 "--ignored",
                 "--test-threads=1",

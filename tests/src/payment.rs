@@ -1,0 +1,107 @@
+//! A payment through the whole product, as the QEMU tests and `cargo xtask
+//! demo` drive it: `mvmm-pay` in the rich VM enrolls a credential and asks
+//! for an approval over the VMM channel; the user answers the trusted prompt
+//! on the console (typed, through mvmm's focus switch); the token that comes
+//! back is checked the way a payment backend would.
+
+use crate::{ConsoleError, Machine};
+use mvmm_verify::{Expected, parse_public_key, parse_token, verify_token};
+use protocol::Currency;
+use serde_json::Value;
+use std::thread;
+use std::time::Duration;
+
+pub const LABEL: &str = "Visa ending 4242";
+pub const AMOUNT: &str = "12.50";
+pub const AMOUNT_MINOR: u64 = 1250;
+pub const CURRENCY: &str = "EUR";
+pub const MERCHANT: &str = "Corner Cafe";
+/// The last line of the trusted prompt secure-os prints.
+pub const PROMPT: &str = "Approve? [y/n]";
+
+/// The rich VM's shell command: enroll, then request the payment; both
+/// print JSON lines, and the request's exit status is reported.
+pub fn script(then: &str) -> String {
+    format!(
+        "mvmm-pay enroll --label '{LABEL}' --json; \
+         mvmm-pay request --amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}' --json; \
+         echo \"mvmm-pay request exited with $?\"; {then}"
+    )
+}
+
+/// Waits for the trusted prompt and types `keys` one at a time, the way a
+/// person at the console would.
+pub fn answer(m: &mut Machine, keys: &str, timeout: Duration) -> Result<String, ConsoleError> {
+    let prompt = m.expect(PROMPT, timeout)?;
+    for key in keys.chars() {
+        thread::sleep(Duration::from_millis(150));
+        m.send(&key.to_string());
+    }
+    Ok(prompt)
+}
+
+/// The JSON objects `mvmm-pay --json` printed on the console, in order.
+pub fn json_lines(transcript: &str) -> Vec<Value> {
+    transcript
+        .lines()
+        .filter_map(|l| l.strip_prefix("[rich] "))
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A verified authorization.
+#[derive(Debug)]
+pub struct Verified {
+    pub credential: String,
+    pub counter: u64,
+    pub token_base64: String,
+    pub public_key: String,
+    pub nonce: String,
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> Result<&'a str, String> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("no string field {name:?} in {v}"))
+}
+
+/// Checks the token of the request line against the enrolled public key and
+/// the expected payment, as a backend would (mvmm-verify's library).
+pub fn verify(enroll: &Value, request: &Value) -> Result<Verified, String> {
+    let public_key = field(enroll, "public_key")?;
+    let key = parse_public_key(public_key).map_err(|e| format!("enrolled key: {e}"))?;
+    let token_base64 = field(request, "token")?;
+    let token = parse_token(token_base64.as_bytes()).map_err(|e| format!("token: {e}"))?;
+    let nonce_hex = field(request, "nonce")?;
+    let mut nonce = [0u8; 32];
+    hex_into(nonce_hex, &mut nonce)?;
+    let expected = Expected {
+        nonce,
+        amount_minor: AMOUNT_MINOR,
+        currency: Currency::from_code(CURRENCY).ok_or("currency")?,
+        merchant: MERCHANT,
+        last_counter: 0,
+        credential: None,
+    };
+    let claims =
+        verify_token(&token, &key, &expected).map_err(|e| format!("token rejected: {e:?}"))?;
+    Ok(Verified {
+        credential: field(request, "credential")?.to_string(),
+        counter: claims.counter,
+        token_base64: token_base64.to_string(),
+        public_key: public_key.to_string(),
+        nonce: nonce_hex.to_string(),
+    })
+}
+
+fn hex_into(text: &str, out: &mut [u8]) -> Result<(), String> {
+    if text.len() != out.len() * 2 {
+        return Err(format!("{text:?} is not {} hex digits", out.len() * 2));
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("{text:?} is not hex"))?;
+    }
+    Ok(())
+}

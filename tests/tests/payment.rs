@@ -1,0 +1,113 @@
+//! QEMU tests of the mission end to end: a payment asked for in the rich VM
+//! crosses the VMM channel, the user answers on the trusted path (console
+//! focus switched to the secure VM by mvmm), and the signed authorization
+//! comes back and verifies.
+//!
+//! Run by `cargo xtask test` (they need the images: `#[ignore]` otherwise).
+
+use mvmm_tests::payment::{self, PROMPT};
+use mvmm_tests::{ConsoleError, Machine};
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(120);
+const STEP: Duration = Duration::from_secs(60);
+
+#[track_caller]
+fn ok(result: Result<String, ConsoleError>) -> String {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until the rich VM's command is done and the machine is off.
+fn finish(m: &mut Machine) -> String {
+    ok(m.expect("[rich] mvmm-rich: exit status", STEP));
+    let status = m
+        .wait_exit(STEP)
+        .expect("QEMU did not exit after the rich VM's SYSTEM_OFF");
+    assert!(status.success(), "QEMU exit status {status}");
+    m.transcript()
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn an_approved_payment_returns_a_token_the_backend_accepts() {
+    let mut m = Machine::boot_linux(Some(&payment::script("")), "approve");
+    let prompt = ok(payment::answer(&mut m, "y\r", BOOT));
+    // The prompt shows exactly what is signed, under the trusted prefix.
+    for line in [
+        "Pay",
+        "12.50 EUR",
+        "to Corner Cafe",
+        "with Visa ending 4242",
+    ] {
+        assert!(
+            prompt.contains(&format!("[TRUSTED secure] {line}\n")),
+            "{line:?} missing from:\n{prompt}"
+        );
+    }
+    assert!(
+        prompt.contains("[mvmm] console input goes to vm 'secure' (trusted prompt)"),
+        "{prompt}"
+    );
+    ok(m.expect("secure-os: payment approved", STEP));
+    ok(m.expect("[mvmm] console input goes back to vm 'rich'", STEP));
+    ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
+    let out = finish(&mut m);
+    let json = payment::json_lines(&out);
+    assert_eq!(json.len(), 2, "enroll and request lines: {out}");
+    let verified = payment::verify(&json[0], &json[1]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(verified.counter, 1);
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn a_declined_payment_returns_no_token() {
+    let mut m = Machine::boot_linux(Some(&payment::script("")), "decline");
+    ok(payment::answer(&mut m, "n\r", BOOT));
+    ok(m.expect("secure-os: payment declined", STEP));
+    let line = ok(m.expect("[rich] mvmm-pay request exited with", STEP));
+    assert!(!line.ends_with("exited with 0"), "{line}");
+    let out = finish(&mut m);
+    assert!(
+        out.contains("declined by user") || out.contains("declined"),
+        "{out}"
+    );
+    let json = payment::json_lines(&out);
+    assert!(
+        json.iter().all(|v| v.get("token").is_none()),
+        "no token on decline: {out}"
+    );
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn keys_typed_during_the_trusted_prompt_never_reach_the_rich_vm() {
+    // After the payment the rich VM reads its console for 2 s: anything
+    // typed during the prompt that leaked to it would show up here.
+    let then = "read -t 2 leaked; echo \"rich read [$leaked]\"";
+    let mut m = Machine::boot_linux(Some(&payment::script(then)), "leak");
+    ok(payment::answer(&mut m, "zqx\ry\r", BOOT));
+    ok(m.expect("secure-os: payment approved", STEP));
+    let out = finish(&mut m);
+    assert!(
+        out.contains("[rich] rich read []"),
+        "keys leaked to the rich VM:\n{out}"
+    );
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn a_port_the_policy_forbids_is_refused_by_mvmm() {
+    // Port 9999 of the secure VM is not in the board's vsock policy.
+    let cmd = "mvmm-pay --transport vsock:4:9999 status; echo \"forbidden port exit $?\"; \
+               mvmm-pay status > /dev/null; echo \"allowed port exit $?\"";
+    let mut m = Machine::boot_linux(Some(cmd), "policy");
+    let line = ok(m.expect("[rich] forbidden port exit", BOOT));
+    assert!(!line.ends_with("exit 0"), "{line}");
+    ok(m.expect("[rich] allowed port exit 0", STEP));
+    let out = finish(&mut m);
+    assert!(
+        out.contains("[mvmm] vm 'rich': vsock: refused"),
+        "mvmm logs the refusal:\n{out}"
+    );
+    assert!(!out.contains(PROMPT));
+}
