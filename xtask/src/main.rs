@@ -48,6 +48,15 @@ enum Cmd {
     /// Build, then boot the board in QEMU: Linux with a busybox shell in
     /// the rich VM, secure-os in the secure VM (quit with Ctrl-A then X).
     Run(RunArgs),
+    /// The mission in one command: boot everything headless, enroll a
+    /// credential and request a payment from the rich VM with mvmm-pay,
+    /// answer the trusted prompt by typing on the console, and verify the
+    /// token on the host with mvmm-verify.
+    Demo {
+        /// What to type at the trusted prompt: y (approve) or n (decline).
+        #[arg(long, default_value = "y", value_parser = ["y", "n"])]
+        answer: String,
+    },
     /// Measure mvmm against bare QEMU in the same run (Linux boot time and a
     /// CPU-bound workload, in wall time and deterministic -icount guest
     /// time); writes target/bench/results.json.
@@ -116,6 +125,7 @@ fn main() -> ExitCode {
         Cmd::Test { host_only } => test(host_only),
         Cmd::Sim { auto, args } => sim::sim(auto.as_deref(), &args),
         Cmd::Bench { board } => run_bench(&board),
+        Cmd::Demo { answer } => demo(&answer),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -304,6 +314,91 @@ fn print_images(images: &Images) {
             None => println!("  guest ELF:    {}", guest.file.display()),
         }
     }
+}
+
+fn demo(answer: &str) -> Result {
+    use mvmm_tests::payment;
+    ensure_packages()?;
+    let images = build("qemu-virt")?;
+    let dir = images
+        .mvmm
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let (file, qemu) = load_board("qemu-virt")?;
+    let rich = prepare_rich_boot(
+        &file,
+        &qemu,
+        &dir.join(RICH_KERNEL),
+        &dir.join(RICH_INITRAMFS),
+        RICH_CMDLINE,
+        Some(&payment::script("")),
+        &dir.join("work").join("demo"),
+    )?;
+    step(
+        "demo: booting mvmm, secure-os and Linux; mvmm-pay will enroll a card and ask to pay 12.50 EUR to Corner Cafe",
+    );
+    let mut m = Machine::start(qemu_command(
+        &file,
+        &qemu,
+        &Images::with_rich_linux(&dir, &rich),
+        Console::Piped,
+    ));
+    let limit = std::time::Duration::from_secs(300);
+    payment::answer(&mut m, &format!("{answer}\r"), limit).map_err(|e| format!("demo: {e}"))?;
+    eprintln!("\nxtask: typed '{answer}' and Enter at the trusted prompt\n");
+    m.expect("[rich] mvmm-rich: exit status", limit)
+        .map_err(|e| format!("demo: {e}"))?;
+    m.wait_exit(std::time::Duration::from_secs(60));
+    let transcript = m.transcript();
+    let json = payment::json_lines(&transcript);
+    let (Some(enroll), Some(request)) = (json.first(), json.get(1)) else {
+        return Err("demo: mvmm-pay printed no enrollment and payment result".into());
+    };
+    let Some(token) = request.get("token").and_then(|t| t.as_str()) else {
+        return Err(format!("demo: no authorization: {request}"));
+    };
+    step("demo: the payment backend verifies the token (mvmm-verify)");
+    let out = target_dir().join("demo");
+    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (key_file, token_file) = (out.join("credential.pub"), out.join("token.b64"));
+    fs::write(&key_file, text(enroll, "public_key")).map_err(|e| e.to_string())?;
+    fs::write(&token_file, token).map_err(|e| e.to_string())?;
+    println!("authorization (COSE_Sign1, base64): {token}");
+    run_cmd(cargo().args(["build", "--quiet", "-p", "mvmm-verify"]))?;
+    let verify = target_dir().join("debug").join("mvmm-verify");
+    let mut cmd = Command::new(&verify);
+    cmd.arg("--key")
+        .arg(&key_file)
+        .arg("--token")
+        .arg(&token_file);
+    cmd.args([
+        "--nonce",
+        &text(request, "nonce"),
+        "--amount",
+        &payment::AMOUNT_MINOR.to_string(),
+    ]);
+    cmd.args([
+        "--currency",
+        payment::CURRENCY,
+        "--merchant",
+        payment::MERCHANT,
+    ]);
+    cmd.args(["--credential", &text(request, "credential")]);
+    println!(
+        "$ mvmm-verify --key {} --token {} ...",
+        key_file.display(),
+        token_file.display()
+    );
+    run_cmd(&mut cmd).map_err(|e| format!("demo: the backend rejected the token: {e}"))?;
+    println!("demo: verified");
+    Ok(())
 }
 
 fn run_bench(board: &str) -> Result {
