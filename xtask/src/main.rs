@@ -250,18 +250,14 @@ fn build(board: &str) -> Result<Images> {
             ])
             .env("MVMM_BOARD", board),
     )?;
-    step(&format!(
-        "building mvmm-pay (static) for the rich VM, {TARGET_LINUX}"
-    ));
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "--target",
-        TARGET_LINUX,
+    step(&format!("building the rich VM's static tools (mvmm-pay, chan-tool) for {TARGET_LINUX}"));
+    run_cmd(cargo().args(["build", "--release", "--target", TARGET_LINUX]).args([
         "-p",
         "android-bridge",
         "--bin",
         "mvmm-pay",
+        "-p",
+        "chan-tool",
     ]))?;
     step(&format!("building mvmm for {TARGET_EL2}"));
     run_cmd(
