@@ -66,12 +66,6 @@ pub const KINDS: [Kind; 5] = [
 ];
 
 impl Kind {
-    /// Whether the connection cannot carry another record after this one
-    /// (the service resets it, or we close it).
-    pub fn ends_connection(self) -> bool {
-        matches!(self, Kind::Oversized | Kind::Unframed | Kind::Truncated)
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::Garbage => "garbage",

@@ -280,10 +280,21 @@ fn connect(peer: &Peer, expect: Expect, timeout: Duration) -> Result<(), String>
 struct FloodCount {
     sent: u64,
     connections: u64,
+    /// Error replies (whole frames) the service sent back.
+    replies: u64,
+    /// Records the service did not answer within the timeout.
+    unanswered: u64,
     closed_by_peer: u64,
     closed_by_us: u64,
     connect_failed: u64,
-    reply_bytes: u64,
+}
+
+/// What became of a connection after a record.
+enum After {
+    /// It can carry the next record.
+    Open,
+    ClosedByPeer,
+    ClosedByUs,
 }
 
 fn run_flood(
@@ -305,7 +316,7 @@ fn run_flood(
             error = Some(format!("gave up after {} s", max.as_secs()));
             break;
         }
-        let stream = match conn.take() {
+        let mut stream = match conn.take() {
             Some(s) => s,
             None => match open(peer, timeout) {
                 Ok(s) => {
@@ -330,59 +341,58 @@ fn run_flood(
             },
         };
         let (kind, bytes) = flood::record(i, &mut rng);
-        if let Err(e) = stream.set_nonblocking(false).and_then(|()| {
-            let mut s = &stream;
-            s.write_all(&bytes)
-        }) {
-            // The peer closed this connection (e.g. after an earlier
-            // record); the record goes again on a new one.
+        if let Err(e) = stream.write_all(&bytes) {
+            // The peer closed this connection; the record goes again on a
+            // new one.
             eprintln!("chan-tool: flood: send {}: {e}", kind.name());
             n.closed_by_peer += 1;
             continue;
         }
         n.sent += 1;
         i += 1;
-        if kind.ends_connection() {
-            // Out of step (or truncated): stop writing, then wait for the
-            // service to close or reset, at most `timeout`.
-            let _ = stream.close_write();
-            match drain(&stream, true) {
-                (bytes, true) => {
-                    n.reply_bytes += bytes;
-                    n.closed_by_peer += 1;
+        let after = match kind {
+            // The service answers a well-framed packet (an error reply)
+            // and keeps the connection.
+            flood::Kind::Garbage | flood::Kind::Empty => match read_frame(&mut stream) {
+                Ok(Some(_)) => {
+                    n.replies += 1;
+                    After::Open
                 }
-                (bytes, false) => {
-                    n.reply_bytes += bytes;
-                    n.closed_by_us += 1;
+                Ok(None) => After::ClosedByPeer,
+                Err(e) if is_timeout(&e) => {
+                    n.unanswered += 1;
+                    After::Open
+                }
+                Err(_) => After::ClosedByPeer,
+            },
+            // Out of step: the service must reset the connection.
+            flood::Kind::Oversized | flood::Kind::Unframed => {
+                if wait_closed(&mut stream) {
+                    After::ClosedByPeer
+                } else {
+                    n.unanswered += 1;
+                    After::ClosedByUs
                 }
             }
-        } else {
-            // Take whatever error replies have arrived, without waiting.
-            let (bytes, closed) = drain(&stream, false);
-            n.reply_bytes += bytes;
-            if closed {
-                n.closed_by_peer += 1;
-            } else {
-                conn = Some(stream);
-            }
+            // Half a frame, then we hang up.
+            flood::Kind::Truncated => After::ClosedByUs,
+        };
+        match after {
+            After::Open => conn = Some(stream),
+            After::ClosedByPeer => n.closed_by_peer += 1,
+            After::ClosedByUs => n.closed_by_us += 1,
         }
     }
-    if let Some(stream) = conn {
-        let _ = stream.close_write();
-        let (bytes, closed) = drain(&stream, true);
-        n.reply_bytes += bytes;
-        if closed {
-            n.closed_by_peer += 1;
-        } else {
-            n.closed_by_us += 1;
-        }
+    if conn.is_some() {
+        n.closed_by_us += 1;
     }
     result("flood_sent", n.sent, "records");
     result("flood_connections", n.connections, "connections");
+    result("flood_replies", n.replies, "frames");
+    result("flood_unanswered", n.unanswered, "records");
     result("flood_closed_by_peer", n.closed_by_peer, "connections");
     result("flood_closed_by_us", n.closed_by_us, "connections");
     result("flood_connect_failed", n.connect_failed, "connects");
-    result("flood_reply_bytes", n.reply_bytes, "bytes");
     result(
         "flood_elapsed",
         format!("{:.3}", started.elapsed().as_secs_f64()),
@@ -394,35 +404,42 @@ fn run_flood(
     }
 }
 
-/// The flood's stream type.
-#[cfg(target_os = "linux")]
-type FloodStream = vsock::VsockStream;
-#[cfg(not(target_os = "linux"))]
-type FloodStream = std::os::unix::net::UnixStream;
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
 
-/// Reads what the peer sent. With `wait`, until end of stream, reset or the
-/// read timeout; without, only what is already there. Returns the bytes
-/// read and whether the peer closed (end of stream or reset).
-fn drain(stream: &FloodStream, wait: bool) -> (u64, bool) {
-    let mut buf = [0u8; 4096];
-    let mut total = 0;
-    if stream.set_nonblocking(!wait).is_err() {
-        return (0, true);
+/// Reads one `u32 BE length || packet` frame: `Ok(None)` at end of stream.
+fn read_frame(stream: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    match stream.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
     }
-    let mut s = stream;
-    let closed = loop {
-        match s.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(k) => total += k as u64,
+    let len = u32::from_be_bytes(header);
+    if len > flood::MAX_FRAME_LEN {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            format!("reply frame of {len} bytes"),
+        ));
+    }
+    let mut packet = vec![0u8; len as usize];
+    stream.read_exact(&mut packet)?;
+    Ok(Some(packet))
+}
+
+/// Reads until the peer closes or resets (true) or the read timeout
+/// passes (false).
+fn wait_closed(stream: &mut impl Read) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                break false;
-            }
-            Err(_) => break true,
+            Err(e) => return !is_timeout(&e),
         }
-    };
-    let _ = stream.set_nonblocking(false);
-    (total, closed)
+    }
 }
 
 /// The byte at stream position `pos` of the test pattern.
@@ -874,6 +891,25 @@ mod tests {
         assert_eq!(connect_outcome(&e(ErrorKind::ConnectionRefused)), "refused");
         assert_eq!(connect_outcome(&e(ErrorKind::TimedOut)), "timed-out");
         assert_eq!(connect_outcome(&e(ErrorKind::PermissionDenied)), "failed");
+    }
+
+    #[test]
+    fn reply_frames_are_read_whole() {
+        let mut r = io::Cursor::new(vec![0, 0, 0, 2, 7, 8, 0, 0, 0, 0]);
+        assert_eq!(read_frame(&mut r).unwrap(), Some(vec![7, 8]));
+        assert_eq!(read_frame(&mut r).unwrap(), Some(vec![]));
+        assert_eq!(read_frame(&mut r).unwrap(), None);
+        let mut r = io::Cursor::new(vec![0xff, 0, 0, 0]);
+        assert_eq!(
+            read_frame(&mut r).unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
+        let mut r = io::Cursor::new(vec![0, 0, 0, 9, 1]);
+        assert_eq!(
+            read_frame(&mut r).unwrap_err().kind(),
+            ErrorKind::UnexpectedEof
+        );
+        assert!(wait_closed(&mut io::Cursor::new(vec![1u8; 10_000])));
     }
 
     #[test]
