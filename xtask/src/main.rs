@@ -258,6 +258,8 @@ fn build(board: &str) -> Result<Images> {
         "mvmm-pay",
         "-p",
         "chan-tool",
+        "--bin",
+        "chan-tool",
     ]))?;
     step(&format!("building mvmm for {TARGET_EL2}"));
     run_cmd(
