@@ -136,6 +136,10 @@ fn psci_is_emulated_per_vm() {
     let mut m = booted();
     m.send("psci-version\n");
     ok(m.expect("[rich] probe: psci version 0x10001", STEP));
+    // mvmm's console-focus hypercall is for a secure VM only: DENIED (-3).
+    m.send("focus\n");
+    ok(m.expect("[mvmm] vm 'rich': asked for console focus; denied", STEP));
+    ok(m.expect("[rich] probe: focus returned 0xfffffffffffffffd", STEP));
     m.send("cpu-on\n");
     ok(m.expect("[rich] probe: vcpu 1 up", STEP));
     // Resetting the rich VM restarts it alone.

@@ -25,6 +25,8 @@ pub enum Command<'a> {
     PsciVersion,
     /// `cpu-on`: start vCPU 1.
     CpuOn,
+    /// `focus`: ask mvmm for console input focus (only a secure VM may).
+    Focus,
     /// `off`: PSCI SYSTEM_OFF.
     Off,
     /// `reset`: PSCI SYSTEM_RESET.
@@ -59,16 +61,17 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         ("poke", _) => Command::Usage(POKE_USAGE),
         ("psci-version", [None, ..]) => Command::PsciVersion,
         ("cpu-on", [None, ..]) => Command::CpuOn,
+        ("focus", [None, ..]) => Command::Focus,
         ("off", [None, ..]) => Command::Off,
         ("reset", [None, ..]) => Command::Reset,
-        ("psci-version" | "cpu-on" | "off" | "reset", _) => Command::Usage(NO_ARGS_USAGE),
+        ("psci-version" | "cpu-on" | "focus" | "off" | "reset", _) => Command::Usage(NO_ARGS_USAGE),
         (other, _) => Command::Unknown(other),
     }
 }
 
 const PEEK_USAGE: &str = "peek <hexaddr>";
 const POKE_USAGE: &str = "poke <hexaddr> <hexvalue>";
-const NO_ARGS_USAGE: &str = "psci-version | cpu-on | off | reset take no arguments";
+const NO_ARGS_USAGE: &str = "psci-version | cpu-on | focus | off | reset take no arguments";
 
 #[cfg(test)]
 mod tests {
@@ -96,6 +99,7 @@ mod tests {
             }
         );
         assert_eq!(parse(b"psci-version"), Command::PsciVersion);
+        assert_eq!(parse(b"focus"), Command::Focus);
         assert_eq!(parse(b"cpu-on"), Command::CpuOn);
         assert_eq!(parse(b"off"), Command::Off);
         assert_eq!(parse(b"reset"), Command::Reset);

@@ -68,6 +68,10 @@ mod image {
                 let v = rt::psci_version();
                 println!("probe: psci version {v:#x} ({}.{})", v >> 16, v & 0xffff);
             }
+            Command::Focus => {
+                let status = rt::console_focus(true);
+                println!("probe: focus returned {status:#x}");
+            }
             Command::CpuOn => {
                 let status = rt::cpu_on(SECONDARY_VCPU, secondary);
                 println!("probe: cpu-on vcpu {SECONDARY_VCPU} returned {status}");
