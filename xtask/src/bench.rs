@@ -8,12 +8,22 @@
 //! wall time on this machine, and deterministic guest time under
 //! `-icount shift=0,sleep=off` (one virtual nanosecond per instruction, so
 //! the figure is an instruction count that does not depend on host load).
+//!
+//! Then the VMM channel: one more boot under mvmm per mode runs `chan-tool`
+//! in the rich VM (64-byte round trips through the secure VM's echo service
+//! against an AF_UNIX ping-pong between two rich-VM processes, and 64 KiB
+//! echo throughput); the wall-clock boot also times a payment approval from
+//! `mvmm-pay request` to the token, with the trusted prompt answered by the
+//! harness the moment it appears.
+//!
 //! Results are printed as a table and written to target/bench/results.json.
+//! `MVMM_BENCH=boot` or `MVMM_BENCH=channel` runs one half only.
 
 use mvmm_tests::{
-    Console, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL, load_board,
+    Console, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL, load_board, payment,
     prepare_rich_boot, qemu_command, rich,
 };
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -28,6 +38,43 @@ const WORKLOAD: &str = "dd if=/dev/zero of=/tmp/z bs=1048576 count=64 2>/dev/nul
 const MARKER: &str = "mvmm-rich: initramfs up";
 const MARKER_KERNEL: &str = "mvmm-rich: initramfs up (kernel clock)";
 const LIMIT: Duration = Duration::from_secs(300);
+/// QEMU's deterministic mode: one virtual nanosecond per instruction, the
+/// RTC on the virtual clock.
+const ICOUNT: [&str; 4] = [
+    "-icount",
+    "shift=0,sleep=off",
+    "-rtc",
+    "base=2020-01-01T00:00:00,clock=vm",
+];
+
+/// Round trips of each kind and 64 KiB messages per channel boot.
+const RTT_ITERS: u32 = 1000;
+const THROUGHPUT_COUNT: u32 = 64;
+/// The channel workload: the echo service's round trips, the AF_UNIX
+/// baseline in the same boot, echo throughput. Any failure fails the boot.
+fn channel_workload() -> String {
+    format!(
+        "set -e; \
+         chan-tool echo-rtt --cid 4 --port 7101 --size 64 --iters {RTT_ITERS}; \
+         chan-tool unix-rtt --size 64 --iters {RTT_ITERS}; \
+         chan-tool echo-throughput --cid 4 --port 7101 --size 65536 --count {THROUGHPUT_COUNT}"
+    )
+}
+/// Appended to the wall-clock boot: a payment approval bracketed by kernel
+/// log lines (the guest's clock, microseconds).
+const PAY_START: &str = "mvmm-bench: pay start";
+const PAY_END: &str = "mvmm-bench: pay end";
+fn payment_workload() -> String {
+    format!(
+        "mvmm-pay enroll --label 'Bench card' --json; \
+         echo '{PAY_START}' > /dev/kmsg; \
+         mvmm-pay request --amount {} --currency {} --merchant '{}' --json; \
+         echo '{PAY_END}' > /dev/kmsg",
+        payment::AMOUNT,
+        payment::CURRENCY,
+        payment::MERCHANT
+    )
+}
 
 /// One row of results.json.
 pub struct Entry {
@@ -54,6 +101,19 @@ enum Host {
 
 /// Runs the benchmarks for `board` with images in `dir`.
 pub fn bench(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
+    let only = std::env::var("MVMM_BENCH").unwrap_or_default();
+    let mut results = Vec::new();
+    if only != "channel" {
+        results.extend(boot_benchmarks(board, dir)?);
+    }
+    if only != "boot" {
+        results.extend(channel_benchmarks(board, dir)?);
+    }
+    Ok(results)
+}
+
+/// Linux boot and sha256: bare QEMU against mvmm, wall and -icount.
+fn boot_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
     let (file, qemu) = load_board(board)?;
     let work = dir.join("work").join("bench");
     let rich = prepare_rich_boot(
@@ -102,12 +162,7 @@ pub fn bench(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
                 }
             };
             if icount {
-                cmd.args([
-                    "-icount",
-                    "shift=0,sleep=off",
-                    "-rtc",
-                    "base=2020-01-01T00:00:00,clock=vm",
-                ]);
+                cmd.args(ICOUNT);
             }
             boots.push(measure(cmd)?);
         }
@@ -181,6 +236,156 @@ fn measure(cmd: Command) -> Result<Boot, String> {
     })
 }
 
+/// The VMM channel under mvmm: one boot per mode runs the channel workload
+/// (and, on the wall clock, a payment approval).
+fn channel_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
+    let (file, qemu) = load_board(board)?;
+    let mut results = Vec::new();
+    for icount in [false, true] {
+        let mut command = channel_workload();
+        if !icount {
+            command = format!("{command}; {}", payment_workload());
+        }
+        let work = dir.join("work").join(if icount {
+            "bench-chan-icount"
+        } else {
+            "bench-chan"
+        });
+        let rich = prepare_rich_boot(
+            &file,
+            &qemu,
+            &dir.join(RICH_KERNEL),
+            &dir.join(RICH_INITRAMFS),
+            RICH_CMDLINE,
+            Some(&command),
+            &work,
+        )?;
+        let mut cmd = qemu_command(
+            &file,
+            &qemu,
+            &Images::with_rich_linux(dir, &rich),
+            Console::Piped,
+        );
+        if icount {
+            cmd.args(ICOUNT);
+        }
+        let label = if icount { "-icount" } else { "wall clock" };
+        eprintln!("bench: the VMM channel under mvmm, {label} ...");
+        let started = Instant::now();
+        let mut machine = Machine::start_quiet(cmd);
+        if !icount {
+            // The user's answer, given the moment the prompt is complete.
+            machine
+                .expect(payment::PROMPT, LIMIT)
+                .map_err(|e| format!("bench payment: {e}\n{}", tail(&machine.transcript())))?;
+            machine.send("y");
+            machine.send("\r");
+        }
+        let done = machine.expect("mvmm-rich: exit status", LIMIT);
+        let exited = machine.wait_exit(Duration::from_secs(60));
+        let transcript = machine.transcript();
+        done.map_err(|e| format!("bench channel: {e}\n{}", tail(&transcript)))?;
+        if exited.is_none() {
+            return Err("bench channel: QEMU did not power off after the workload".into());
+        }
+        if rich::parse_exit_status(&transcript) != Some(0) {
+            return Err(format!(
+                "bench channel: the workload failed\n{}",
+                tail(&transcript)
+            ));
+        }
+        eprintln!(
+            "bench: channel boot ({label}) took {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let r = chan_results(&transcript);
+        let get = |name: &str| {
+            r.get(name).copied().ok_or_else(|| {
+                format!(
+                    "bench channel: chan-tool printed no {name:?}\n{}",
+                    tail(&transcript)
+                )
+            })
+        };
+        let (vsock, unix) = (get("echo_rtt_median")?, get("unix_rtt_median")?);
+        let mib = get("echo_throughput_mib")?;
+        eprintln!(
+            "bench: 64-byte round trip (median / mean): vsock {vsock:.1} / {:.1} us, AF_UNIX {unix:.1} / {:.1} us; 64 KiB echo {mib:.2} MiB/s",
+            get("echo_rtt_mean")?,
+            get("unix_rtt_mean")?
+        );
+        if icount {
+            results.push(Entry {
+                name: "vsock_rtt_64b_icount".into(),
+                unit: "guest_us",
+                value: vsock,
+                baseline: Some(unix),
+            });
+            results.push(Entry {
+                name: "vsock_throughput_64k_icount".into(),
+                unit: "guest_MiB/s",
+                value: mib,
+                baseline: None,
+            });
+        } else {
+            results.push(Entry {
+                name: "vsock_rtt_64b_wall".into(),
+                unit: "us",
+                value: vsock,
+                baseline: Some(unix),
+            });
+            results.push(Entry {
+                name: "vsock_throughput_64k_wall".into(),
+                unit: "MiB/s",
+                value: mib,
+                baseline: None,
+            });
+            let token = payment::json_lines(&transcript)
+                .iter()
+                .any(|v| v.get("token").and_then(|t| t.as_str()).is_some());
+            if !token {
+                return Err(format!(
+                    "bench payment: mvmm-pay returned no token\n{}",
+                    tail(&transcript)
+                ));
+            }
+            let at = |what: &str| {
+                kernel_time(&transcript, what)
+                    .ok_or_else(|| format!("bench payment: no kernel-stamped {what:?} line"))
+            };
+            results.push(Entry {
+                name: "payment_approval_latency".into(),
+                unit: "ms",
+                value: (at(PAY_END)? - at(PAY_START)?) * 1e3,
+                baseline: None,
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// The `chan-tool: <name> <value> <unit>` results on a console, by name
+/// (the last one wins); lines whose value is not a number are skipped.
+pub fn chan_results(console: &str) -> BTreeMap<String, f64> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("chan-tool: ")?;
+            let mut words = rest.split_whitespace();
+            let name = words.next()?;
+            let value: f64 = words.next()?.parse().ok()?;
+            words.next()?; // a unit
+            value.is_finite().then(|| (name.to_string(), value))
+        })
+        .collect()
+}
+
+/// The last lines of a console, for error messages.
+fn tail(console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 /// The kernel log timestamp (`[   1.234567] text`) of the line with `what`.
 pub fn kernel_time(console: &str, what: &str) -> Option<f64> {
     console
@@ -246,6 +451,45 @@ mod tests {
         assert_eq!(kernel_time(console, "mvmm-bench: sha256 end"), Some(10.25));
         assert_eq!(kernel_time(console, "mvmm-bench: sha256 start"), None);
         assert_eq!(kernel_time("[garbage mvmm-bench: x", "mvmm-bench: x"), None);
+    }
+
+    #[test]
+    fn chan_tool_results_are_parsed() {
+        let console = "[rich] chan-tool: echo_rtt_iters 1000 round-trips\n\
+                       [rich] chan-tool: echo_rtt_median 2752.632 us\n\
+                       [secure] secure-os: heartbeat 3\n\
+                       [rich] chan-tool: unix_rtt_median 245.016 us\n\
+                       chan-tool: echo_throughput_mib 6.104 MiB/s\n\
+                       [rich] chan-tool: connect connected cid 4 port 7101\n\
+                       [rich] chan-tool: error: connect to cid 4 port 7101: reset\n\
+                       [rich] chan-tool: echo_rtt_max NaN us\n\
+                       [rich] chan-tool: truncated 12\n\
+                       [rich] chan-tool: echo_rtt_median 2000 us\n";
+        let r = chan_results(console);
+        assert_eq!(r.get("echo_rtt_iters"), Some(&1000.0));
+        // The last of repeated names wins.
+        assert_eq!(r.get("echo_rtt_median"), Some(&2000.0));
+        assert_eq!(r.get("unix_rtt_median"), Some(&245.016));
+        assert_eq!(r.get("echo_throughput_mib"), Some(&6.104));
+        for absent in ["connect", "error:", "echo_rtt_max", "truncated"] {
+            assert_eq!(r.get(absent), None, "{absent}");
+        }
+        assert!(chan_results("").is_empty());
+    }
+
+    #[test]
+    fn workloads_are_shell_lines() {
+        let w = channel_workload();
+        assert!(w.starts_with("set -e;"));
+        assert!(w.contains("chan-tool echo-rtt --cid 4 --port 7101 --size 64"));
+        assert!(w.contains("chan-tool unix-rtt --size 64"));
+        assert!(!w.contains('\n') && !payment_workload().contains('\n'));
+        assert!(payment_workload().contains("--merchant 'Corner Cafe' --json"));
+        let console = "[rich] [   12.000100] mvmm-bench: pay start\n[rich] [   12.250100] mvmm-bench: pay end\n";
+        let ms = (kernel_time(console, PAY_END).unwrap()
+            - kernel_time(console, PAY_START).unwrap())
+            * 1e3;
+        assert!((ms - 250.0).abs() < 1e-6);
     }
 
     #[test]
