@@ -250,17 +250,23 @@ fn build(board: &str) -> Result<Images> {
             ])
             .env("MVMM_BOARD", board),
     )?;
-    step(&format!("building the rich VM's static tools (mvmm-pay, chan-tool) for {TARGET_LINUX}"));
-    run_cmd(cargo().args(["build", "--release", "--target", TARGET_LINUX]).args([
-        "-p",
-        "android-bridge",
-        "--bin",
-        "mvmm-pay",
-        "-p",
-        "chan-tool",
-        "--bin",
-        "chan-tool",
-    ]))?;
+    step(&format!(
+        "building the rich VM's static tools (mvmm-pay, chan-tool) for {TARGET_LINUX}"
+    ));
+    run_cmd(
+        cargo()
+            .args(["build", "--release", "--target", TARGET_LINUX])
+            .args([
+                "-p",
+                "android-bridge",
+                "--bin",
+                "mvmm-pay",
+                "-p",
+                "chan-tool",
+                "--bin",
+                "chan-tool",
+            ]),
+    )?;
     step(&format!("building mvmm for {TARGET_EL2}"));
     run_cmd(
         cargo()
@@ -487,6 +493,41 @@ fn run(args: &RunArgs) -> Result {
 fn test(host_only: bool) -> Result {
     let started = Instant::now();
     ensure_targets()?;
+    step("format and lints: cargo fmt --check, cargo clippy -D warnings (host and targets)");
+    run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run_cmd(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_cmd(cargo().args([
+        "clippy",
+        "--release",
+        "-p",
+        "mvmm",
+        "--target",
+        TARGET_EL2,
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_cmd(
+        cargo()
+            .args([
+                "clippy",
+                "--release",
+                "-p",
+                "secure-os",
+                "-p",
+                "probe-guest",
+                "--target",
+                TARGET_EL1,
+            ])
+            .args(["--", "-D", "warnings"]),
+    )?;
     step("host tests: cargo test --workspace");
     run_cmd(cargo().args(["test", "--workspace"]))?;
     step(&format!(
