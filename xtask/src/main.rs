@@ -180,6 +180,28 @@ fn ensure_targets() -> Result {
         .into_iter()
         .filter(|t| !installed.lines().any(|l| l == *t))
         .collect();
+    let components = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .current_dir(repo_root())
+        .output()
+        .map_err(|e| format!("rustup component list: {e}"))?;
+    let components = String::from_utf8_lossy(&components.stdout);
+    let lacking: Vec<&str> = ["rustfmt", "clippy"]
+        .into_iter()
+        .filter(|c| !components.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if !lacking.is_empty() {
+        step(&format!(
+            "installing rustup components {}",
+            lacking.join(" ")
+        ));
+        run_cmd(
+            Command::new("rustup")
+                .args(["component", "add"])
+                .args(&lacking)
+                .current_dir(repo_root()),
+        )?;
+    }
     if !missing.is_empty() {
         step(&format!("installing rustup targets {}", missing.join(" ")));
         run_cmd(
