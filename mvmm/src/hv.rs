@@ -512,22 +512,7 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
                 regs.elr += 4;
             }
             Err(_) => {
-                report(
-                    vm_index,
-                    vm,
-                    regs,
-                    format_args!(
-                        "bad {}-byte access to its UART at offset {offset:#x}; injecting an abort",
-                        abort.size
-                    ),
-                );
-                inject(
-                    regs,
-                    vm_index,
-                    vm,
-                    Fault::DataAbort { write: abort.write },
-                    Some(va),
-                );
+                refuse_access(regs, vm_index, vm, abort, "UART", offset, va);
             }
         }
         return;
@@ -550,6 +535,35 @@ fn data_abort(regs: &mut GuestRegs, vm_index: usize, vm: &Vm<'static>, abort: &D
     );
 }
 
+/// A guest access to an emulated device that the device refuses (bad size
+/// or offset): logged, and an abort injected, as hardware would.
+fn refuse_access(
+    regs: &mut GuestRegs,
+    vm_index: usize,
+    vm: &Vm<'static>,
+    abort: &DataAbort,
+    device: &str,
+    at: u64,
+    va: u64,
+) {
+    report(
+        vm_index,
+        vm,
+        regs,
+        format_args!(
+            "bad {}-byte access to its {device} at {at:#x}; injecting an abort",
+            abort.size
+        ),
+    );
+    inject(
+        regs,
+        vm_index,
+        vm,
+        Fault::DataAbort { write: abort.write },
+        Some(va),
+    );
+}
+
 /// Logs a device fault of VM `vm_index` (which may not be the one running
 /// here), under the same per-VM limit as [`report`].
 fn report_vm_fault(vm_index: usize, vm: &Vm<'static>, what: core::fmt::Arguments<'_>) {
@@ -561,21 +575,15 @@ fn report_vm_fault(vm_index: usize, vm: &Vm<'static>, what: core::fmt::Arguments
     if count <= FAULT_LOG_LIMIT {
         log!("vm '{}': {}", vm.name, what);
     }
-}
-
-/// Logs a guest event with the VM's name, up to [`FAULT_LOG_LIMIT`] per VM.
-fn report(vm_index: usize, vm: &Vm<'static>, regs: &GuestRegs, what: core::fmt::Arguments<'_>) {
-    let count = {
-        let mut state = VMS[vm_index].lock();
-        state.faults = state.faults.saturating_add(1);
-        state.faults
-    };
-    if count <= FAULT_LOG_LIMIT {
-        log!("vm '{}': {} (pc {:#x})", vm.name, what, regs.elr);
-    }
     if count == FAULT_LOG_LIMIT {
         log!("vm '{}': further faults are counted, not logged", vm.name);
     }
+}
+
+/// Logs a guest event with the VM's name and the guest's pc, up to
+/// [`FAULT_LOG_LIMIT`] per VM.
+fn report(vm_index: usize, vm: &Vm<'static>, regs: &GuestRegs, what: core::fmt::Arguments<'_>) {
+    report_vm_fault(vm_index, vm, format_args!("{} (pc {:#x})", what, regs.elr));
 }
 
 /// Delivers `fault` to the guest's EL1 vectors. A guest whose vectors are
@@ -724,22 +732,7 @@ fn vsock_access(
         }
         Err(_) => {
             drop(switch);
-            report(
-                vm_index,
-                vm,
-                regs,
-                format_args!(
-                    "bad {}-byte access to its vsock device at offset {offset:#x}; injecting an abort",
-                    abort.size
-                ),
-            );
-            inject(
-                regs,
-                vm_index,
-                vm,
-                Fault::DataAbort { write: abort.write },
-                Some(va),
-            );
+            refuse_access(regs, vm_index, vm, abort, "vsock device", offset, va);
             return;
         }
     };
@@ -927,22 +920,7 @@ fn gic_access(
             }
         }
         Err(_) => {
-            report(
-                vm_index,
-                vm,
-                regs,
-                format_args!(
-                    "bad {}-byte access to its GIC at IPA {ipa:#x}; injecting an abort",
-                    abort.size
-                ),
-            );
-            inject(
-                regs,
-                vm_index,
-                vm,
-                Fault::DataAbort { write: abort.write },
-                Some(va),
-            );
+            refuse_access(regs, vm_index, vm, abort, "GIC", ipa, va);
         }
     }
 }
