@@ -18,7 +18,7 @@ use mvmm_core::psci::{self, Call, Outcome, VcpuPower};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
 use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, sysreg};
 use mvmm_core::vgic::{self, Vgic};
-use mvmm_core::virtio::switch::{PumpReport, Rule, Switch};
+use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch};
 use mvmm_core::virtio::{RamWindow, WriteEffect};
 use mvmm_core::vuart::VirtualPl011;
 use spin::Mutex;
@@ -649,7 +649,6 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
             if let Some(target) = raised.filter(|&t| t != vcpu) {
                 deliver(vm_index, vm, target);
             }
-            update_vsock_irq(vm_index, vm);
             flush(vm_index, vcpu);
         } else if intid == BOARD.uart.irq {
             let focus = FOCUS.load(Ordering::Relaxed);
@@ -738,7 +737,11 @@ fn vsock_access(
     };
     regs.elr += 4;
     if let Some(report) = report {
-        if let Some((from, why)) = report.last_refusal
+        // A reset for a connection already gone is normal at close: not
+        // worth a log line.
+        if let Some((from, why)) = report
+            .last_refusal
+            .filter(|(_, why)| !matches!(why, Refusal::StrayReset))
             && let Some(sender) = BOARD.vms.get(from)
         {
             report_vm_fault(
@@ -759,11 +762,12 @@ fn vsock_access(
                 );
             }
         }
-    }
-    // Interrupt lines follow the devices' status in every VM.
-    for (i, other) in BOARD.vms.iter().enumerate() {
-        if other.vsock.is_some() {
-            update_vsock_irq(i, other);
+        // virtio-mmio interrupts are edge-triggered: one per batch of used
+        // buffers the switch reports, whether or not the driver acks them.
+        for (i, other) in BOARD.vms.iter().enumerate() {
+            if report.needs_interrupt(i) {
+                raise_vsock_irq(i, other);
+            }
         }
     }
 }
@@ -787,19 +791,11 @@ fn pump(switch: &mut Switch) -> PumpReport {
     report
 }
 
-/// Raises or lowers VM `vm_index`'s vsock interrupt to match its device.
-fn update_vsock_irq(vm_index: usize, vm: &Vm<'static>) {
+/// Sends VM `vm_index` its vsock interrupt (an edge: the device has new
+/// used buffers for it).
+fn raise_vsock_irq(vm_index: usize, vm: &Vm<'static>) {
     let Some(slot) = vm.vsock else { return };
-    let pending = SWITCH.lock().interrupt_pending(vm_index);
-    let raised = {
-        let mut state = VMS[vm_index].lock();
-        if pending {
-            state.vgic.raise(0, slot.irq)
-        } else {
-            state.vgic.lower(0, slot.irq);
-            None
-        }
-    };
+    let raised = VMS[vm_index].lock().vgic.raise(0, slot.irq);
     if let Some(target) = raised {
         deliver(vm_index, vm, target);
     }

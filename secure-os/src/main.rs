@@ -38,12 +38,12 @@ mod image {
     const HEARTBEAT_SECONDS: u64 = 5;
     /// Timer interrupts per second (the idle polling rate).
     const TICK_HZ: u64 = 100;
-    /// After vsock activity, keep polling without sleeping this long (µs),
-    /// so a request/response exchange does not wait for the next tick.
-    const BUSY_WINDOW_US: u64 = 2_000;
 
     /// The vsock device (qemu-virt: virtio-mmio, guest CID 4, INTID 48).
     const VSOCK_BASE: usize = 0x0a00_0000;
+    const VSOCK_INTID: u32 = 48;
+    /// The distributor of the virtual GIC mvmm emulates (qemu-virt).
+    const GICD_BASE: usize = 0x0800_0000;
     const VSOCK_SIZE: usize = 0x200;
     /// The entropy device (qemu-virt slot 16, INTID 64).
     const RNG_BASE: usize = 0x0a00_2000;
@@ -73,15 +73,10 @@ mod image {
         let period = frequency.saturating_mul(HEARTBEAT_SECONDS).max(1);
         let mut next_beat = rt::now().wrapping_add(period);
         let mut beats = 0u64;
-        let mut last_activity = 0u64;
         let mut last_stats = Stats::default();
         loop {
             let now = rt::now();
-            if let Some(s) = services.as_mut()
-                && s.run_once(clock.ms(now))
-            {
-                last_activity = now;
-            }
+            let active = services.as_mut().is_some_and(|s| s.run_once(clock.ms(now)));
             while rt::now() >= next_beat {
                 next_beat = next_beat.wrapping_add(period);
                 beats += 1;
@@ -97,11 +92,10 @@ mod image {
                     }
                 }
             }
-            let busy = services.as_ref().is_some_and(|s| s.prompt.is_some())
-                || rt::now().wrapping_sub(last_activity) < clock.ticks_us(BUSY_WINDOW_US);
-            if busy && services.as_ref().is_some_and(|s| s.prompt.is_none()) {
-                core::hint::spin_loop();
-            } else {
+            // Work done: look again at once. Otherwise sleep until the next
+            // interrupt: the tick, or the vsock device when a packet arrives
+            // (the trusted prompt reads keys on ticks).
+            if !active {
                 rt::wait_for_interrupt();
             }
         }
@@ -116,9 +110,6 @@ mod image {
     impl Clock {
         fn ms(&self, ticks: u64) -> u64 {
             (u128::from(ticks) * 1000 / u128::from(self.frequency.max(1))) as u64
-        }
-        fn ticks_us(&self, us: u64) -> u64 {
-            (u128::from(us) * u128::from(self.frequency) / 1_000_000) as u64
         }
     }
 
@@ -192,6 +183,9 @@ mod image {
                     vsock.listen(PAYMENT_PORT);
                     vsock.listen(ECHO_PORT);
                     println!("secure-os: vsock guest cid {}", vsock.guest_cid());
+                    // Packets wake the idle loop through the device's
+                    // interrupt instead of waiting for the next tick.
+                    rt::enable_spi(GICD_BASE, VSOCK_INTID);
                     Some(vsock)
                 }
                 Err(e) => {

@@ -174,10 +174,12 @@ impl Transport {
         core::mem::take(&mut self.raised)
     }
 
+    /// Every notification is an edge (virtio-mmio interrupts are
+    /// edge-triggered), even when the driver has not acknowledged the
+    /// previous one: a driver that polls and never writes InterruptACK (the
+    /// `virtio-drivers` socket driver) must still be woken.
     pub(crate) fn raise(&mut self, bits: u32) {
-        if self.interrupt_status & bits != bits {
-            self.raised = true;
-        }
+        self.raised = true;
         self.interrupt_status |= bits;
     }
 

@@ -50,3 +50,38 @@ pub fn end_of_interrupt(intid: u32) {
         asm!("msr icc_eoir1_el1, {}", "isb", in(reg) u64::from(intid), options(nomem, nostack, preserves_flags))
     };
 }
+
+/// Distributor registers of the virtual GIC mvmm emulates for this VM.
+const GICD_CTLR: usize = 0x0000;
+const GICD_IGROUPR: usize = 0x0080;
+const GICD_ISENABLER: usize = 0x0100;
+const GICD_IPRIORITYR: usize = 0x0400;
+const GICD_IROUTER: usize = 0x6000;
+/// CTLR: affinity routing and group 1 enabled.
+const CTLR_ARE_GRP1: u32 = 1 << 4 | 1 << 1;
+
+/// Enables shared peripheral interrupt `intid` at the (virtual) distributor
+/// at `gicd_base`: group 1, middle priority, routed to vCPU 0. Used for the
+/// vsock device, so an idle WFI wakes when a packet arrives.
+pub fn enable_spi(gicd_base: usize, intid: u32) {
+    let word = (intid as usize / 32) * 4;
+    let bit = 1u32 << (intid % 32);
+    // SAFETY: `gicd_base` is the distributor window of this VM's virtual
+    // GIC (board data), mapped as device memory by the stage-1 tables; mvmm
+    // traps and emulates every access. These writes configure only `intid`
+    // (its group, priority, route, enable) and turn group 1 on.
+    unsafe {
+        let reg32 = |offset: usize| (gicd_base + offset) as *mut u32;
+        core::ptr::write_volatile(reg32(GICD_CTLR), CTLR_ARE_GRP1);
+        core::ptr::write_volatile(reg32(GICD_IGROUPR + word), bit);
+        core::ptr::write_volatile(
+            (gicd_base + GICD_IPRIORITYR + intid as usize) as *mut u8,
+            0xa0,
+        );
+        core::ptr::write_volatile(
+            (gicd_base + GICD_IROUTER + intid as usize * 8) as *mut u64,
+            0,
+        );
+        core::ptr::write_volatile(reg32(GICD_ISENABLER + word), bit);
+    }
+}
