@@ -9,21 +9,13 @@ use std::process::Command;
 use common::{fresh_dir, start};
 use mvmm_sim::Answer;
 
-/// target/<profile>/, where cargo puts the cdylib next to the binaries.
-fn artifacts() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_mvmm-pay"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf()
-}
-
 fn compile() -> Option<PathBuf> {
     if Command::new("cc").arg("--version").output().is_err() {
         eprintln!("SKIPPED: no C compiler `cc` on PATH");
         return None;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib_dir = artifacts();
+    let lib_dir = common::cdylib_dir();
     assert!(
         lib_dir.join("libandroid_bridge.so").exists(),
         "{} has no libandroid_bridge.so",

@@ -17,7 +17,7 @@ fn jvm_pays_through_jni() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = Path::new(env!("CARGO_BIN_EXE_mvmm-pay")).with_file_name("libandroid_bridge.so");
+    let lib = common::cdylib_dir().join("libandroid_bridge.so");
     assert!(lib.exists(), "{} missing", lib.display());
     let classes = fresh_dir("jni");
     let java = root.join("java");

@@ -69,3 +69,18 @@ pub fn start_with(name: &str, input: Input, policy: Policy, pin: Option<&str>) -
 pub fn start(name: &str, answer: Answer) -> Sim {
     start_with(name, Input::Auto(answer), Policy::default(), None)
 }
+
+/// The directory holding libandroid_bridge.so: next to the binaries after
+/// `cargo build`, or in `deps/` when only `cargo test` has built it (a fresh
+/// clone).
+#[allow(dead_code)]
+pub fn cdylib_dir() -> std::path::PathBuf {
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_mvmm-pay"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    [bin_dir.clone(), bin_dir.join("deps")]
+        .into_iter()
+        .find(|d| d.join("libandroid_bridge.so").exists())
+        .unwrap_or(bin_dir)
+}
