@@ -111,3 +111,28 @@ fn a_port_the_policy_forbids_is_refused_by_mvmm() {
     );
     assert!(!out.contains(PROMPT));
 }
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn a_flood_of_malformed_records_does_not_stop_the_next_payment() {
+    // 100 malformed frames and records on the payment port (random bytes,
+    // oversized lengths, truncated frames, hang-ups), then a real payment.
+    let flood = "chan-tool flood --cid 4 --port 7100 --count 100; echo \"flood exited with $?\"";
+    let script = format!("{flood}; {}", payment::script(""));
+    let mut m = Machine::boot_linux(Some(&script), "flood");
+    ok(m.expect("[rich] chan-tool: flood_sent 100", BOOT));
+    ok(m.expect("[rich] flood exited with 0", STEP));
+    ok(payment::answer(&mut m, "y\r", STEP));
+    ok(m.expect("secure-os: payment approved", STEP));
+    ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
+    let out = finish(&mut m);
+    let json = payment::json_lines(&out);
+    let (enroll, request) = (
+        json.iter().find(|v| v.get("label").is_some()),
+        json.iter().find(|v| v.get("token").is_some()),
+    );
+    let (Some(enroll), Some(request)) = (enroll, request) else {
+        panic!("no enrollment or token after the flood:\n{out}")
+    };
+    payment::verify(enroll, request).unwrap_or_else(|e| panic!("{e}"));
+}
