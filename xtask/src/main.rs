@@ -435,7 +435,9 @@ fn run_bench(board: &str) -> Result {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    step("benchmarks (each boots Linux four times: bare QEMU and mvmm, wall and -icount)");
+    step(
+        "benchmarks: Linux boot and a workload on bare QEMU and under mvmm, then the VMM channel; wall and -icount",
+    );
     let entries = bench::bench(board, &dir)?;
     bench::report(&entries, &target_dir().join("bench").join("results.json"))
         .map_err(|e| e.to_string())
