@@ -14,27 +14,17 @@ const MAX_CPUS: u64 = 8;
 fn main() {
     let root =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let board_file = match env::var("MVMM_BOARD_FILE") {
-        Ok(path) => PathBuf::from(path),
-        Err(_) => {
-            let board = env::var("MVMM_BOARD").unwrap_or_else(|_| "qemu-virt".into());
-            root.join("..")
-                .join("boards")
-                .join(board)
-                .join("board.toml")
-        }
-    };
-    println!("cargo:rerun-if-env-changed=MVMM_BOARD");
-    println!("cargo:rerun-if-env-changed=MVMM_BOARD_FILE");
-    println!("cargo:rerun-if-changed={}", board_file.display());
+    let (board_file, text) =
+        mvmm_core::config::board_for_build(&root.join("..")).unwrap_or_else(|e| {
+            eprintln!("{e}");
+            process::exit(1);
+        });
     println!("cargo:rerun-if-changed=src/arch/aarch64/sections.ld");
 
     let fail = |msg: String| -> ! {
         eprintln!("error: board file {}: {msg}", board_file.display());
         process::exit(1);
     };
-    let text =
-        fs::read_to_string(&board_file).unwrap_or_else(|e| fail(format!("cannot read it: {e}")));
     let parsed = mvmm_core::config::BoardFile::parse(&text).unwrap_or_else(|e| fail(e.to_string()));
     let source = mvmm_core::config::generate(&text).unwrap_or_else(|e| fail(e.to_string()));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -13,28 +13,17 @@ use std::{env, fs, process};
 fn main() {
     let manifest =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let board_file = match env::var("MVMM_BOARD_FILE") {
-        Ok(path) => PathBuf::from(path),
-        Err(_) => {
-            let board = env::var("MVMM_BOARD").unwrap_or_else(|_| "qemu-virt".into());
-            manifest
-                .join("..")
-                .join("boards")
-                .join(board)
-                .join("board.toml")
-        }
-    };
-    println!("cargo:rerun-if-env-changed=MVMM_BOARD");
-    println!("cargo:rerun-if-env-changed=MVMM_BOARD_FILE");
-    println!("cargo:rerun-if-changed={}", board_file.display());
+    let (board_file, text) = mvmm_core::config::board_for_build(&manifest.join(".."))
+        .unwrap_or_else(|e| {
+            eprintln!("{e}");
+            process::exit(1);
+        });
     println!("cargo:rerun-if-changed=link/sections.ld");
 
     let fail = |msg: String| -> ! {
         eprintln!("error: board file {}: {msg}", board_file.display());
         process::exit(1);
     };
-    let text =
-        fs::read_to_string(&board_file).unwrap_or_else(|e| fail(format!("cannot read it: {e}")));
     let board = mvmm_core::config::BoardFile::parse(&text).unwrap_or_else(|e| fail(e.to_string()));
     board
         .with_board(|_| ())

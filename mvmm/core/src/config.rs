@@ -265,6 +265,28 @@ impl BoardFile {
     }
 }
 
+/// For build scripts: the board file to build for (`MVMM_BOARD_FILE`, else
+/// `boards/<MVMM_BOARD or qemu-virt>/board.toml` under `repo_root`), with
+/// cargo told to rerun when it or those variables change, and its text.
+/// The error names the file.
+pub fn board_for_build(
+    repo_root: &std::path::Path,
+) -> Result<(std::path::PathBuf, String), String> {
+    let path = match std::env::var("MVMM_BOARD_FILE") {
+        Ok(path) => std::path::PathBuf::from(path),
+        Err(_) => {
+            let board = std::env::var("MVMM_BOARD").unwrap_or_else(|_| "qemu-virt".into());
+            repo_root.join("boards").join(board).join("board.toml")
+        }
+    };
+    println!("cargo:rerun-if-env-changed=MVMM_BOARD");
+    println!("cargo:rerun-if-env-changed=MVMM_BOARD_FILE");
+    println!("cargo:rerun-if-changed={}", path.display());
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("error: board file {}: cannot read it: {e}", path.display()))?;
+    Ok((path, text))
+}
+
 /// Parses and validates a board file; on success returns Rust source that
 /// defines `pub const BOARD: mvmm_core::partition::Board<'static>`.
 pub fn generate(text: &str) -> Result<String, ConfigError> {
