@@ -57,9 +57,10 @@ enum Cmd {
         #[arg(long, default_value = "y", value_parser = ["y", "n"])]
         answer: String,
     },
-    /// Measure mvmm against bare QEMU in the same run (Linux boot time and a
-    /// CPU-bound workload, in wall time and deterministic -icount guest
-    /// time); writes target/bench/results.json.
+    /// Measure mvmm against baselines taken in the same run (Linux boot and a
+    /// CPU-bound workload vs bare QEMU; VMM-channel round trip vs AF_UNIX,
+    /// throughput, payment latency), in wall time and deterministic -icount
+    /// guest time; writes target/bench/results.json.
     Bench {
         #[arg(long, default_value = "qemu-virt")]
         board: String,
@@ -77,8 +78,10 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run every test: host unit tests, the no_std cross-build check, the
-    /// board-validation check, and the QEMU system tests.
+    /// Run every test: rustfmt and clippy, host unit tests, the no_std
+    /// cross-build check, the board-validation check, and the QEMU system
+    /// tests (mvmm with its probe guest, Linux in the rich VM, payments end
+    /// to end).
     Test {
         /// Only the host tests and checks, no QEMU.
         #[arg(long)]
