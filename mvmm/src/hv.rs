@@ -13,6 +13,7 @@ use crate::log;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use mvmm_core::console::ConsoleMux;
 use mvmm_core::hypercall::{self, Hypercall};
+use mvmm_core::image_store::{self, Manifest, ManifestError};
 use mvmm_core::partition::{MAX_CPUS, MAX_VMS, Vm, VmKind};
 use mvmm_core::psci::{self, Call, Outcome, VcpuPower};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
@@ -42,6 +43,8 @@ struct VmState {
     stage2_root: u64,
     faults: u32,
     off: bool,
+    /// vCPUs asked to stop because another vCPU reset the VM.
+    stop: [bool; MAX_CPUS],
 }
 
 impl VmState {
@@ -53,6 +56,7 @@ impl VmState {
             stage2_root: 0,
             faults: 0,
             off: false,
+            stop: [false; MAX_CPUS],
         }
     }
 }
@@ -187,6 +191,21 @@ fn boot(dtb: u64) {
                     vm.name
                 );
             }
+        }
+    }
+    if let Some(store) = BOARD.image_store {
+        let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
+        match arch::read_store(store, 0, &mut bytes).then(|| Manifest::parse(&bytes, store.size, &BOARD)) {
+            Some(Ok(_)) => {
+                for (i, vm) in BOARD.vms.iter().enumerate() {
+                    let n = load_images(i, vm);
+                    if n > 0 {
+                        log!("vm '{}': {n} boot image(s) copied from the image store", vm.name);
+                    }
+                }
+            }
+            Some(Err(ManifestError::Empty)) | None => {}
+            Some(Err(e)) => log!("image store at {store}: manifest refused ({e:?}); VMs start with their RAM as loaded"),
         }
     }
     configure_switch();
@@ -427,31 +446,102 @@ fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'stati
             park();
         }
         Outcome::SystemReset => {
-            let others_on = state.power[..vcpus]
-                .iter()
-                .enumerate()
-                .any(|(i, p)| i != vcpu && *p != VcpuPower::Off);
-            if others_on {
-                state.off = true;
-                drop(state);
-                log!(
-                    "vm '{}': PSCI SYSTEM_RESET with other vCPUs running is not supported yet; the VM is stopped",
-                    vm.name
-                );
-                park();
-            }
-            state.power[..vcpus].fill(VcpuPower::Off);
-            state.power[vcpu] = VcpuPower::On;
-            state.uart = VirtualPl011::new();
             drop(state);
-            log!(
-                "vm '{}': PSCI SYSTEM_RESET: restarting the VM at {:#x}",
-                vm.name,
-                vm.entry
-            );
-            start_guest(arch::this_cpu(), vm.entry, vm.boot_arg);
+            reset_vm(vm_index, vcpu, vm);
         }
     }
+}
+
+/// Restarts VM `vm_index` on its vCPU `vcpu` (the one that asked): its
+/// other vCPUs are stopped, its boot images copied again from the image
+/// store, its virtual devices reset; vCPU 0's entry runs on this CPU.
+fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
+    let vcpus = vm.cpus.len();
+    {
+        let mut state = VMS[vm_index].lock();
+        for other in (0..vcpus).filter(|&i| i != vcpu) {
+            if state.power[other] != VcpuPower::Off {
+                state.stop[other] = true;
+                arch::kick(vm.cpus[other]);
+            }
+        }
+    }
+    // Each stopped vCPU marks itself Off from its own CPU (see
+    // `stop_if_asked`); nothing is rewritten while one still runs. A vCPU
+    // that does not stop within a second (mvmm parked it) stops the VM.
+    let deadline = arch::counter().saturating_add(arch::counter_frequency());
+    loop {
+        let state = VMS[vm_index].lock();
+        if (0..vcpus).all(|i| i == vcpu || state.power[i] == VcpuPower::Off) {
+            break;
+        }
+        drop(state);
+        if arch::counter() > deadline {
+            VMS[vm_index].lock().off = true;
+            log!("vm '{}': PSCI SYSTEM_RESET: a vCPU did not stop; the VM stays stopped", vm.name);
+            park();
+        }
+        core::hint::spin_loop();
+    }
+    let copied = load_images(vm_index, vm);
+    {
+        let mut state = VMS[vm_index].lock();
+        state.power[..vcpus].fill(VcpuPower::Off);
+        state.power[vcpu] = VcpuPower::On;
+        state.uart = VirtualPl011::new();
+        state.vgic = Vgic::new(vcpus);
+    }
+    if vm.vsock.is_some() {
+        // Writing 0 to the virtio-mmio Status register resets the device;
+        // the switch resets the VM's connections on the peer's side too.
+        let _ = SWITCH.lock().mmio_write(vm_index, VIRTIO_MMIO_STATUS, 4, 0);
+    }
+    arch::clear_list_registers();
+    log!(
+        "vm '{}': PSCI SYSTEM_RESET: restarting the VM at {:#x}{}",
+        vm.name,
+        vm.entry,
+        if copied > 0 { " with fresh boot images" } else { "" }
+    );
+    start_guest(arch::this_cpu(), vm.entry, vm.boot_arg)
+}
+
+/// Register offset of virtio-mmio's device Status.
+const VIRTIO_MMIO_STATUS: u64 = 0x070;
+
+/// On a vCPU whose VM is being reset by another vCPU: stops here (Off,
+/// no virtual interrupts) and waits for a CPU_ON like any powered-off vCPU.
+fn stop_if_asked(vm_index: usize, vcpu: usize) {
+    let mut state = VMS[vm_index].lock();
+    if !core::mem::take(&mut state.stop[vcpu]) {
+        return;
+    }
+    state.power[vcpu] = VcpuPower::Off;
+    drop(state);
+    arch::clear_list_registers();
+    arch::reset_el1();
+    wait_for_cpu_on(arch::this_cpu(), vm_index, vcpu);
+}
+
+/// Copies VM `vm_index`'s boot images from the image store into its RAM;
+/// returns how many were copied. A missing or refused manifest is logged
+/// once at boot and leaves the RAM as the loader filled it.
+fn load_images(vm_index: usize, vm: &Vm<'static>) -> usize {
+    let Some(store) = BOARD.image_store else { return 0 };
+    let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
+    if !arch::read_store(store, 0, &mut bytes) {
+        return 0;
+    }
+    let Ok(manifest) = Manifest::parse(&bytes, store.size, &BOARD) else { return 0 };
+    let mut copied = 0;
+    for entry in manifest.for_vm(vm_index) {
+        if arch::copy_image(store, entry, vm.ram) {
+            copied += 1;
+        } else {
+            log!("vm '{}': boot image {:#x}+{:#x} refused", vm.name, entry.destination, entry.size);
+        }
+    }
+    copied
 }
 
 /// A stage-2 data abort: the virtual UART, or an access outside the VM.
@@ -629,6 +719,14 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         }
         return;
     };
+    // A kick may be another vCPU resetting this VM.
+    let stopping = VMS[vm_index].lock().stop[vcpu];
+    if stopping {
+        while let Some(intid) = arch::ack_interrupt() {
+            arch::end_of_interrupt(intid, true);
+        }
+        stop_if_asked(vm_index, vcpu);
+    }
     while let Some(intid) = arch::ack_interrupt() {
         // The virtual timer and passed-through devices are forwarded with
         // the HW bit: priority drop only here, the guest's deactivation

@@ -135,18 +135,32 @@ impl Images {
                 addr: Some(*addr),
             });
         }
-        guests.push(Load {
-            file: rich.kernel.clone(),
-            addr: Some(rich.kernel_addr),
-        });
-        guests.push(Load {
-            file: rich.initrd.clone(),
-            addr: Some(rich.initrd_addr),
-        });
-        guests.push(Load {
-            file: rich.dtb.clone(),
-            addr: Some(rich.dtb_addr),
-        });
+        let files = [&rich.kernel, &rich.initrd, &rich.dtb];
+        match &rich.store {
+            // mvmm copies the images from its store into the VM (and again
+            // when the VM resets).
+            Some((base, manifest, offsets)) => {
+                guests.push(Load {
+                    file: manifest.clone(),
+                    addr: Some(*base),
+                });
+                for (file, offset) in files.into_iter().zip(offsets) {
+                    guests.push(Load {
+                        file: file.clone(),
+                        addr: Some(base + offset),
+                    });
+                }
+            }
+            None => {
+                let addrs = [rich.kernel_addr, rich.initrd_addr, rich.dtb_addr];
+                for (file, addr) in files.into_iter().zip(addrs) {
+                    guests.push(Load {
+                        file: file.clone(),
+                        addr: Some(addr),
+                    });
+                }
+            }
+        }
         Images {
             mvmm: dir.join("mvmm"),
             guests,
@@ -188,6 +202,10 @@ pub struct RichBoot {
     pub dtb_addr: u64,
     /// The secure VM's provisioning page and where it goes.
     pub provisioning: Option<(PathBuf, u64)>,
+    /// On a board with an image store: the store's address and the
+    /// manifest file; the kernel, initrd and device tree then go into the
+    /// store (at `store_offsets`) and mvmm copies them into the VM.
+    pub store: Option<(u64, PathBuf, [u64; 3])>,
 }
 
 /// The default kernel command line of the rich VM.
@@ -282,6 +300,12 @@ pub fn prepare_rich_boot(
         .map_err(|e| e.to_string())?;
     let dtb = work.join("rich.dtb");
     fs::write(&dtb, blob).map_err(|e| format!("{}: {e}", dtb.display()))?;
+    let store = image_store_layout(
+        board,
+        vm,
+        [(kernel, vm.entry), (&initrd, initrd_addr), (&dtb, dtb_addr)],
+        work,
+    )?;
     Ok(RichBoot {
         kernel: kernel.to_path_buf(),
         kernel_addr: vm.entry,
@@ -290,7 +314,55 @@ pub fn prepare_rich_boot(
         dtb,
         dtb_addr,
         provisioning,
+        store,
     })
+}
+
+/// Lays the rich VM's boot images out in the board's image store and writes
+/// the manifest mvmm reads (see `mvmm_core::image_store`); `None` when the
+/// board has no store.
+fn image_store_layout(
+    board: &BoardFile,
+    vm: &mvmm_core::config::VmEntry,
+    images: [(&Path, u64); 3],
+    work: &Path,
+) -> Result<Option<(u64, PathBuf, [u64; 3])>, String> {
+    use mvmm_core::image_store::{Entry, MANIFEST_SIZE, Manifest};
+    let Some(store) = board.board.image_store else {
+        return Ok(None);
+    };
+    let vm_index = board
+        .vms
+        .iter()
+        .position(|v| v.name == vm.name)
+        .ok_or("the rich VM vanished")?;
+    let mut offset = MANIFEST_SIZE;
+    let mut entries = Vec::new();
+    let mut offsets = [0u64; 3];
+    for (i, (file, destination)) in images.iter().enumerate() {
+        let size = fs::metadata(file)
+            .map_err(|e| format!("{}: {e}", file.display()))?
+            .len();
+        offsets[i] = offset;
+        entries.push(Entry {
+            vm: vm_index,
+            source: offset,
+            destination: *destination,
+            size,
+        });
+        // Each image starts on a 2 MiB boundary of the store.
+        offset = (offset + size).div_ceil(0x20_0000) * 0x20_0000;
+    }
+    if offset > store.size {
+        return Err(format!(
+            "the rich VM's boot images ({offset} bytes) do not fit the board's image store ({} bytes)",
+            store.size
+        ));
+    }
+    let manifest = Manifest::encode(&entries).ok_or("too many boot images")?;
+    let path = work.join("image-store-manifest.bin");
+    fs::write(&path, manifest).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some((store.base, path, offsets)))
 }
 
 /// How the console is attached.

@@ -168,3 +168,24 @@ fn a_passed_through_device_interrupt_reaches_the_rich_vm() {
         .sum();
     assert!(count >= 1, "the alarm interrupt never arrived: {line}");
 }
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn a_rich_vm_reboot_restarts_only_the_rich_vm_from_fresh_images() {
+    // `reboot -f` stops vCPU 1 (IPI) and calls PSCI SYSTEM_RESET on vCPU 0.
+    // Linux has overwritten its own init sections by then: the restart
+    // works only because mvmm copies the images again from its store.
+    let mut m = Machine::boot_linux(Some("echo \"rich boot done\"; reboot -f"), "reboot");
+    ok(m.expect(
+        "[mvmm] vm 'rich': 3 boot image(s) copied from the image store",
+        BOOT,
+    ));
+    ok(m.expect("[rich] rich boot done", BOOT));
+    ok(m.expect("[mvmm] vm 'rich': PSCI SYSTEM_RESET: restarting the VM at 0x50000000 with fresh boot images", STEP));
+    ok(m.expect("[mvmm] vm 'rich': vcpu 1 starts at", BOOT));
+    ok(m.expect("[rich] rich boot done", BOOT));
+    let out = m.transcript();
+    // The secure VM was not restarted and kept running.
+    assert_eq!(out.matches("[secure] secure-os: ready").count(), 1, "{out}");
+    assert!(!out.contains("stage-2 fault"), "{out}");
+}

@@ -51,6 +51,9 @@ pub struct BoardSection {
     pub mvmm: RangeEntry,
     pub uart: UartEntry,
     pub gic: GicEntry,
+    /// RAM only mvmm uses, holding pristine boot images of the VMs.
+    #[serde(default)]
+    pub image_store: Option<RangeEntry>,
 }
 
 /// How to start this board under QEMU (only for emulated boards).
@@ -259,6 +262,7 @@ impl BoardFile {
             devices: &devices,
             vms: &vms,
             vsock_rules: &rules,
+            image_store: b.image_store.as_ref().map(range),
         };
         board.validate()?;
         Ok(f(&board))
@@ -366,6 +370,11 @@ fn codegen(board: &Board<'_>) -> String {
         );
     }
     let _ = writeln!(s, "    ],");
+    let _ = writeln!(
+        s,
+        "    image_store: {},",
+        board.image_store.map_or("None".to_string(), |m| format!("Some({})", r(m)))
+    );
     let _ = writeln!(s, "}};");
     let prefixes: Vec<String> = std::iter::once("mvmm")
         .chain(board.vms.iter().map(|vm| vm.name))

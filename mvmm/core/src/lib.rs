@@ -13,6 +13,7 @@ pub mod console;
 #[cfg(feature = "config")]
 pub mod devicetree;
 pub mod hypercall;
+pub mod image_store;
 pub mod partition;
 pub mod psci;
 pub mod stage2;

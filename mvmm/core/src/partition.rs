@@ -211,6 +211,9 @@ pub struct Board<'a> {
     pub devices: &'a [Device<'a>],
     pub vms: &'a [Vm<'a>],
     pub vsock_rules: &'a [VsockRule<'a>],
+    /// RAM only mvmm reaches that holds pristine boot images of the VMs
+    /// (see [`crate::image_store`]), if the board has one.
+    pub image_store: Option<MemRange>,
 }
 
 /// A reason a board description is refused. Every variant names the
@@ -288,6 +291,9 @@ pub enum PartitionError<'a> {
     VsockShared {
         vm: &'a str,
         other: &'a str,
+    },
+    ImageStoreInvalid {
+        range: MemRange,
     },
     VsockRuleVm {
         rule: usize,
@@ -396,6 +402,10 @@ impl fmt::Display for PartitionError<'_> {
             VsockShared { vm, other } => {
                 write!(f, "vm '{vm}' and vm '{other}' have the same vsock cid")
             }
+            ImageStoreInvalid { range } => write!(
+                f,
+                "board image_store {range} must be aligned board RAM that neither mvmm's image nor any VM uses"
+            ),
             VsockRuleVm { rule, vm } => write!(
                 f,
                 "vsock rule {rule} names vm '{vm}', which does not exist or has no vsock"
@@ -483,6 +493,12 @@ impl<'a> Board<'a> {
             self.validate_vm(vm)?;
             for earlier in &self.vms[..i] {
                 self.validate_pair(earlier, vm)?;
+            }
+        }
+        if let Some(store) = self.image_store {
+            let used = self.vms.iter().flat_map(|vm| vm.ram.iter()).any(|r| r.overlaps(&store));
+            if !store.well_formed() || !self.ram.contains_range(store.base, store.size) || store.overlaps(&self.mvmm) || used {
+                return Err(ImageStoreInvalid { range: store });
             }
         }
         self.validate_vsock()
@@ -776,6 +792,7 @@ pub(crate) mod tests {
             to: "secure",
             port: 7100,
         }],
+        image_store: Some(MemRange::new(0x4300_0000, 0x0d00_0000)),
     };
 
     fn with_vms<'a>(vms: &'a [Vm<'a>]) -> Result<(), String> {
@@ -937,6 +954,20 @@ pub(crate) mod tests {
             "vm 'rich' is declared twice"
         );
         assert_eq!(with_vms(&[]).unwrap_err(), "the board declares no [[vm]]");
+    }
+
+    #[test]
+    fn the_image_store_must_be_ram_nobody_else_uses() {
+        let with = |store| Board { image_store: Some(store), ..BOARD }.validate().map_err(|e| e.to_string());
+        assert_eq!(with(MemRange::new(0x4300_0000, 0x0d00_0000)), Ok(()));
+        for bad in [
+            MemRange::new(0x4200_0000, 0x0200_0000), // the secure VM's RAM
+            MemRange::new(0x4080_0000, 0x0100_0000), // mvmm's image
+            MemRange::new(0x7f00_0000, 0x0200_0000), // past board RAM (and rich RAM)
+            MemRange::new(0x4300_0800, 0x1000),      // unaligned
+        ] {
+            assert!(with(bad).unwrap_err().contains("image_store"), "{bad}");
+        }
     }
 
     #[test]

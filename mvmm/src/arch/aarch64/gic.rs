@@ -252,6 +252,15 @@ pub fn reap_list_registers() {
     true_barrier();
 }
 
+/// Empties every list register of this CPU (a vCPU being stopped or reset
+/// keeps no virtual interrupt).
+pub fn clear_list_registers() {
+    for n in 0..lr_count() {
+        write_lr(n, 0);
+    }
+    true_barrier();
+}
+
 fn true_barrier() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }

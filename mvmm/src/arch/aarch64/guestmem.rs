@@ -5,6 +5,8 @@
 //! [`RamWindow::check`] has proved the whole range lies inside that VM's
 //! RAM. That check is the only gate; it runs before every copy.
 
+use mvmm_core::image_store::Entry;
+use mvmm_core::partition::MemRange;
 use mvmm_core::virtio::{GuestMemory, MemFault, RamWindow};
 
 /// One VM's RAM, as the virtio devices see it.
@@ -49,4 +51,41 @@ impl GuestMemory for VmRam<'_> {
     fn fence(&mut self) {
         aarch64_cpu::asm::barrier::dmb(aarch64_cpu::asm::barrier::ISH);
     }
+}
+
+/// Reads bytes of the boot image store (RAM only mvmm owns) at `offset`.
+/// False when the range is not inside `store`.
+pub fn read_store(store: MemRange, offset: u64, buf: &mut [u8]) -> bool {
+    let Some(pa) = store.base.checked_add(offset) else { return false };
+    if !store.contains_range(pa, buf.len() as u64) {
+        return false;
+    }
+    // SAFETY: the range lies inside the image store, board RAM that no VM
+    // maps and that EL2 maps as normal memory at the same address; nothing
+    // else writes it after the loader has filled it.
+    unsafe { core::ptr::copy_nonoverlapping(pa as usize as *const u8, buf.as_mut_ptr(), buf.len()) };
+    true
+}
+
+/// Copies one image from the store into a VM's RAM. Both ranges are
+/// checked again here; false (and nothing copied) when either is out of
+/// bounds.
+pub fn copy_image(store: MemRange, entry: &Entry, vm_ram: &[MemRange]) -> bool {
+    let Some(src) = store.base.checked_add(entry.source) else { return false };
+    if !store.contains_range(src, entry.size) || RamWindow::new(vm_ram).check(entry.destination, entry.size).is_err() {
+        return false;
+    }
+    // SAFETY: the source lies inside the image store and the destination
+    // inside the VM's RAM (checked above); the two are disjoint (the board
+    // validation keeps the store out of every VM), EL2 maps both as normal
+    // memory at the same address, and no Rust object lives in either.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            src as usize as *const u8,
+            entry.destination as usize as *mut u8,
+            entry.size as usize,
+        )
+    };
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
+    true
 }

@@ -9,12 +9,13 @@ mod vcpu;
 pub use firmware::{cpu_start, system_off};
 pub use gic::{
     Injected, KICK_INTID, ack_interrupt, end_of_interrupt, init_cpu_interface, init_distributor,
-    inject_virtual, kick, reap_list_registers, route_spi, set_spi_enabled,
+    clear_list_registers, inject_virtual, kick, reap_list_registers, route_spi,
+    set_spi_enabled,
 };
-pub use guestmem::VmRam;
+pub use guestmem::{VmRam, copy_image, read_store};
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use vcpu::{
-    enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm, reset_el1, send_event,
+    counter, counter_frequency, enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm, reset_el1, send_event,
     set_el1_exception, this_cpu, wait_for_event, wait_for_interrupt,
 };
 

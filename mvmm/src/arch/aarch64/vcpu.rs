@@ -8,7 +8,7 @@
 use super::{GuestRegs, stack_top};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, ELR_EL1, ESR_EL1, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2,
+    CNTFRQ_EL0, CNTHCTL_EL2, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, ELR_EL1, ESR_EL1, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2,
     MIDR_EL1, Readable, SCTLR_EL1, SPSR_EL1, TPIDR_EL2, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
     Writeable,
 };
@@ -66,6 +66,8 @@ pub fn install_vm(vmid: u16, stage2_root: u64, vcpu: usize) {
 pub fn reset_el1() {
     SCTLR_EL1.set(SCTLR_EL1_RESET);
     VBAR_EL1.set(0);
+    // The virtual timer off: a restarted guest sets it up again.
+    CNTV_CTL_EL0.set(0);
     barrier::isb(barrier::SY);
 }
 
@@ -129,4 +131,14 @@ pub fn send_event() {
 /// Index of the physical CPU running this code (set by the boot code).
 pub fn this_cpu() -> usize {
     TPIDR_EL2.get() as usize
+}
+
+/// The physical counter (CNTPCT_EL0).
+pub fn counter() -> u64 {
+    CNTPCT_EL0.get()
+}
+
+/// Counter ticks per second (CNTFRQ_EL0).
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
 }

@@ -1,0 +1,173 @@
+//! The boot image store: pristine copies of the VMs' boot images (a Linux
+//! kernel, its initramfs, its device tree) in RAM that only mvmm owns,
+//! described by a small manifest at the start of the store.
+//!
+//! The platform's loader (QEMU's `-device loader` in emulation, a bootloader
+//! on a phone) fills the store before mvmm starts. mvmm copies each entry
+//! into its VM's RAM before the VM first runs, and again when the VM asks
+//! for a reset, so a VM that overwrote its own image (Linux frees and reuses
+//! its init sections) still restarts from a clean one.
+//!
+//! # Manifest (little-endian)
+//! ```text
+//! 0   magic "MVMMIMG1"
+//! 8   u32 entry count (at most MAX_ENTRIES)
+//! 12  u32 reserved (0)
+//! 16  entries, 32 bytes each:
+//!     u32 vm index, u32 reserved, u64 source offset in the store,
+//!     u64 destination guest-physical address, u64 size
+//! ```
+//! The manifest is input from outside mvmm: [`Manifest::parse`] checks every
+//! entry against the store and the VM's RAM before anything is copied.
+
+use crate::partition::{Board, MemRange};
+
+pub const MAGIC: [u8; 8] = *b"MVMMIMG1";
+/// Most images the store describes.
+pub const MAX_ENTRIES: usize = 8;
+const HEADER: usize = 16;
+const ENTRY: usize = 32;
+/// Bytes of the manifest region (images start after it).
+pub const MANIFEST_SIZE: u64 = 4096;
+
+/// One image to copy into a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub vm: usize,
+    /// Offset of the image in the store.
+    pub source: u64,
+    /// Where it goes in the VM (guest-physical).
+    pub destination: u64,
+    pub size: u64,
+}
+
+/// A checked manifest.
+///
+/// # Invariants
+/// Every entry's source lies inside the store after the manifest, its
+/// destination inside its VM's RAM, and `len <= MAX_ENTRIES`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    entries: [Entry; MAX_ENTRIES],
+    len: usize,
+}
+
+/// Why a manifest was refused; mvmm logs it and starts the VMs with what
+/// their RAM already holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestError {
+    /// No magic: the store is empty (not an error for a board that loads
+    /// images straight into VM RAM).
+    Empty,
+    TooShort,
+    TooManyEntries(u32),
+    /// Entry `index` names a VM the board does not have.
+    UnknownVm { index: usize, vm: u32 },
+    /// Entry `index` reads outside the store.
+    SourceOutside { index: usize },
+    /// Entry `index` writes outside its VM's RAM.
+    DestinationOutside { index: usize },
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+impl Manifest {
+    /// Parses and checks the manifest bytes at the start of a store of
+    /// `store_size` bytes, for `board`.
+    pub fn parse(bytes: &[u8], store_size: u64, board: &Board<'_>) -> Result<Manifest, ManifestError> {
+        if bytes.get(..8) != Some(&MAGIC[..]) {
+            return Err(ManifestError::Empty);
+        }
+        let count = u32_at(bytes, 8).ok_or(ManifestError::TooShort)?;
+        if count as usize > MAX_ENTRIES {
+            return Err(ManifestError::TooManyEntries(count));
+        }
+        let mut m = Manifest { entries: [Entry { vm: 0, source: 0, destination: 0, size: 0 }; MAX_ENTRIES], len: 0 };
+        for index in 0..count as usize {
+            let at = HEADER + index * ENTRY;
+            let field = |o| u64_at(bytes, at + o).ok_or(ManifestError::TooShort);
+            let vm_raw = u32_at(bytes, at).ok_or(ManifestError::TooShort)?;
+            let (source, destination, size) = (field(8)?, field(16)?, field(24)?);
+            let vm = board.vms.get(vm_raw as usize).ok_or(ManifestError::UnknownVm { index, vm: vm_raw })?;
+            let images = MemRange::new(MANIFEST_SIZE, store_size.saturating_sub(MANIFEST_SIZE));
+            if size == 0 || !images.contains_range(source, size) {
+                return Err(ManifestError::SourceOutside { index });
+            }
+            if !vm.ram.iter().any(|r| r.contains_range(destination, size)) {
+                return Err(ManifestError::DestinationOutside { index });
+            }
+            m.entries[index] = Entry { vm: vm_raw as usize, source, destination, size };
+            m.len += 1;
+        }
+        Ok(m)
+    }
+
+    /// The entries for VM `vm`.
+    pub fn for_vm(&self, vm: usize) -> impl Iterator<Item = &Entry> {
+        self.entries[..self.len].iter().filter(move |e| e.vm == vm)
+    }
+
+    /// Writes a manifest (for the host side that fills the store).
+    pub fn encode(entries: &[Entry]) -> Option<[u8; MANIFEST_SIZE as usize]> {
+        if entries.len() > MAX_ENTRIES {
+            return None;
+        }
+        let mut out = [0u8; MANIFEST_SIZE as usize];
+        out[..8].copy_from_slice(&MAGIC);
+        out[8..12].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+        for (i, e) in entries.iter().enumerate() {
+            let at = HEADER + i * ENTRY;
+            out[at..at + 4].copy_from_slice(&(e.vm as u32).to_le_bytes());
+            out[at + 8..at + 16].copy_from_slice(&e.source.to_le_bytes());
+            out[at + 16..at + 24].copy_from_slice(&e.destination.to_le_bytes());
+            out[at + 24..at + 32].copy_from_slice(&e.size.to_le_bytes());
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::tests::BOARD;
+
+    const STORE: u64 = 0x0d00_0000;
+
+    fn entry(vm: usize, source: u64, destination: u64, size: u64) -> Entry {
+        Entry { vm, source, destination, size }
+    }
+
+    #[test]
+    fn a_written_manifest_reads_back() {
+        let entries = [entry(0, 0x1000, 0x5000_0000, 0x200_0000), entry(0, 0x300_0000, 0x5800_0000, 0x1000)];
+        let bytes = Manifest::encode(&entries).unwrap();
+        let m = Manifest::parse(&bytes, STORE, &BOARD).unwrap();
+        assert_eq!(m.for_vm(0).copied().collect::<Vec<_>>(), entries);
+        assert_eq!(m.for_vm(1).count(), 0);
+    }
+
+    #[test]
+    fn bad_manifests_are_refused_before_anything_is_copied() {
+        let parse = |entries: &[Entry]| Manifest::parse(&Manifest::encode(entries).unwrap(), STORE, &BOARD);
+        assert_eq!(Manifest::parse(&[0; 64], STORE, &BOARD), Err(ManifestError::Empty));
+        assert_eq!(Manifest::parse(b"MVMMIMG1\x01", STORE, &BOARD), Err(ManifestError::TooShort));
+        // Into the other VM's RAM, past the end of its own, from the
+        // manifest itself, past the store, empty, wrapping, unknown VM.
+        assert_eq!(parse(&[entry(0, 0x1000, 0x4100_0000, 0x10)]), Err(ManifestError::DestinationOutside { index: 0 }));
+        assert_eq!(parse(&[entry(0, 0x1000, 0x7fff_f000, 0x2000)]), Err(ManifestError::DestinationOutside { index: 0 }));
+        assert_eq!(parse(&[entry(0, 0, 0x5000_0000, 0x10)]), Err(ManifestError::SourceOutside { index: 0 }));
+        assert_eq!(parse(&[entry(0, STORE - 8, 0x5000_0000, 0x10)]), Err(ManifestError::SourceOutside { index: 0 }));
+        assert_eq!(parse(&[entry(0, 0x1000, 0x5000_0000, 0)]), Err(ManifestError::SourceOutside { index: 0 }));
+        assert_eq!(parse(&[entry(0, u64::MAX - 4, 0x5000_0000, 0x10)]), Err(ManifestError::SourceOutside { index: 0 }));
+        assert_eq!(parse(&[entry(7, 0x1000, 0x5000_0000, 0x10)]), Err(ManifestError::UnknownVm { index: 0, vm: 7 }));
+        let mut many = Manifest::encode(&[]).unwrap();
+        many[8] = 9;
+        assert_eq!(Manifest::parse(&many, STORE, &BOARD), Err(ManifestError::TooManyEntries(9)));
+    }
+}
