@@ -195,17 +195,24 @@ fn boot(dtb: u64) {
     }
     if let Some(store) = BOARD.image_store {
         let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
-        match arch::read_store(store, 0, &mut bytes).then(|| Manifest::parse(&bytes, store.size, &BOARD)) {
+        match arch::read_store(store, 0, &mut bytes)
+            .then(|| Manifest::parse(&bytes, store.size, &BOARD))
+        {
             Some(Ok(_)) => {
                 for (i, vm) in BOARD.vms.iter().enumerate() {
                     let n = load_images(i, vm);
                     if n > 0 {
-                        log!("vm '{}': {n} boot image(s) copied from the image store", vm.name);
+                        log!(
+                            "vm '{}': {n} boot image(s) copied from the image store",
+                            vm.name
+                        );
                     }
                 }
             }
             Some(Err(ManifestError::Empty)) | None => {}
-            Some(Err(e)) => log!("image store at {store}: manifest refused ({e:?}); VMs start with their RAM as loaded"),
+            Some(Err(e)) => log!(
+                "image store at {store}: manifest refused ({e:?}); VMs start with their RAM as loaded"
+            ),
         }
     }
     configure_switch();
@@ -478,7 +485,10 @@ fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         drop(state);
         if arch::counter() > deadline {
             VMS[vm_index].lock().off = true;
-            log!("vm '{}': PSCI SYSTEM_RESET: a vCPU did not stop; the VM stays stopped", vm.name);
+            log!(
+                "vm '{}': PSCI SYSTEM_RESET: a vCPU did not stop; the VM stays stopped",
+                vm.name
+            );
             park();
         }
         core::hint::spin_loop();
@@ -501,7 +511,11 @@ fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         "vm '{}': PSCI SYSTEM_RESET: restarting the VM at {:#x}{}",
         vm.name,
         vm.entry,
-        if copied > 0 { " with fresh boot images" } else { "" }
+        if copied > 0 {
+            " with fresh boot images"
+        } else {
+            ""
+        }
     );
     start_guest(arch::this_cpu(), vm.entry, vm.boot_arg)
 }
@@ -527,18 +541,27 @@ fn stop_if_asked(vm_index: usize, vcpu: usize) {
 /// returns how many were copied. A missing or refused manifest is logged
 /// once at boot and leaves the RAM as the loader filled it.
 fn load_images(vm_index: usize, vm: &Vm<'static>) -> usize {
-    let Some(store) = BOARD.image_store else { return 0 };
+    let Some(store) = BOARD.image_store else {
+        return 0;
+    };
     let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
     if !arch::read_store(store, 0, &mut bytes) {
         return 0;
     }
-    let Ok(manifest) = Manifest::parse(&bytes, store.size, &BOARD) else { return 0 };
+    let Ok(manifest) = Manifest::parse(&bytes, store.size, &BOARD) else {
+        return 0;
+    };
     let mut copied = 0;
     for entry in manifest.for_vm(vm_index) {
         if arch::copy_image(store, entry, vm.ram) {
             copied += 1;
         } else {
-            log!("vm '{}': boot image {:#x}+{:#x} refused", vm.name, entry.destination, entry.size);
+            log!(
+                "vm '{}': boot image {:#x}+{:#x} refused",
+                vm.name,
+                entry.destination,
+                entry.size
+            );
         }
     }
     copied

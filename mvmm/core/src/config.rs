@@ -373,7 +373,9 @@ fn codegen(board: &Board<'_>) -> String {
     let _ = writeln!(
         s,
         "    image_store: {},",
-        board.image_store.map_or("None".to_string(), |m| format!("Some({})", r(m)))
+        board
+            .image_store
+            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
     );
     let _ = writeln!(s, "}};");
     let prefixes: Vec<String> = std::iter::once("mvmm")

@@ -62,11 +62,18 @@ pub enum ManifestError {
     TooShort,
     TooManyEntries(u32),
     /// Entry `index` names a VM the board does not have.
-    UnknownVm { index: usize, vm: u32 },
+    UnknownVm {
+        index: usize,
+        vm: u32,
+    },
     /// Entry `index` reads outside the store.
-    SourceOutside { index: usize },
+    SourceOutside {
+        index: usize,
+    },
     /// Entry `index` writes outside its VM's RAM.
-    DestinationOutside { index: usize },
+    DestinationOutside {
+        index: usize,
+    },
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -80,7 +87,11 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 impl Manifest {
     /// Parses and checks the manifest bytes at the start of a store of
     /// `store_size` bytes, for `board`.
-    pub fn parse(bytes: &[u8], store_size: u64, board: &Board<'_>) -> Result<Manifest, ManifestError> {
+    pub fn parse(
+        bytes: &[u8],
+        store_size: u64,
+        board: &Board<'_>,
+    ) -> Result<Manifest, ManifestError> {
         if bytes.get(..8) != Some(&MAGIC[..]) {
             return Err(ManifestError::Empty);
         }
@@ -88,13 +99,24 @@ impl Manifest {
         if count as usize > MAX_ENTRIES {
             return Err(ManifestError::TooManyEntries(count));
         }
-        let mut m = Manifest { entries: [Entry { vm: 0, source: 0, destination: 0, size: 0 }; MAX_ENTRIES], len: 0 };
+        let mut m = Manifest {
+            entries: [Entry {
+                vm: 0,
+                source: 0,
+                destination: 0,
+                size: 0,
+            }; MAX_ENTRIES],
+            len: 0,
+        };
         for index in 0..count as usize {
             let at = HEADER + index * ENTRY;
             let field = |o| u64_at(bytes, at + o).ok_or(ManifestError::TooShort);
             let vm_raw = u32_at(bytes, at).ok_or(ManifestError::TooShort)?;
             let (source, destination, size) = (field(8)?, field(16)?, field(24)?);
-            let vm = board.vms.get(vm_raw as usize).ok_or(ManifestError::UnknownVm { index, vm: vm_raw })?;
+            let vm = board
+                .vms
+                .get(vm_raw as usize)
+                .ok_or(ManifestError::UnknownVm { index, vm: vm_raw })?;
             let images = MemRange::new(MANIFEST_SIZE, store_size.saturating_sub(MANIFEST_SIZE));
             if size == 0 || !images.contains_range(source, size) {
                 return Err(ManifestError::SourceOutside { index });
@@ -102,7 +124,12 @@ impl Manifest {
             if !vm.ram.iter().any(|r| r.contains_range(destination, size)) {
                 return Err(ManifestError::DestinationOutside { index });
             }
-            m.entries[index] = Entry { vm: vm_raw as usize, source, destination, size };
+            m.entries[index] = Entry {
+                vm: vm_raw as usize,
+                source,
+                destination,
+                size,
+            };
             m.len += 1;
         }
         Ok(m)
@@ -140,12 +167,20 @@ mod tests {
     const STORE: u64 = 0x0d00_0000;
 
     fn entry(vm: usize, source: u64, destination: u64, size: u64) -> Entry {
-        Entry { vm, source, destination, size }
+        Entry {
+            vm,
+            source,
+            destination,
+            size,
+        }
     }
 
     #[test]
     fn a_written_manifest_reads_back() {
-        let entries = [entry(0, 0x1000, 0x5000_0000, 0x200_0000), entry(0, 0x300_0000, 0x5800_0000, 0x1000)];
+        let entries = [
+            entry(0, 0x1000, 0x5000_0000, 0x200_0000),
+            entry(0, 0x300_0000, 0x5800_0000, 0x1000),
+        ];
         let bytes = Manifest::encode(&entries).unwrap();
         let m = Manifest::parse(&bytes, STORE, &BOARD).unwrap();
         assert_eq!(m.for_vm(0).copied().collect::<Vec<_>>(), entries);
@@ -154,20 +189,51 @@ mod tests {
 
     #[test]
     fn bad_manifests_are_refused_before_anything_is_copied() {
-        let parse = |entries: &[Entry]| Manifest::parse(&Manifest::encode(entries).unwrap(), STORE, &BOARD);
-        assert_eq!(Manifest::parse(&[0; 64], STORE, &BOARD), Err(ManifestError::Empty));
-        assert_eq!(Manifest::parse(b"MVMMIMG1\x01", STORE, &BOARD), Err(ManifestError::TooShort));
+        let parse =
+            |entries: &[Entry]| Manifest::parse(&Manifest::encode(entries).unwrap(), STORE, &BOARD);
+        assert_eq!(
+            Manifest::parse(&[0; 64], STORE, &BOARD),
+            Err(ManifestError::Empty)
+        );
+        assert_eq!(
+            Manifest::parse(b"MVMMIMG1\x01", STORE, &BOARD),
+            Err(ManifestError::TooShort)
+        );
         // Into the other VM's RAM, past the end of its own, from the
         // manifest itself, past the store, empty, wrapping, unknown VM.
-        assert_eq!(parse(&[entry(0, 0x1000, 0x4100_0000, 0x10)]), Err(ManifestError::DestinationOutside { index: 0 }));
-        assert_eq!(parse(&[entry(0, 0x1000, 0x7fff_f000, 0x2000)]), Err(ManifestError::DestinationOutside { index: 0 }));
-        assert_eq!(parse(&[entry(0, 0, 0x5000_0000, 0x10)]), Err(ManifestError::SourceOutside { index: 0 }));
-        assert_eq!(parse(&[entry(0, STORE - 8, 0x5000_0000, 0x10)]), Err(ManifestError::SourceOutside { index: 0 }));
-        assert_eq!(parse(&[entry(0, 0x1000, 0x5000_0000, 0)]), Err(ManifestError::SourceOutside { index: 0 }));
-        assert_eq!(parse(&[entry(0, u64::MAX - 4, 0x5000_0000, 0x10)]), Err(ManifestError::SourceOutside { index: 0 }));
-        assert_eq!(parse(&[entry(7, 0x1000, 0x5000_0000, 0x10)]), Err(ManifestError::UnknownVm { index: 0, vm: 7 }));
+        assert_eq!(
+            parse(&[entry(0, 0x1000, 0x4100_0000, 0x10)]),
+            Err(ManifestError::DestinationOutside { index: 0 })
+        );
+        assert_eq!(
+            parse(&[entry(0, 0x1000, 0x7fff_f000, 0x2000)]),
+            Err(ManifestError::DestinationOutside { index: 0 })
+        );
+        assert_eq!(
+            parse(&[entry(0, 0, 0x5000_0000, 0x10)]),
+            Err(ManifestError::SourceOutside { index: 0 })
+        );
+        assert_eq!(
+            parse(&[entry(0, STORE - 8, 0x5000_0000, 0x10)]),
+            Err(ManifestError::SourceOutside { index: 0 })
+        );
+        assert_eq!(
+            parse(&[entry(0, 0x1000, 0x5000_0000, 0)]),
+            Err(ManifestError::SourceOutside { index: 0 })
+        );
+        assert_eq!(
+            parse(&[entry(0, u64::MAX - 4, 0x5000_0000, 0x10)]),
+            Err(ManifestError::SourceOutside { index: 0 })
+        );
+        assert_eq!(
+            parse(&[entry(7, 0x1000, 0x5000_0000, 0x10)]),
+            Err(ManifestError::UnknownVm { index: 0, vm: 7 })
+        );
         let mut many = Manifest::encode(&[]).unwrap();
         many[8] = 9;
-        assert_eq!(Manifest::parse(&many, STORE, &BOARD), Err(ManifestError::TooManyEntries(9)));
+        assert_eq!(
+            Manifest::parse(&many, STORE, &BOARD),
+            Err(ManifestError::TooManyEntries(9))
+        );
     }
 }

@@ -496,8 +496,16 @@ impl<'a> Board<'a> {
             }
         }
         if let Some(store) = self.image_store {
-            let used = self.vms.iter().flat_map(|vm| vm.ram.iter()).any(|r| r.overlaps(&store));
-            if !store.well_formed() || !self.ram.contains_range(store.base, store.size) || store.overlaps(&self.mvmm) || used {
+            let used = self
+                .vms
+                .iter()
+                .flat_map(|vm| vm.ram.iter())
+                .any(|r| r.overlaps(&store));
+            if !store.well_formed()
+                || !self.ram.contains_range(store.base, store.size)
+                || store.overlaps(&self.mvmm)
+                || used
+            {
                 return Err(ImageStoreInvalid { range: store });
             }
         }
@@ -958,7 +966,14 @@ pub(crate) mod tests {
 
     #[test]
     fn the_image_store_must_be_ram_nobody_else_uses() {
-        let with = |store| Board { image_store: Some(store), ..BOARD }.validate().map_err(|e| e.to_string());
+        let with = |store| {
+            Board {
+                image_store: Some(store),
+                ..BOARD
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
         assert_eq!(with(MemRange::new(0x4300_0000, 0x0d00_0000)), Ok(()));
         for bad in [
             MemRange::new(0x4200_0000, 0x0200_0000), // the secure VM's RAM

@@ -56,14 +56,18 @@ impl GuestMemory for VmRam<'_> {
 /// Reads bytes of the boot image store (RAM only mvmm owns) at `offset`.
 /// False when the range is not inside `store`.
 pub fn read_store(store: MemRange, offset: u64, buf: &mut [u8]) -> bool {
-    let Some(pa) = store.base.checked_add(offset) else { return false };
+    let Some(pa) = store.base.checked_add(offset) else {
+        return false;
+    };
     if !store.contains_range(pa, buf.len() as u64) {
         return false;
     }
     // SAFETY: the range lies inside the image store, board RAM that no VM
     // maps and that EL2 maps as normal memory at the same address; nothing
     // else writes it after the loader has filled it.
-    unsafe { core::ptr::copy_nonoverlapping(pa as usize as *const u8, buf.as_mut_ptr(), buf.len()) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(pa as usize as *const u8, buf.as_mut_ptr(), buf.len())
+    };
     true
 }
 
@@ -71,8 +75,14 @@ pub fn read_store(store: MemRange, offset: u64, buf: &mut [u8]) -> bool {
 /// checked again here; false (and nothing copied) when either is out of
 /// bounds.
 pub fn copy_image(store: MemRange, entry: &Entry, vm_ram: &[MemRange]) -> bool {
-    let Some(src) = store.base.checked_add(entry.source) else { return false };
-    if !store.contains_range(src, entry.size) || RamWindow::new(vm_ram).check(entry.destination, entry.size).is_err() {
+    let Some(src) = store.base.checked_add(entry.source) else {
+        return false;
+    };
+    if !store.contains_range(src, entry.size)
+        || RamWindow::new(vm_ram)
+            .check(entry.destination, entry.size)
+            .is_err()
+    {
         return false;
     }
     // SAFETY: the source lies inside the image store and the destination

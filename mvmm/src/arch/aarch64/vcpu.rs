@@ -8,9 +8,9 @@
 use super::{GuestRegs, stack_top};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTFRQ_EL0, CNTHCTL_EL2, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, ELR_EL1, ESR_EL1, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2,
-    MIDR_EL1, Readable, SCTLR_EL1, SPSR_EL1, TPIDR_EL2, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
-    Writeable,
+    CNTFRQ_EL0, CNTHCTL_EL2, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, ELR_EL1, ESR_EL1,
+    FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, MIDR_EL1, Readable, SCTLR_EL1, SPSR_EL1, TPIDR_EL2,
+    VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
 };
 use core::arch::asm;
 use mvmm_core::stage2::IPA_BITS;
