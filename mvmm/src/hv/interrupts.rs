@@ -1,0 +1,190 @@
+//! Interrupts: physical ones taken at EL2, the virtual GIC's registers, and
+//! delivery of virtual interrupts through the list registers.
+
+use super::*;
+
+/// A physical interrupt while the guest ran.
+pub fn guest_irq(_regs: &mut GuestRegs) {
+    let Some((vm_index, vcpu, vm)) = current() else {
+        while let Some(intid) = arch::ack_interrupt() {
+            arch::end_of_interrupt(intid, true);
+        }
+        return;
+    };
+    // A kick may be another vCPU resetting this VM.
+    let stopping = VMS[vm_index].lock().stop[vcpu];
+    if stopping {
+        while let Some(intid) = arch::ack_interrupt() {
+            arch::end_of_interrupt(intid, true);
+        }
+        stop_if_asked(vm_index, vcpu);
+    }
+    while let Some(intid) = arch::ack_interrupt() {
+        // The virtual timer and passed-through devices are forwarded with
+        // the HW bit: priority drop only here, the guest's deactivation
+        // ends the physical interrupt too.
+        if intid == vgic::VTIMER_INTID || device_irqs(vm).any(|(irq, _)| irq == intid) {
+            arch::end_of_interrupt(intid, false);
+            if arch::inject_virtual(intid, true, FORWARDED_PRIORITY) != arch::Injected::Loaded {
+                arch::end_of_interrupt(intid, true);
+            }
+            continue;
+        }
+        arch::end_of_interrupt(intid, true);
+        if intid == arch::KICK_INTID || intid == vgic::MAINTENANCE_INTID {
+            arch::reap_list_registers();
+            // A level interrupt still high after the guest's EOI is raised
+            // again.
+            let raised = update_uart_irq(&mut VMS[vm_index].lock());
+            if let Some(target) = raised.filter(|&t| t != vcpu) {
+                deliver(vm_index, vm, target);
+            }
+            flush(vm_index, vcpu);
+        } else if intid == BOARD.uart.irq {
+            let focus = FOCUS.load(Ordering::Relaxed);
+            let raised = {
+                let mut state = VMS[focus].lock();
+                while state.uart.input_space() > 0 {
+                    let Some(byte) = arch::console_read_byte() else {
+                        break;
+                    };
+                    state.uart.push_input(byte);
+                }
+                update_uart_irq(&mut state)
+            };
+            if let (Some(target), Some(focus_vm)) = (raised, BOARD.vms.get(focus)) {
+                deliver(focus, focus_vm, target);
+            }
+        } else {
+            log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
+        }
+    }
+}
+
+/// The physical interrupts of the devices passed through to `vm`.
+pub(super) fn device_irqs<'v>(
+    vm: &'v Vm<'static>,
+) -> impl Iterator<Item = (u32, &'static str)> + 'v {
+    vm.devices
+        .iter()
+        .filter_map(|name| BOARD.device(name))
+        .flat_map(|d| d.irqs.iter().map(move |&irq| (irq, d.name)))
+}
+
+/// Makes the physical enable of each passed-through interrupt follow the
+/// guest's enable in its virtual distributor.
+pub(super) fn sync_device_irqs(vm_index: usize, vm: &Vm<'static>) {
+    let state = VMS[vm_index].lock();
+    for (irq, _) in device_irqs(vm) {
+        arch::set_spi_enabled(irq, state.vgic.is_enabled(0, irq));
+    }
+}
+
+/// Makes vCPU `target` of the VM look at its pending interrupts: at once
+/// if it runs here, else by kicking its CPU.
+pub(super) fn deliver(vm_index: usize, vm: &Vm<'static>, target: usize) {
+    let here = current().is_some_and(|(v, vcpu, _)| v == vm_index && vcpu == target);
+    if here {
+        flush(vm_index, target);
+    } else if let Some(&cpu) = vm.cpus.get(target) {
+        arch::kick(cpu);
+    }
+}
+
+/// Moves this vCPU's pending virtual interrupts into free list registers.
+pub(super) fn flush(vm_index: usize, vcpu: usize) {
+    let mut state = VMS[vm_index].lock();
+    while let Some((intid, priority)) = state.vgic.next_pending(vcpu) {
+        match arch::inject_virtual(intid, false, priority) {
+            arch::Injected::Loaded | arch::Injected::Merged => state.vgic.delivered(vcpu, intid),
+            // Retried on the next EOI maintenance interrupt.
+            arch::Injected::Later => break,
+        }
+    }
+}
+
+/// A guest wrote ICC_SGI1R_EL1 (or a sibling): SGIs to its own vCPUs.
+pub(super) fn send_sgi(
+    regs: &GuestRegs,
+    vm_index: usize,
+    vcpu: usize,
+    vm: &Vm<'static>,
+    access: &SysRegAccess,
+) {
+    if access.read {
+        return;
+    }
+    let (intid, targets) = {
+        let mut state = VMS[vm_index].lock();
+        let (intid, mask) = state.vgic.sgi_targets(vcpu, regs.get(access.rt));
+        let mut wake = 0u32;
+        for target in (0..vm.cpus.len()).filter(|t| mask & (1 << t) != 0) {
+            if state.vgic.raise(target, intid).is_some() {
+                wake |= 1 << target;
+            }
+        }
+        (intid, wake)
+    };
+    let _ = intid;
+    for target in (0..vm.cpus.len()).filter(|t| targets & (1 << t) != 0) {
+        deliver(vm_index, vm, target);
+    }
+}
+
+/// A guest access to its virtual GIC distributor or redistributors.
+pub(super) fn gic_access(
+    regs: &mut GuestRegs,
+    vm_index: usize,
+    vm: &Vm<'static>,
+    abort: &DataAbort,
+    ipa: u64,
+    va: u64,
+) {
+    let gic = BOARD.gic;
+    let mut state = VMS[vm_index].lock();
+    let result = if gic.distributor.contains(ipa) {
+        let offset = ipa - gic.distributor.base;
+        if abort.write {
+            state
+                .vgic
+                .dist_write(offset, abort.size, regs.get(abort.register))
+        } else {
+            state
+                .vgic
+                .dist_read(offset, abort.size)
+                .map(|v| regs.set(abort.register, trap::load_value(abort, v)))
+        }
+    } else {
+        let rel = ipa - gic.redistributors.base;
+        let (target, offset) = (
+            (rel / gic.redistributor_stride) as usize,
+            rel % gic.redistributor_stride,
+        );
+        if abort.write {
+            state
+                .vgic
+                .redist_write(target, offset, abort.size, regs.get(abort.register))
+        } else {
+            state
+                .vgic
+                .redist_read(target, offset, abort.size)
+                .map(|v| regs.set(abort.register, trap::load_value(abort, v)))
+        }
+    };
+    drop(state);
+    match result {
+        Ok(()) => {
+            regs.elr += 4;
+            if abort.write {
+                // An enable may have made queued interrupts deliverable.
+                sync_device_irqs(vm_index, vm);
+                for target in 0..vm.cpus.len() {
+                    deliver(vm_index, vm, target);
+                }
+            }
+        }
+        Err(_) => {
+            refuse_access(regs, vm_index, vm, abort, "GIC", ipa, va);
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The hypervisor proper: bring-up, the run loop of each vCPU, and what
+//! mvmm does with every guest exit (`traps`, `interrupts`, `power`), the
+//! console (`console`) and the VMM channel (`channel`).
+//!
+//! The decisions come from `mvmm_core` (trap decoding, PSCI, the virtual
+//! UART, the console multiplexer, stage-2 planning); hardware access goes
+//! through `crate::arch`. No guest action reaches a panic: anything
+//! unexpected is logged with the VM's name and answered with an exception
+//! injected into that guest.
+
+use crate::arch::{self, GuestRegs};
+use crate::board::{BOARD, CONSOLE_PREFIXES};
+use crate::log;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use mvmm_core::console::ConsoleMux;
+use mvmm_core::hypercall::{self, Hypercall};
+use mvmm_core::image_store::{self, Manifest, ManifestError};
+use mvmm_core::partition::{MAX_CPUS, MAX_VMS, Vm, VmKind};
+use mvmm_core::psci::{self, Call, Outcome, VcpuPower};
+use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
+use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, sysreg};
+use mvmm_core::vgic::{self, Vgic};
+use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch};
+use mvmm_core::virtio::{RamWindow, WriteEffect};
+use mvmm_core::vuart::VirtualPl011;
+use spin::Mutex;
+
+mod channel;
+mod console;
+mod interrupts;
+mod power;
+mod traps;
+
+pub use console::console_write;
+pub use interrupts::guest_irq;
+pub use traps::{guest_sync, guest_unexpected};
+// What the submodules call of each other (they see this module's items).
+use channel::{configure_switch, vsock_access};
+use console::{console_flush, set_focus, update_uart_irq};
+use interrupts::{deliver, device_irqs, gic_access, send_sgi};
+use power::{load_images, power_call, stop_if_asked};
+use traps::{refuse_access, report, report_vm_fault};
+
+/// Console writer 0 is mvmm; VM `i` writes as `i + 1`.
+pub const MVMM_SOURCE: usize = 0;
+/// Stage-2 tables per VM: root, two level-2 tables and level-3 tables for
+/// device windows and unaligned RAM edges.
+const TABLES_PER_VM: usize = 16;
+/// Priority of interrupts forwarded with the HW bit (timer, devices).
+const FORWARDED_PRIORITY: u8 = 0xa0;
+/// Faults logged per VM before mvmm only counts them (a guest must not be
+/// able to flood the console).
+const FAULT_LOG_LIMIT: u32 = 32;
+
+/// What mvmm keeps per VM.
+struct VmState {
+    uart: VirtualPl011,
+    vgic: Vgic,
+    power: [VcpuPower; MAX_CPUS],
+    stage2_root: u64,
+    faults: u32,
+    off: bool,
+    /// vCPUs asked to stop because another vCPU reset the VM.
+    stop: [bool; MAX_CPUS],
+}
+
+impl VmState {
+    const fn new() -> Self {
+        VmState {
+            uart: VirtualPl011::new(),
+            vgic: Vgic::new(1),
+            power: [VcpuPower::Off; MAX_CPUS],
+            stage2_root: 0,
+            faults: 0,
+            off: false,
+            stop: [false; MAX_CPUS],
+        }
+    }
+}
+
+#[repr(C, align(4096))]
+struct Stage2Pool([Table; TABLES_PER_VM]);
+
+static VMS: [Mutex<VmState>; MAX_VMS] = [const { Mutex::new(VmState::new()) }; MAX_VMS];
+static STAGE2: [Mutex<Stage2Pool>; MAX_VMS] =
+    [const { Mutex::new(Stage2Pool([[0; ENTRIES]; TABLES_PER_VM])) }; MAX_VMS];
+static CONSOLE: Mutex<ConsoleMux<'static>> = Mutex::new(ConsoleMux::new(CONSOLE_PREFIXES));
+/// The VMM channel: every VM's vsock device and the switch between them.
+static SWITCH: Mutex<Switch> = Mutex::new(Switch::new());
+/// The VM whose vUART receives what is typed on the physical console.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
+
+/// First code of every CPU after the boot assembly.
+pub fn cpu_main(cpu: usize, dtb: u64) -> ! {
+    if cpu == 0 {
+        boot(dtb);
+    }
+    arch::init_cpu_interface(cpu);
+    match BOARD.vm_of_cpu(cpu) {
+        Some((vm, vcpu)) => run_vcpu(cpu, vm, vcpu),
+        None => {
+            log!("cpu {cpu}: not given to any VM; idle");
+            loop {
+                arch::wait_for_interrupt();
+            }
+        }
+    }
+}
+
+/// Boot CPU only: stage-2 tables for every VM, the GIC, the other CPUs.
+fn boot(dtb: u64) {
+    log!(
+        "mVMM {} on board '{}': {} CPUs{}",
+        env!("CARGO_PKG_VERSION"),
+        BOARD.name,
+        BOARD.cpu_count,
+        // QEMU passes no DTB pointer to an ELF image; a Linux-style boot does.
+        if dtb != 0 {
+            " (firmware DTB given)"
+        } else {
+            ""
+        }
+    );
+    let rich = BOARD
+        .vms
+        .iter()
+        .position(|vm| vm.kind == VmKind::Rich)
+        .unwrap_or(0);
+    FOCUS.store(rich, Ordering::Relaxed);
+    for (i, vm) in BOARD.vms.iter().enumerate() {
+        VMS[i].lock().vgic = Vgic::new(vm.cpus.len());
+        let mut pool = STAGE2[i].lock();
+        let pool_pa = (&raw const pool.0) as u64;
+        let built = Stage2Builder::new(&mut pool.0, pool_pa).and_then(|mut b| {
+            b.map_vm(&BOARD, vm)?;
+            Ok((b.root_pa(), b.tables_used()))
+        });
+        match built {
+            Ok((root, tables)) => {
+                VMS[i].lock().stage2_root = root;
+                log!(
+                    "vm '{}' (VMID {}): cpus {:?}, ram {}, devices {:?}, {} stage-2 tables",
+                    vm.name,
+                    vm.vmid,
+                    vm.cpus,
+                    vm.ram[0],
+                    vm.devices,
+                    tables
+                );
+            }
+            Err(e) => {
+                // Validated at build time, so this is an mvmm bug: the VM
+                // stays off rather than running with a partial map.
+                VMS[i].lock().off = true;
+                log!(
+                    "vm '{}': cannot build stage-2 tables ({e:?}); it will not run",
+                    vm.name
+                );
+            }
+        }
+    }
+    if let Some(store) = BOARD.image_store {
+        let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
+        match arch::read_store(store, 0, &mut bytes)
+            .then(|| Manifest::parse(&bytes, store.size, &BOARD))
+        {
+            Some(Ok(_)) => {
+                for (i, vm) in BOARD.vms.iter().enumerate() {
+                    let n = load_images(i, vm);
+                    if n > 0 {
+                        log!(
+                            "vm '{}': {n} boot image(s) copied from the image store",
+                            vm.name
+                        );
+                    }
+                }
+            }
+            Some(Err(ManifestError::Empty)) | None => {}
+            Some(Err(e)) => log!(
+                "image store at {store}: manifest refused ({e:?}); VMs start with their RAM as loaded"
+            ),
+        }
+    }
+    configure_switch();
+    arch::init_distributor();
+    // Typed input interrupts the CPU of the VM with focus.
+    if let Some(&cpu) = BOARD.vms.get(rich).and_then(|vm| vm.cpus.first()) {
+        arch::route_spi(BOARD.uart.irq, cpu, true);
+        arch::enable_rx_interrupt();
+    }
+    // Passed-through device interrupts go to the CPU of the owner's vCPU 0,
+    // disabled until the guest enables them in its virtual GIC.
+    for vm in BOARD.vms {
+        for (irq, _) in device_irqs(vm) {
+            arch::route_spi(irq, vm.cpus[0], false);
+        }
+    }
+    for cpu in 1..BOARD.cpu_count {
+        if let Err(code) = arch::cpu_start(cpu) {
+            log!("cpu {cpu}: firmware refused CPU_ON ({code})");
+        }
+    }
+}
+
+/// Runs vCPU `vcpu` of VM `vm` on this CPU, for ever.
+fn run_vcpu(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
+    let vm = &BOARD.vms[vm_index];
+    let root = VMS[vm_index].lock().stage2_root;
+    if root == 0 {
+        park();
+    }
+    arch::install_vm(vm.vmid, root, vcpu);
+    if vcpu == 0 {
+        VMS[vm_index].lock().power[0] = VcpuPower::On;
+        log!(
+            "vm '{}': vcpu 0 starts at {:#x} on cpu {cpu}",
+            vm.name,
+            vm.entry
+        );
+        start_guest(cpu, vm.entry, vm.boot_arg)
+    } else {
+        wait_for_cpu_on(cpu, vm_index, vcpu)
+    }
+}
+
+fn start_guest(cpu: usize, entry: u64, arg: u64) -> ! {
+    arch::reset_el1();
+    arch::enter_guest(&GuestRegs::at_entry(entry, arg), cpu)
+}
+
+/// Waits until the VM's PSCI CPU_ON names this vCPU, then starts it.
+fn wait_for_cpu_on(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
+    loop {
+        {
+            let mut state = VMS[vm_index].lock();
+            if let VcpuPower::OnPending { entry, context } = state.power[vcpu] {
+                state.power[vcpu] = VcpuPower::On;
+                drop(state);
+                log!(
+                    "vm '{}': vcpu {vcpu} starts at {entry:#x} on cpu {cpu} (PSCI CPU_ON)",
+                    BOARD.vms[vm_index].name
+                );
+                start_guest(cpu, entry, context);
+            }
+        }
+        arch::wait_for_event();
+    }
+}
+
+/// Stops this CPU for good.
+fn park() -> ! {
+    loop {
+        arch::wait_for_interrupt();
+    }
+}
+
+/// The VM and vCPU running on this CPU.
+fn current() -> Option<(usize, usize, &'static Vm<'static>)> {
+    let (vm, vcpu) = BOARD.vm_of_cpu(arch::this_cpu())?;
+    Some((vm, vcpu, &BOARD.vms[vm]))
+}
