@@ -40,6 +40,31 @@ fn main() {
 
     // The facts the runtime needs, as constants (EL2 and EL1 never parse text).
     let b = &board.board;
+    // The secure VM's own devices (0 when the board gives it none: the
+    // runtime then reports the device missing and fails closed).
+    let secure = board.vms.iter().find(|v| v.kind == "secure");
+    let vsock = secure.and_then(|v| v.vsock);
+    // secure-os reads its provisioning page at the last page of its RAM.
+    if let Some((vm, at)) = secure.and_then(|v| v.provision.map(|p| (v, p))) {
+        let last_page = vm
+            .ram
+            .iter()
+            .map(|r| r.base + r.size)
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(0x1000);
+        if at != last_page {
+            fail(format!(
+                "vm '{}': provision = {at:#x}, but secure-os reads its provisioning page at the last page of its RAM ({last_page:#x})",
+                vm.name
+            ));
+        }
+    }
+    let rng = secure
+        .into_iter()
+        .flat_map(|v| v.devices.iter())
+        .filter_map(|name| board.devices.iter().find(|d| &d.name == name))
+        .find(|d| d.class == "rng");
     write(
         "board.rs",
         format!(
@@ -49,11 +74,22 @@ fn main() {
              /// The board's RAM: mapped as normal memory, everything else as device.\n\
              pub const RAM_BASE: u64 = {ram_base:#x};\n\
              /// Size of the board's RAM in bytes.\n\
-             pub const RAM_SIZE: u64 = {ram_size:#x};\n",
+             pub const RAM_SIZE: u64 = {ram_size:#x};\n\
+             /// The distributor of the virtual GIC mvmm emulates.\n\
+             pub const GICD_BASE: usize = {gicd:#x};\n\
+             /// The secure VM's vsock device (the VMM channel) and its interrupt.\n\
+             pub const VSOCK_BASE: usize = {vsock_base:#x};\n\
+             pub const VSOCK_INTID: u32 = {vsock_irq};\n\
+             /// The secure VM's entropy device (a virtio-rng in the first slot of its `rng` device).\n\
+             pub const RNG_BASE: usize = {rng_base:#x};\n",
             file = board_file.display(),
             uart = b.uart.base,
             ram_base = b.ram.base,
             ram_size = b.ram.size,
+            gicd = b.gic.distributor.base,
+            vsock_base = vsock.map_or(0, |v| v.base),
+            vsock_irq = vsock.map_or(0, |v| v.irq),
+            rng_base = rng.map_or(0, |d| d.base),
         ),
     );
 

@@ -39,14 +39,11 @@ mod image {
     /// Timer interrupts per second (the idle polling rate).
     const TICK_HZ: u64 = 100;
 
-    /// The vsock device (qemu-virt: virtio-mmio, guest CID 4, INTID 48).
-    const VSOCK_BASE: usize = 0x0a00_0000;
-    const VSOCK_INTID: u32 = 48;
-    /// The distributor of the virtual GIC mvmm emulates (qemu-virt).
-    const GICD_BASE: usize = 0x0800_0000;
+    // The vsock device, the virtual GIC distributor and the entropy device
+    // come from the board file (boards/<board>/board.toml).
+    use secure_os::arch::board::{GICD_BASE, RNG_BASE, VSOCK_BASE, VSOCK_INTID};
+    /// One virtio-mmio register window.
     const VSOCK_SIZE: usize = 0x200;
-    /// The entropy device (qemu-virt slot 16, INTID 64).
-    const RNG_BASE: usize = 0x0a00_2000;
     const RNG_SIZE: usize = 0x200;
     /// Receive buffer per vsock connection (our credit to the peer).
     const CONNECTION_BUFFER: u32 = 64 * 1024;

@@ -10,7 +10,8 @@
 //! the same path (without zeroing `.bss`) and calls that function with its
 //! vCPU number.
 
-mod board {
+/// Board facts, generated from the board file by build.rs.
+pub mod board {
     include!(concat!(env!("OUT_DIR"), "/board.rs"));
 }
 pub mod console;
