@@ -43,8 +43,8 @@ mod image {
     // come from the board file (boards/<board>/board.toml).
     use secure_os::arch::board::{GICD_BASE, RNG_BASE, VSOCK_BASE, VSOCK_INTID};
     /// One virtio-mmio register window.
-    const VSOCK_SIZE: usize = 0x200;
-    const RNG_SIZE: usize = 0x200;
+    const VSOCK_SIZE: usize = mvmm_core::partition::VIRTIO_MMIO_SLOT as usize;
+    const RNG_SIZE: usize = VSOCK_SIZE;
     /// Receive buffer per vsock connection (our credit to the peer).
     const CONNECTION_BUFFER: u32 = 64 * 1024;
     /// Largest payload per vsock packet we send (fits a 4 KiB RX buffer

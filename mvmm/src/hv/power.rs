@@ -2,6 +2,7 @@
 //! store that a reset copies from.
 
 use super::*;
+use mvmm_core::virtio::mmio;
 
 /// PSCI / SMCCC from a guest, through SMC or HVC.
 pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'static>) {
@@ -101,7 +102,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     if vm.vsock.is_some() {
         // Writing 0 to the virtio-mmio Status register resets the device;
         // the switch resets the VM's connections on the peer's side too.
-        let _ = SWITCH.lock().mmio_write(vm_index, VIRTIO_MMIO_STATUS, 4, 0);
+        let _ = SWITCH.lock().mmio_write(vm_index, mmio::reg::STATUS, 4, 0);
     }
     arch::clear_list_registers();
     log!(
@@ -116,9 +117,6 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     );
     start_guest(arch::this_cpu(), vm.entry, vm.boot_arg)
 }
-
-/// Register offset of virtio-mmio's device Status.
-pub(super) const VIRTIO_MMIO_STATUS: u64 = 0x070;
 
 /// On a vCPU whose VM is being reset by another vCPU: stops here (Off,
 /// no virtual interrupts) and waits for a CPU_ON like any powered-off vCPU.

@@ -2,11 +2,8 @@
 
 use core::arch::asm;
 
-/// Console focus: x1 = 1 takes the physical console's input (and mvmm marks
-/// this VM's lines as trusted), x1 = 0 gives it back. Returns 0 on success.
-pub const CONSOLE_FOCUS: u64 = 0xC600_0001;
-/// SMCCC NOT_SUPPORTED (-1).
-pub const NOT_SUPPORTED: u64 = u64::MAX;
+/// The call ids and results are mvmm's: one definition for both sides.
+pub use mvmm_core::hypercall::{CONSOLE_FOCUS, NOT_SUPPORTED};
 
 /// Asks mvmm for (`take`) or returns the console input focus. Returns x0:
 /// 0 on success, [`NOT_SUPPORTED`] when this mvmm has no such call.
