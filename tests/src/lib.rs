@@ -211,18 +211,46 @@ pub struct RichBoot {
 /// The default kernel command line of the rich VM.
 pub const RICH_CMDLINE: &str = "console=ttyAMA0 nokaslr";
 
-/// Prepares the rich VM's Linux boot in `work`: the initramfs (with
-/// `/mvmm/rich-cmd` appended when `command` is given) and a device tree
-/// written from the board file for that initramfs and `cmdline`.
+/// What the rich VM boots: a kernel, an initramfs and a command line,
+/// either the ones `cargo xtask build` put in an image directory or a
+/// user's own.
+#[derive(Clone, Debug)]
+pub struct RichSource {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+}
+
+impl RichSource {
+    /// Debian's kernel and the busybox initramfs of image directory `dir`,
+    /// with the default command line.
+    pub fn built(dir: &Path) -> RichSource {
+        RichSource {
+            kernel: dir.join(RICH_KERNEL),
+            initrd: dir.join(RICH_INITRAMFS),
+            cmdline: RICH_CMDLINE.into(),
+        }
+    }
+}
+
+/// Prepares the rich VM's Linux boot of `source` in `work`: the initramfs
+/// (with the tools and pinned device key of `image_dir`, and
+/// `/mvmm/rich-cmd` when `command` is given) and a device tree written from
+/// the board file for that initramfs and command line. The secure VM is
+/// provisioned from `image_dir` whatever the rich VM boots.
 pub fn prepare_rich_boot(
     board: &BoardFile,
     qemu: &QemuSection,
-    kernel: &Path,
-    initrd: &Path,
-    cmdline: &str,
+    image_dir: &Path,
+    source: &RichSource,
     command: Option<&str>,
     work: &Path,
 ) -> Result<RichBoot, String> {
+    let (kernel, initrd, cmdline) = (
+        source.kernel.as_path(),
+        source.initrd.as_path(),
+        source.cmdline.as_str(),
+    );
     let vm = board
         .vms
         .iter()
@@ -243,13 +271,11 @@ pub fn prepare_rich_boot(
     }
     fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
     // The VMM channel's client: mvmm-pay and the device key it pins, from
-    // the image directory next to the kernel (when xtask built them).
-    let image_dir = kernel.parent().and_then(Path::parent).unwrap_or(work);
+    // the image directory, whatever kernel and initramfs the rich VM boots.
     let mut files: Vec<rich::ExtraFile> = Vec::new();
     let mut provisioning = None;
     if let Some(secure) = board.vms.iter().find(|v| v.kind == "secure")
         && let Some(addr) = secure.provision
-        && image_dir.join(DEVICE_SECRET).exists()
     {
         let p = provision(image_dir)?;
         files.push((
@@ -381,7 +407,7 @@ pub fn qemu_command(
     images: &Images,
     console: Console,
 ) -> Command {
-    let mut cmd = Command::new("qemu-system-aarch64");
+    let mut cmd = qemu_system();
     cmd.args(["-M", &qemu.machine, "-cpu", &qemu.cpu, "-m", &qemu.memory]);
     cmd.args(["-smp", &board.board.cpus.to_string()]);
     cmd.arg("-kernel").arg(&images.mvmm);
@@ -395,12 +421,49 @@ pub fn qemu_command(
     }
     // A reset request from the firmware ends the run instead of rebooting.
     cmd.arg("-no-reboot");
+    cmd.args(["-display", "none"]);
     match console {
-        Console::Terminal => cmd.arg("-nographic"),
-        Console::Piped => cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]),
+        // The serial console multiplexed with QEMU's monitor on this
+        // terminal: Ctrl-A X quits, Ctrl-A C switches to the monitor.
+        Console::Terminal => cmd.args(["-serial", "mon:stdio"]),
+        Console::Piped => cmd.args(["-serial", "stdio", "-monitor", "none"]),
     };
     cmd.args(&qemu.extra_args);
     cmd
+}
+
+/// QEMU for aarch64, started the only way the project starts it: with no
+/// device that the command line does not name. Without
+/// [`NO_DEFAULT_DEVICES`], `virt` adds a virtio-net-pci NIC (which wants
+/// iPXE's option ROM, absent on a machine without QEMU's recommended
+/// packages), a monitor and a serial setup of its own. Everything a
+/// machine gets is then named by [`qemu_command`] or by the board's
+/// `[qemu]` section; see [`undeclared_devices`].
+pub fn qemu_system() -> Command {
+    let mut cmd = Command::new(QEMU);
+    cmd.arg(NO_DEFAULT_DEVICES);
+    cmd
+}
+
+/// The QEMU system emulator every machine runs in.
+pub const QEMU: &str = "qemu-system-aarch64";
+
+/// The QEMU option that creates no default device (NIC, monitor, serial,
+/// display adapter, drives): [`qemu_command`] starts every machine with it.
+pub const NO_DEFAULT_DEVICES: &str = "-nodefaults";
+
+/// Why a QEMU command line would create a device that no board file
+/// declares (QEMU's default devices are on: no [`NO_DEFAULT_DEVICES`]), or
+/// `None`. [`Machine::start`] refuses a command line for which this says
+/// something.
+pub fn undeclared_devices(cmd: &Command) -> Option<String> {
+    if cmd.get_args().any(|a| a == NO_DEFAULT_DEVICES) {
+        return None;
+    }
+    Some(format!(
+        "refusing to start {:?} without {NO_DEFAULT_DEVICES}: QEMU would add its default devices (a NIC that needs iPXE's option ROM among them), which no board file declares",
+        cmd.get_program()
+    ))
 }
 
 /// Text on the console that means a test has failed, whatever it expects.
@@ -474,19 +537,18 @@ impl Machine {
     /// `command` (see `tests/rich/init`), from the images in the
     /// environment. `work` names a scratch directory for this boot.
     pub fn boot_linux(command: Option<&str>, work: &str) -> Machine {
+        let dir = Images::dir_from_env();
+        Machine::boot_rich(&RichSource::built(&dir), command, work)
+    }
+
+    /// Like [`Machine::boot_linux`], with the rich VM booting `source`
+    /// (a user's own kernel, initramfs or command line).
+    pub fn boot_rich(source: &RichSource, command: Option<&str>, work: &str) -> Machine {
         let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
         let dir = Images::dir_from_env();
         let work = dir.join("work").join(work);
-        let rich = prepare_rich_boot(
-            &board,
-            &qemu,
-            &dir.join(RICH_KERNEL),
-            &dir.join(RICH_INITRAMFS),
-            RICH_CMDLINE,
-            command,
-            &work,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let rich = prepare_rich_boot(&board, &qemu, &dir, source, command, &work)
+            .unwrap_or_else(|e| panic!("{e}"));
         let images = Images::with_rich_linux(&dir, &rich);
         Machine::start(qemu_command(&board, &qemu, &images, Console::Piped))
     }
@@ -503,6 +565,11 @@ impl Machine {
     }
 
     fn spawn(mut cmd: Command, echo: Echo) -> Machine {
+        if cmd.get_program() == QEMU
+            && let Some(why) = undeclared_devices(&cmd)
+        {
+            panic!("{why}");
+        }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -136,3 +136,33 @@ fn a_flood_of_malformed_records_does_not_stop_the_next_payment() {
     };
     payment::verify(enroll, request).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn a_payment_works_when_the_rich_vm_boots_a_users_own_initramfs() {
+    // A user's own images, kept outside the image directory (as with
+    // `cargo xtask run --rich-kernel ... --rich-initrd ...`): the secure VM
+    // must be provisioned all the same.
+    let dir = mvmm_tests::Images::dir_from_env();
+    let own = dir.join("work").join("users-own-images");
+    std::fs::create_dir_all(&own).unwrap();
+    let built = mvmm_tests::RichSource::built(&dir);
+    let source = mvmm_tests::RichSource {
+        kernel: own.join("my-Image"),
+        initrd: own.join("my-ramdisk.img"),
+        cmdline: format!("{} quiet", mvmm_tests::RICH_CMDLINE),
+    };
+    std::fs::copy(&built.kernel, &source.kernel).unwrap();
+    std::fs::copy(&built.initrd, &source.initrd).unwrap();
+    let mut m = Machine::boot_rich(&source, Some(&payment::script("")), "users-own-initramfs");
+    ok(payment::answer(&mut m, "y\r", BOOT));
+    ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
+    let out = finish(&mut m);
+    assert!(
+        !out.contains("no provisioned device secret"),
+        "the secure VM was not provisioned:\n{out}"
+    );
+    let json = payment::json_lines(&out);
+    assert_eq!(json.len(), 2, "enroll and request lines: {out}");
+    payment::verify(&json[0], &json[1]).unwrap_or_else(|e| panic!("{e}"));
+}

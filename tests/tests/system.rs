@@ -152,3 +152,61 @@ fn psci_is_emulated_per_vm() {
     ok(m.expect("[secure] secure-os: heartbeat", HEARTBEAT));
     power_off(m);
 }
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn qemu_creates_no_device_the_board_does_not_declare() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    // The machine exactly as the tests and `cargo xtask run` start it,
+    // paused before the first instruction, with a QMP socket to ask QEMU
+    // which PCI devices it created.
+    let (board, qemu) = mvmm_tests::load_board("qemu-virt").unwrap();
+    let images = mvmm_tests::Images::from_env();
+    let mut cmd = mvmm_tests::qemu_command(&board, &qemu, &images, mvmm_tests::Console::Piped);
+    assert_eq!(mvmm_tests::undeclared_devices(&cmd), None);
+    let socket = mvmm_tests::Images::dir_from_env()
+        .join("work")
+        .join("no-defaults.qmp");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&socket);
+    cmd.arg("-S")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", socket.display()));
+    let _m = Machine::start(cmd);
+    let deadline = std::time::Instant::now() + BOOT;
+    let stream = loop {
+        match UnixStream::connect(&socket) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("QMP socket: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = |command: &str| -> serde_json::Value {
+        writeln!(writer, "{{\"execute\":\"{command}\"}}").unwrap();
+        loop {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "QMP closed");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v.get("return").is_some() || v.get("error").is_some() {
+                return v;
+            }
+        }
+    };
+    reply("qmp_capabilities");
+    let pci = reply("query-pci");
+    let devices: Vec<String> = pci["return"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|bus| bus["devices"].as_array().cloned().unwrap_or_default())
+        .map(|d| d["qdev_id"].to_string() + " " + &d["class_info"]["desc"].to_string())
+        .collect();
+    // Only the root complex's host bridge: no default NIC (the board declares
+    // no PCI device).
+    assert_eq!(devices.len(), 1, "PCI devices QEMU created: {devices:?}");
+    assert!(devices[0].contains("Host bridge"), "{devices:?}");
+    reply("quit");
+}

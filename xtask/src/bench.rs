@@ -20,8 +20,8 @@
 //! `MVMM_BENCH=boot` or `MVMM_BENCH=channel` runs one half only.
 
 use mvmm_tests::{
-    Console, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL, load_board, payment,
-    prepare_rich_boot, qemu_command, rich,
+    Console, Images, Machine, RICH_CMDLINE, RichSource, load_board, payment, prepare_rich_boot,
+    qemu_command, rich,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -119,9 +119,8 @@ fn boot_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
     let rich = prepare_rich_boot(
         &file,
         &qemu,
-        &dir.join(RICH_KERNEL),
-        &dir.join(RICH_INITRAMFS),
-        RICH_CMDLINE,
+        dir,
+        &RichSource::built(dir),
         Some(WORKLOAD),
         &work,
     )?;
@@ -144,7 +143,7 @@ fn boot_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
             eprintln!("bench: booting Linux {label} ...");
             let mut cmd = match host {
                 Host::Bare => {
-                    let mut cmd = Command::new("qemu-system-aarch64");
+                    let mut cmd = mvmm_tests::qemu_system();
                     cmd.args(["-M", "virt,gic-version=3", "-cpu", &qemu.cpu, "-smp"]);
                     cmd.arg(vm.cpus.len().to_string());
                     cmd.args(["-m", &format!("{rich_mib}M"), "-no-reboot"]);
@@ -254,9 +253,8 @@ fn channel_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
         let rich = prepare_rich_boot(
             &file,
             &qemu,
-            &dir.join(RICH_KERNEL),
-            &dir.join(RICH_INITRAMFS),
-            RICH_CMDLINE,
+            dir,
+            &RichSource::built(dir),
             Some(&command),
             &work,
         )?;

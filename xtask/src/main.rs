@@ -9,7 +9,8 @@ mod sim;
 use clap::{Parser, Subcommand};
 use mvmm_tests::{
     Console, IMAGE_DIR_VAR, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL,
-    RICH_TOOLS_DIR, load_board, prepare_rich_boot, provision, qemu_command, repo_root, rich,
+    RICH_TOOLS_DIR, RichSource, load_board, prepare_rich_boot, provision, qemu_command, repo_root,
+    rich,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -358,9 +359,8 @@ fn demo(answer: &str) -> Result {
     let rich = prepare_rich_boot(
         &file,
         &qemu,
-        &dir.join(RICH_KERNEL),
-        &dir.join(RICH_INITRAMFS),
-        RICH_CMDLINE,
+        &dir,
+        &RichSource::built(&dir),
         Some(&payment::script("")),
         &dir.join("work").join("demo"),
     )?;
@@ -462,20 +462,17 @@ fn run(args: &RunArgs) -> Result {
     let images = if args.rich_probe {
         probe_images
     } else {
-        let kernel = args
-            .rich_kernel
-            .clone()
-            .unwrap_or_else(|| dir.join(RICH_KERNEL));
-        let initrd = args
-            .rich_initrd
-            .clone()
-            .unwrap_or_else(|| dir.join(RICH_INITRAMFS));
+        let built = RichSource::built(&dir);
+        let source = RichSource {
+            kernel: args.rich_kernel.clone().unwrap_or(built.kernel),
+            initrd: args.rich_initrd.clone().unwrap_or(built.initrd),
+            cmdline: args.rich_cmdline.clone(),
+        };
         let rich = prepare_rich_boot(
             &file,
             &qemu,
-            &kernel,
-            &initrd,
-            &args.rich_cmdline,
+            &dir,
+            &source,
             args.rich_cmd.as_deref(),
             &dir.join("work").join("run"),
         )?;
