@@ -15,6 +15,7 @@ pub mod devicetree;
 pub mod hypercall;
 pub mod image_store;
 pub mod partition;
+pub mod power;
 pub mod psci;
 pub mod stage2;
 pub mod trap;

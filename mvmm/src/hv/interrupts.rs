@@ -11,13 +11,13 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         }
         return;
     };
-    // A kick may be another vCPU resetting this VM.
-    let stopping = VMS[vm_index].lock().stop[vcpu];
-    if stopping {
+    // A kick may be another vCPU resetting this VM: then this vCPU stops
+    // (what was pending for it is dropped with it).
+    if VMS[vm_index].lock().power.at_exit(vcpu) == AtExit::Stop {
         while let Some(intid) = arch::ack_interrupt() {
             arch::end_of_interrupt(intid, true);
         }
-        stop_if_asked(vm_index, vcpu);
+        stop_here(vm_index, vcpu);
     }
     while let Some(intid) = arch::ack_interrupt() {
         // The virtual timer and passed-through devices are forwarded with

@@ -15,8 +15,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use mvmm_core::console::ConsoleMux;
 use mvmm_core::hypercall::{self, Hypercall};
 use mvmm_core::image_store::{self, Manifest, ManifestError};
-use mvmm_core::partition::{MAX_CPUS, MAX_VMS, Vm, VmKind};
-use mvmm_core::psci::{self, Call, Outcome, VcpuPower};
+use mvmm_core::partition::{MAX_VMS, Vm, VmKind};
+use mvmm_core::power::{AtExit, Overdue, ResetRequest, VmPower};
+use mvmm_core::psci::{self, Call, Outcome};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
 use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, sysreg};
 use mvmm_core::vgic::{self, Vgic};
@@ -38,7 +39,7 @@ pub use traps::{guest_sync, guest_unexpected};
 use channel::{configure_switch, vsock_access};
 use console::{console_flush, set_focus, update_uart_irq};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
-use power::{load_images, power_call, stop_if_asked};
+use power::{load_images, power_call, stop_here, stop_if_asked};
 use traps::{refuse_access, report, report_vm_fault};
 
 /// Console writer 0 is mvmm; VM `i` writes as `i + 1`.
@@ -56,12 +57,11 @@ const FAULT_LOG_LIMIT: u32 = 32;
 struct VmState {
     uart: VirtualPl011,
     vgic: Vgic,
-    power: [VcpuPower; MAX_CPUS],
+    /// Which vCPUs run, and the VM's reset in progress.
+    power: VmPower,
     stage2_root: u64,
     faults: u32,
     off: bool,
-    /// vCPUs asked to stop because another vCPU reset the VM.
-    stop: [bool; MAX_CPUS],
 }
 
 impl VmState {
@@ -69,11 +69,10 @@ impl VmState {
         VmState {
             uart: VirtualPl011::new(),
             vgic: Vgic::new(1),
-            power: [VcpuPower::Off; MAX_CPUS],
+            power: VmPower::new(0),
             stage2_root: 0,
             faults: 0,
             off: false,
-            stop: [false; MAX_CPUS],
         }
     }
 }
@@ -128,7 +127,11 @@ fn boot(dtb: u64) {
         .unwrap_or(0);
     FOCUS.store(rich, Ordering::Relaxed);
     for (i, vm) in BOARD.vms.iter().enumerate() {
-        VMS[i].lock().vgic = Vgic::new(vm.cpus.len());
+        {
+            let mut state = VMS[i].lock();
+            state.vgic = Vgic::new(vm.cpus.len());
+            state.power = VmPower::new(vm.cpus.len());
+        }
         let mut pool = STAGE2[i].lock();
         let pool_pa = (&raw const pool.0) as u64;
         let built = Stage2Builder::new(&mut pool.0, pool_pa).and_then(|mut b| {
@@ -211,7 +214,7 @@ fn run_vcpu(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
     }
     arch::install_vm(vm.vmid, root, vcpu);
     if vcpu == 0 {
-        VMS[vm_index].lock().power[0] = VcpuPower::On;
+        VMS[vm_index].lock().power.boot();
         log!(
             "vm '{}': vcpu 0 starts at {:#x} on cpu {cpu}",
             vm.name,
@@ -232,10 +235,8 @@ fn start_guest(cpu: usize, entry: u64, arg: u64) -> ! {
 fn wait_for_cpu_on(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
     loop {
         {
-            let mut state = VMS[vm_index].lock();
-            if let VcpuPower::OnPending { entry, context } = state.power[vcpu] {
-                state.power[vcpu] = VcpuPower::On;
-                drop(state);
+            let started = VMS[vm_index].lock().power.take_start(vcpu);
+            if let Some((entry, context)) = started {
                 log!(
                     "vm '{}': vcpu {vcpu} starts at {entry:#x} on cpu {cpu} (PSCI CPU_ON)",
                     BOARD.vms[vm_index].name

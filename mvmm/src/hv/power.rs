@@ -27,8 +27,7 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
     }
     let call = Call::decode([regs.x[0], regs.x[1], regs.x[2], regs.x[3]]);
     let mut state = VMS[vm_index].lock();
-    let vcpus = vm.cpus.len();
-    match psci::handle(call, vcpu, &mut state.power[..vcpus], vm.ram) {
+    match state.power.psci(call, vcpu, vm.ram) {
         Outcome::Return(value) => regs.x[0] = value,
         Outcome::StartVcpu { .. } => {
             regs.x[0] = psci::ret::SUCCESS as u64;
@@ -37,7 +36,7 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
         }
         Outcome::StopCaller => {
             drop(state);
-            wait_for_cpu_on(arch::this_cpu(), vm_index, vcpu);
+            stop_here(vm_index, vcpu);
         }
         Outcome::SystemOff => {
             state.off = true;
@@ -57,52 +56,66 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
     }
 }
 
-/// Restarts VM `vm_index` on its vCPU `vcpu` (the one that asked): its
-/// other vCPUs are stopped, its boot images copied again from the image
-/// store, its virtual devices reset; vCPU 0's entry runs on this CPU.
+/// Restarts VM `vm_index` for its vCPU `vcpu`, which asked (see the reset
+/// protocol in `mvmm_core::power`): its other vCPUs are stopped, then its
+/// virtual devices reset, its boot images copied again from the image
+/// store, and vCPU 0's entry runs on this CPU. The wait for the other vCPUs
+/// has no deadline: a vCPU that is slow to stop is late, not lost.
 pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
-    let vcpus = vm.cpus.len();
-    {
-        let mut state = VMS[vm_index].lock();
-        for other in (0..vcpus).filter(|&i| i != vcpu) {
-            if state.power[other] != VcpuPower::Off {
-                state.stop[other] = true;
-                arch::kick(vm.cpus[other]);
+    let request = VMS[vm_index].lock().power.request_reset(vcpu);
+    let ResetRequest::Owner { kick } = request else {
+        // Another vCPU resets the VM: this one stops like the others.
+        stop_here(vm_index, vcpu);
+    };
+    kick_vcpus(vm, kick);
+    let since = arch::counter();
+    let mut warned = false;
+    loop {
+        let waiting = {
+            let state = VMS[vm_index].lock();
+            if state.power.ready_to_reset() {
+                break;
+            }
+            state.power.waiting_for()
+        };
+        match Overdue::judge(since, arch::counter(), arch::counter_frequency()) {
+            Overdue::No => {}
+            Overdue::Warn if !warned => {
+                warned = true;
+                log!(
+                    "vm '{}': PSCI SYSTEM_RESET still waits for vCPUs {waiting:#b} to stop after {} s; kicking them again",
+                    vm.name,
+                    Overdue::WARN_SECONDS
+                );
+                kick_vcpus(vm, waiting);
+            }
+            Overdue::Warn => {}
+            Overdue::Wedged => {
+                log!(
+                    "vm '{}': PSCI SYSTEM_RESET: vCPUs {waiting:#b} never stopped in {} s: mvmm is wedged; powering the machine off",
+                    vm.name,
+                    Overdue::WEDGED_SECONDS
+                );
+                arch::system_off();
             }
         }
+        // Each stopping vCPU signals an event; the EL2 event stream wakes
+        // this wait now and then too.
+        arch::wait_for_event();
     }
-    // Each stopped vCPU marks itself Off from its own CPU (see
-    // `stop_if_asked`); nothing is rewritten while one still runs. A vCPU
-    // that does not stop within a second (mvmm parked it) stops the VM.
-    let deadline = arch::counter().saturating_add(arch::counter_frequency());
-    loop {
-        let state = VMS[vm_index].lock();
-        if (0..vcpus).all(|i| i == vcpu || state.power[i] == VcpuPower::Off) {
-            break;
-        }
-        drop(state);
-        if arch::counter() > deadline {
-            VMS[vm_index].lock().off = true;
-            log!(
-                "vm '{}': PSCI SYSTEM_RESET: a vCPU did not stop; the VM stays stopped",
-                vm.name
-            );
-            park();
-        }
-        core::hint::spin_loop();
-    }
-    let copied = load_images(vm_index, vm);
-    {
-        let mut state = VMS[vm_index].lock();
-        state.power[..vcpus].fill(VcpuPower::Off);
-        state.power[vcpu] = VcpuPower::On;
-        state.uart = VirtualPl011::new();
-        state.vgic = Vgic::new(vcpus);
-    }
+    // No vCPU of the VM runs now. Quiesce its devices before its RAM is
+    // rewritten, so that nothing the peer sends lands in the fresh images.
     if vm.vsock.is_some() {
         // Writing 0 to the virtio-mmio Status register resets the device;
         // the switch resets the VM's connections on the peer's side too.
         let _ = SWITCH.lock().mmio_write(vm_index, mmio::reg::STATUS, 4, 0);
+    }
+    let copied = load_images(vm_index, vm);
+    {
+        let mut state = VMS[vm_index].lock();
+        state.power.finish_reset(vcpu);
+        state.uart = VirtualPl011::new();
+        state.vgic = Vgic::new(vm.cpus.len());
     }
     arch::clear_list_registers();
     log!(
@@ -118,18 +131,30 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     start_guest(arch::this_cpu(), vm.entry, vm.boot_arg)
 }
 
-/// On a vCPU whose VM is being reset by another vCPU: stops here (Off,
-/// no virtual interrupts) and waits for a CPU_ON like any powered-off vCPU.
-pub(super) fn stop_if_asked(vm_index: usize, vcpu: usize) {
-    let mut state = VMS[vm_index].lock();
-    if !core::mem::take(&mut state.stop[vcpu]) {
-        return;
+/// Kicks the vCPUs of `vm` named in `mask` (a bit per vCPU) into an exit.
+fn kick_vcpus(vm: &Vm<'static>, mask: u32) {
+    for (i, &cpu) in vm.cpus.iter().enumerate() {
+        if mask & (1 << i) != 0 {
+            arch::kick(cpu);
+        }
     }
-    state.power[vcpu] = VcpuPower::Off;
-    drop(state);
+}
+
+/// At every exit of this vCPU, first: stops it here when another vCPU
+/// resets its VM.
+pub(super) fn stop_if_asked(vm_index: usize, vcpu: usize) {
+    if VMS[vm_index].lock().power.at_exit(vcpu) == AtExit::Stop {
+        stop_here(vm_index, vcpu);
+    }
+}
+
+/// This vCPU is Off: no virtual interrupts, its EL1 state cleared, the
+/// reset's owner told; it waits for a CPU_ON like any powered-off vCPU.
+pub(super) fn stop_here(vm_index: usize, vcpu: usize) -> ! {
     arch::clear_list_registers();
     arch::reset_el1();
-    wait_for_cpu_on(arch::this_cpu(), vm_index, vcpu);
+    arch::send_event();
+    wait_for_cpu_on(arch::this_cpu(), vm_index, vcpu)
 }
 
 /// Copies VM `vm_index`'s boot images from the image store into its RAM;

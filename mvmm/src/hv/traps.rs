@@ -8,6 +8,9 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
     let Some((vm_index, vcpu, vm)) = current() else {
         park()
     };
+    // Another vCPU may be resetting this VM: then nothing of this exit is
+    // handled.
+    stop_if_asked(vm_index, vcpu);
     match Exit::decode(esr) {
         Exit::Wfi => {
             // Idle: whatever it printed without a newline is a prompt.

@@ -51,8 +51,16 @@ pub fn install_vm(vmid: u16, stage2_root: u64, vcpu: usize) {
     let midr = MIDR_EL1.get();
     // SAFETY: VPIDR_EL2 only sets the MIDR value the guest reads.
     unsafe { asm!("msr vpidr_el2, {}", in(reg) midr, options(nostack)) };
-    // The guest may read the physical counter and use its physical timer.
-    CNTHCTL_EL2.set(0b11);
+    // The guest may read the physical counter and use its physical timer
+    // (EL1PCTEN, EL1PCEN). The event stream (EVNTEN, bit 2) wakes mvmm's
+    // own WFE waits every 2^(EVNTI + 1) counter ticks (about 1 ms at
+    // 62.5 MHz), so a wait that polls a clock (a reset waiting for a vCPU)
+    // runs on hardware where WFE really sleeps; a guest's WFE may wake
+    // early, which the architecture allows anyway. aarch64-cpu names no
+    // EVNTEN/EVNTI fields, hence the raw value.
+    const EVENT_STREAM: u64 = 1 << 2 | EVENT_STREAM_BIT << 4;
+    const EVENT_STREAM_BIT: u64 = 15;
+    CNTHCTL_EL2.set(0b11 | EVENT_STREAM);
     CNTVOFF_EL2.set(0);
     // No FP/SIMD trap (TFP clear); SVE (TZ) trapped; RES1 bits set.
     CPTR_EL2.set(0x33ff);
