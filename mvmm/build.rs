@@ -33,9 +33,10 @@ fn main() {
 
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         // QEMU puts its DTB at the start of RAM when the image leaves room:
-        // the image starts 2 MiB into mvmm's reservation.
+        // the image starts 2 MiB into mvmm's reservation, the boot options
+        // word in the page below it.
         let mvmm = &parsed.board.mvmm;
-        let image = mvmm.base + 0x20_0000;
+        let image = mvmm.base + mvmm_core::boot_options::IMAGE_OFFSET;
         let memory = format!(
             "MEMORY {{ RAM : ORIGIN = {image:#x}, LENGTH = {:#x} }}\n\
              STACK_SIZE = {STACK_SIZE:#x};\nMAX_CPUS = {MAX_CPUS};\n",

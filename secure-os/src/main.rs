@@ -77,13 +77,15 @@ mod image {
             while rt::now() >= next_beat {
                 next_beat = next_beat.wrapping_add(period);
                 beats += 1;
-                println!("secure-os: heartbeat {beats}");
+                // Debug level (`<7>`): mvmm's console shows it only when
+                // verbose (`cargo xtask run --verbose`, the tests).
+                println!("<7>secure-os: heartbeat {beats}");
                 if let Some(s) = services.as_ref() {
                     let stats = s.board.stats();
                     if stats != last_stats {
                         last_stats = stats;
                         println!(
-                            "secure-os: vsock stats: accepted {}, refused {}, frames {}, closed for violations {}",
+                            "<7>secure-os: vsock stats: accepted {}, refused {}, frames {}, closed for violations {}",
                             stats.accepted, stats.refused, stats.frames, stats.violations
                         );
                     }

@@ -394,10 +394,23 @@ fn image_store_layout(
 /// How the console is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Console {
-    /// Interactive: serial and QEMU monitor on the terminal (Ctrl-A X quits).
-    Terminal,
-    /// For tests: serial on stdio, no monitor, no escape character.
+    /// Interactive: serial and QEMU monitor on the terminal (Ctrl-A X
+    /// quits); debug lines (the secure VM's heartbeat) only if `verbose`.
+    Terminal { verbose: bool },
+    /// For tests: serial on stdio, no monitor, no escape character, every
+    /// line shown.
     Piped,
+}
+
+impl Console {
+    /// The console level mvmm is booted with.
+    fn level(self) -> u8 {
+        use mvmm_core::console::{DEFAULT_LEVEL, VERBOSE_LEVEL};
+        match self {
+            Console::Terminal { verbose: false } => DEFAULT_LEVEL,
+            Console::Terminal { verbose: true } | Console::Piped => VERBOSE_LEVEL,
+        }
+    }
 }
 
 /// The QEMU command line that boots `images` on `board`.
@@ -419,13 +432,23 @@ pub fn qemu_command(
         }
         cmd.arg("-device").arg(arg);
     }
+    // mvmm's boot options (mvmm_core::boot_options), written by QEMU's
+    // loader below mvmm's image.
+    let options = mvmm_core::boot_options::BootOptions {
+        console_level: console.level(),
+    };
+    cmd.arg("-device").arg(format!(
+        "loader,addr={:#x},data={:#x},data-len=8",
+        mvmm_core::boot_options::address(board.board.mvmm.base),
+        options.encode()
+    ));
     // A reset request from the firmware ends the run instead of rebooting.
     cmd.arg("-no-reboot");
     cmd.args(["-display", "none"]);
     match console {
         // The serial console multiplexed with QEMU's monitor on this
         // terminal: Ctrl-A X quits, Ctrl-A C switches to the monitor.
-        Console::Terminal => cmd.args(["-serial", "mon:stdio"]),
+        Console::Terminal { .. } => cmd.args(["-serial", "mon:stdio"]),
         Console::Piped => cmd.args(["-serial", "stdio", "-monitor", "none"]),
     };
     cmd.args(&qemu.extra_args);

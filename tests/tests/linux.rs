@@ -181,7 +181,10 @@ fn a_rich_vm_reboot_restarts_only_the_rich_vm_from_fresh_images() {
         BOOT,
     ));
     ok(m.expect("[rich] rich boot done", BOOT));
-    ok(m.expect("[mvmm] vm 'rich': PSCI SYSTEM_RESET: restarting the VM at 0x50000000 with fresh boot images", STEP));
+    ok(m.expect(
+        "[mvmm] vm 'rich': SYSTEM_RESET: restarting at 0x50000000 with fresh boot images",
+        STEP,
+    ));
     ok(m.expect("[mvmm] vm 'rich': vcpu 1 starts at", BOOT));
     ok(m.expect("[rich] rich boot done", BOOT));
     let out = m.transcript();

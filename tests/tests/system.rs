@@ -145,7 +145,7 @@ fn psci_is_emulated_per_vm() {
     // Resetting the rich VM restarts it alone.
     m.send("reset\n");
     ok(m.expect(
-        "[mvmm] vm 'rich': PSCI SYSTEM_RESET: restarting the VM at 0x50000000",
+        "[mvmm] vm 'rich': SYSTEM_RESET: restarting at 0x50000000",
         STEP,
     ));
     ok(m.expect("[rich] probe: ready", BOOT));

@@ -114,6 +114,10 @@ struct RunArgs {
     /// The rich VM's kernel command line.
     #[arg(long, value_name = "STR", default_value = RICH_CMDLINE)]
     rich_cmdline: String,
+    /// Show debug lines on the console too (the secure VM's heartbeat and
+    /// channel statistics).
+    #[arg(long, short)]
+    verbose: bool,
     /// Boot the small probe test guest in the rich VM instead of Linux.
     #[arg(long, conflicts_with_all = ["rich_kernel", "rich_initrd", "rich_cmd"])]
     rich_probe: bool,
@@ -505,7 +509,14 @@ fn run(args: &RunArgs) -> Result {
     }
     // There is no graphical output yet: the console is the interface, so
     // both modes attach it to this terminal.
-    let mut cmd = qemu_command(&file, &qemu, &images, Console::Terminal);
+    let mut cmd = qemu_command(
+        &file,
+        &qemu,
+        &images,
+        Console::Terminal {
+            verbose: args.verbose,
+        },
+    );
     println!(
         "console: this terminal. Lines start with [mvmm], [rich] or [secure]; typing goes to the rich VM."
     );
@@ -592,6 +603,8 @@ fn test(host_only: bool) -> Result {
                 "linux",
                 "--test",
                 "payment",
+                "--test",
+                "console",
                 "--",
                 "--ignored",
                 "--test-threads=1",

@@ -7,6 +7,7 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod boot_options;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod console;

@@ -42,7 +42,17 @@ pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
     if take {
         log!("console input goes to vm '{}' (trusted prompt)", vm.name);
     }
-    FOCUS.store(focus, Ordering::Relaxed);
+    // What was typed before the switch is for the VM that had focus: it
+    // never reaches the other one (type-ahead into a trusted prompt, or the
+    // rest of a PIN into the rich VM).
+    let discarded = {
+        let mut input = INPUT.lock();
+        FOCUS.store(focus, Ordering::Relaxed);
+        input.clear()
+    };
+    if discarded > 0 {
+        log!("console: {discarded} typed byte(s) for the previous focus discarded");
+    }
     CONSOLE
         .lock()
         .set_prefix(vm_index + 1, prefix, &mut arch::console_write_byte);
@@ -63,4 +73,33 @@ pub(super) fn update_uart_irq(state: &mut VmState) -> Option<usize> {
         state.vgic.lower(0, BOARD.uart.irq);
         None
     }
+}
+
+/// Moves typed input on: everything the physical UART holds into mvmm's
+/// input queue (so the UART's interrupt clears and nothing spins), then as
+/// much as fits into the receive FIFO of VM `vm_index` if it has focus.
+/// Returns the vCPU of `vm_index` to notify of a raised UART interrupt.
+pub(super) fn feed_input(vm_index: usize) -> Option<usize> {
+    let mut input = INPUT.lock();
+    while let Some(byte) = arch::console_read_byte() {
+        input.push(byte);
+    }
+    let dropped = input.take_dropped();
+    if dropped > 0 {
+        log!(
+            "console: input queue full ({} bytes): {dropped} typed byte(s) dropped",
+            mvmm_core::console::INPUT_QUEUE
+        );
+    }
+    if FOCUS.load(Ordering::Relaxed) != vm_index {
+        return None;
+    }
+    let mut state = VMS[vm_index].lock();
+    while state.uart.input_space() > 0 {
+        let Some(byte) = input.pop() else {
+            break;
+        };
+        state.uart.push_input(byte);
+    }
+    update_uart_irq(&mut state)
 }

@@ -42,17 +42,7 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
             flush(vm_index, vcpu);
         } else if intid == BOARD.uart.irq {
             let focus = FOCUS.load(Ordering::Relaxed);
-            let raised = {
-                let mut state = VMS[focus].lock();
-                while state.uart.input_space() > 0 {
-                    let Some(byte) = arch::console_read_byte() else {
-                        break;
-                    };
-                    state.uart.push_input(byte);
-                }
-                update_uart_irq(&mut state)
-            };
-            if let (Some(target), Some(focus_vm)) = (raised, BOARD.vms.get(focus)) {
+            if let (Some(target), Some(focus_vm)) = (feed_input(focus), BOARD.vms.get(focus)) {
                 deliver(focus, focus_vm, target);
             }
         } else {

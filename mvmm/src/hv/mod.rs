@@ -12,7 +12,8 @@ use crate::arch::{self, GuestRegs};
 use crate::board::{BOARD, CONSOLE_PREFIXES};
 use crate::log;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use mvmm_core::console::ConsoleMux;
+use mvmm_core::boot_options::BootOptions;
+use mvmm_core::console::{ConsoleMux, InputQueue};
 use mvmm_core::hypercall::{self, Hypercall};
 use mvmm_core::image_store::{self, Manifest, ManifestError};
 use mvmm_core::partition::{MAX_VMS, Vm, VmKind};
@@ -37,7 +38,7 @@ pub use interrupts::guest_irq;
 pub use traps::{guest_sync, guest_unexpected};
 // What the submodules call of each other (they see this module's items).
 use channel::{configure_switch, vsock_access};
-use console::{console_flush, set_focus, update_uart_irq};
+use console::{console_flush, feed_input, set_focus, update_uart_irq};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
 use power::{load_images, power_call, stop_here, stop_if_asked};
 use traps::{refuse_access, report, report_vm_fault};
@@ -84,6 +85,12 @@ static VMS: [Mutex<VmState>; MAX_VMS] = [const { Mutex::new(VmState::new()) }; M
 static STAGE2: [Mutex<Stage2Pool>; MAX_VMS] =
     [const { Mutex::new(Stage2Pool([[0; ENTRIES]; TABLES_PER_VM])) }; MAX_VMS];
 static CONSOLE: Mutex<ConsoleMux<'static>> = Mutex::new(ConsoleMux::new(CONSOLE_PREFIXES));
+/// What was typed on the physical console and not yet taken by the VM with
+/// focus.
+///
+/// Lock order: `INPUT`, then a VM's `VMS` entry, then `CONSOLE` (each
+/// optional); `SWITCH` is never held with `INPUT`.
+static INPUT: Mutex<InputQueue> = Mutex::new(InputQueue::new());
 /// The VMM channel: every VM's vsock device and the switch between them.
 static SWITCH: Mutex<Switch> = Mutex::new(Switch::new());
 /// The VM whose vUART receives what is typed on the physical console.
@@ -120,6 +127,8 @@ fn boot(dtb: u64) {
             ""
         }
     );
+    let options = BootOptions::decode(arch::read_boot_options(BOARD.mvmm));
+    CONSOLE.lock().set_level(options.console_level);
     let rich = BOARD
         .vms
         .iter()

@@ -119,7 +119,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     }
     arch::clear_list_registers();
     log!(
-        "vm '{}': PSCI SYSTEM_RESET: restarting the VM at {:#x}{}",
+        "vm '{}': SYSTEM_RESET: restarting at {:#x}{}",
         vm.name,
         vm.entry,
         if copied > 0 {

@@ -112,24 +112,18 @@ pub(super) fn data_abort(
     }
     if uart.contains(ipa) && emulable {
         let offset = ipa - uart.base;
+        if !abort.write {
+            // Reading input or flags: show the prompt it answers first, and
+            // refill the receive FIFO from what was typed.
+            console_flush(vm_index + 1);
+            feed_input(vm_index);
+        }
         let mut state = VMS[vm_index].lock();
         let result = if abort.write {
             state
                 .uart
                 .write(offset, abort.size, regs.get(abort.register) as u32)
         } else {
-            if offset == 0 {
-                // Reading input: show the prompt it answers first.
-                console_flush(vm_index + 1);
-            }
-            if FOCUS.load(Ordering::Relaxed) == vm_index {
-                while state.uart.input_space() > 0 {
-                    let Some(byte) = arch::console_read_byte() else {
-                        break;
-                    };
-                    state.uart.push_input(byte);
-                }
-            }
             state.uart.read(offset, abort.size).map(|raw| {
                 regs.set(abort.register, trap::load_value(abort, u64::from(raw)));
                 None

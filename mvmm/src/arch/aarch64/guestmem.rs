@@ -99,3 +99,17 @@ pub fn copy_image(store: MemRange, entry: &Entry, vm_ram: &[MemRange]) -> bool {
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
     true
 }
+
+/// The boot options word the loader left for mvmm (see
+/// `mvmm_core::boot_options`), read once at boot; 0 when its address is
+/// not inside mvmm's own reservation.
+pub fn read_boot_options(mvmm: MemRange) -> u64 {
+    let pa = mvmm_core::boot_options::address(mvmm.base);
+    if !mvmm.contains_range(pa, 8) {
+        return 0;
+    }
+    // SAFETY: the word lies in mvmm's reservation below its image (no VM
+    // maps it), identity-mapped as normal memory at EL2 and 8-byte aligned;
+    // only the loader wrote it, before any CPU started.
+    unsafe { core::ptr::read_volatile(pa as usize as *const u64) }
+}
