@@ -112,9 +112,17 @@ fn enrollment_and_attestation_records_check_out() {
         Some(VerifyError::BadSignature)
     );
     let nonce = [9; 32];
-    let attestation = issued.app.attest(&nonce).unwrap();
-    verify_attestation(&issued.device, &nonce, &attestation).unwrap();
-    assert!(verify_attestation(&issued.device, &[8; 32], &attestation).is_err());
+    let mut app = issued.app;
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let attestation = app.attest(&nonce, &mut rng).unwrap();
+    let claims =
+        mvmm_verify::attestation::verify_evidence(&issued.device, &nonce, &attestation.eat)
+            .unwrap();
+    assert_eq!(claims.boot, protocol::eat::BootState::Unmeasured);
+    assert_eq!(
+        mvmm_verify::attestation::verify_evidence(&issued.device, &[8; 32], &attestation.eat),
+        Err(AttestError::NonceMismatch)
+    );
 }
 
 #[test]
