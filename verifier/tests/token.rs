@@ -258,7 +258,10 @@ fn sign_and_verify_timing() {
         start.elapsed() / rounds
     );
     let eat = app.attest(&NONCE, &mut rng).unwrap().eat;
-    println!("attestation (EAT + key certificate) size: {} bytes", eat.len());
+    println!(
+        "attestation (EAT + key certificate) size: {} bytes",
+        eat.len()
+    );
     let start = std::time::Instant::now();
     for _ in 0..rounds {
         app.attest(&NONCE, &mut rng).unwrap();
