@@ -195,17 +195,21 @@ enum MvmmResult mvmm_bridge_request_payment(struct MvmmBridge *bridge,
                                             size_t *token_len);
 
 /**
- * Has the device key sign the 32-byte `nonce`; writes the 64-byte `r||s`
- * signature to `signature_out`. The bridge checks that the signature is
- * the pinned device key's.
+ * Asks for attestation evidence bound to the 32-byte `nonce`: an EAT
+ * (tagged COSE_Sign1) for the backend to check with `mvmm-verify attest`.
+ * It is written to `eat_out[0..*eat_len]`; when `eat_capacity` is too
+ * small, `*eat_len` receives the size needed and the result is
+ * `MVMM_BUFFER_TOO_SMALL` (use a 640-byte buffer).
  *
  * # Safety
- * `bridge` is a live handle; `nonce` points to 32 bytes; `signature_out`
- * is valid for 64 bytes.
+ * `bridge` is a live handle; `nonce` points to 32 bytes; `eat_out` is
+ * valid for `eat_capacity` bytes; `eat_len` for a write.
  */
 enum MvmmResult mvmm_bridge_attest(struct MvmmBridge *bridge,
                                    const uint8_t *nonce,
-                                   uint8_t *signature_out);
+                                   uint8_t *eat_out,
+                                   size_t eat_capacity,
+                                   size_t *eat_len);
 
 /**
  * Converts a decimal `amount` in `currency_code` into minor units

@@ -17,7 +17,7 @@ public class JniSmoke {
         Arrays.fill(nonce, (byte) 0x42);
         byte[] token = NativeBridge.requestPayment(handle, id, "12.50", "EUR", "Corner Cafe", nonce);
         System.out.println("token " + HexFormat.of().formatHex(token));
-        System.out.println("signature " + NativeBridge.attest(handle, nonce).length);
+        System.out.println("eat tag " + (NativeBridge.attest(handle, nonce)[0] & 0xff));
         try {
             NativeBridge.requestPayment(handle, id, "12.505", "EUR", "Corner Cafe", nonce);
         } catch (MvmmException e) {

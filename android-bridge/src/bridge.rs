@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use coset::{CborSerializable, CoseSign1};
+use coset::{CoseSign1, TaggedCborSerializable};
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
 use protocol::session::{ClientHandshake, MAX_RECORD_LEN, Session};
-use protocol::signed::{AuthorizationClaims, attestation_statement, enrollment_statement};
+use protocol::signed::{AuthorizationClaims, enrollment_statement};
 use protocol::{
     Attestation, CredentialId, CredentialInfo, Currency, DecodeError, DeviceStatus,
     EnrollmentRecord, FixedBytes, Label, MAX_MERCHANT_LEN, MAX_MESSAGE_LEN, MAX_PACKET_LEN,
@@ -238,7 +238,7 @@ impl Bridge {
         let Reply::Authorized(token) = reply else {
             return Err(unexpected(op, &reply));
         };
-        let claims = CoseSign1::from_slice(&token)
+        let claims = CoseSign1::from_tagged_slice(&token)
             .ok()
             .and_then(|sign1| sign1.payload)
             .and_then(|payload| AuthorizationClaims::decode(&payload))
@@ -273,23 +273,12 @@ impl Bridge {
         })
     }
 
-    /// Asks the device key to sign `nonce`; checks the signature and that the
-    /// key is the trusted one.
+    /// Asks for attestation evidence (an EAT, tagged COSE_Sign1) bound to
+    /// `nonce`, for the backend to check (`mvmm-verify attest`). It arrives
+    /// through the session, which the pinned device key authenticated.
     pub fn attest(&mut self, nonce: &Nonce) -> Result<Attestation, BridgeError> {
         match self.call(&Request::Attest { nonce: *nonce }, "attest", None)? {
-            Reply::Attestation(attestation) => {
-                if attestation.device_public_key.0 != self.device.sec1() {
-                    return Err(BridgeError::AuthenticationFailed(format!(
-                        "attestation names device key {} instead of the trusted {}",
-                        hex::encode(attestation.device_public_key.0),
-                        self.device.to_hex()
-                    )));
-                }
-                let statement = attestation_statement(nonce, &attestation.device_public_key)
-                    .ok_or_else(|| BridgeError::Protocol("attestation too long".into()))?;
-                self.check_device_signature(&statement, &attestation.signature.0, "attestation")?;
-                Ok(attestation)
-            }
+            Reply::Attestation(attestation) => Ok(attestation),
             other => Err(unexpected("attest", &other)),
         }
     }

@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use protocol::{CREDENTIAL_ID_LEN, MAX_LABEL_LEN, NONCE_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use protocol::{CREDENTIAL_ID_LEN, MAX_LABEL_LEN, NONCE_LEN, PUBLIC_KEY_LEN};
 
 use crate::amount::{currency, parse_amount};
 use crate::{Bridge, BridgeError, DeviceKey, PaymentRequest, Transport};
@@ -485,42 +485,54 @@ pub unsafe extern "C" fn mvmm_bridge_request_payment(
     })
 }
 
-/// Has the device key sign the 32-byte `nonce`; writes the 64-byte `r||s`
-/// signature to `signature_out`. The bridge checks that the signature is
-/// the pinned device key's.
+/// Asks for attestation evidence bound to the 32-byte `nonce`: an EAT
+/// (tagged COSE_Sign1) for the backend to check with `mvmm-verify attest`.
+/// It is written to `eat_out[0..*eat_len]`; when `eat_capacity` is too
+/// small, `*eat_len` receives the size needed and the result is
+/// `MVMM_BUFFER_TOO_SMALL` (use a 640-byte buffer).
 ///
 /// # Safety
-/// `bridge` is a live handle; `nonce` points to 32 bytes; `signature_out`
-/// is valid for 64 bytes.
+/// `bridge` is a live handle; `nonce` points to 32 bytes; `eat_out` is
+/// valid for `eat_capacity` bytes; `eat_len` for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mvmm_bridge_attest(
     bridge: *mut MvmmBridge,
     nonce: *const u8,
-    signature_out: *mut u8,
+    eat_out: *mut u8,
+    eat_capacity: usize,
+    eat_len: *mut usize,
 ) -> MvmmResult {
     guard(|| {
         // SAFETY: live handle (caller contract).
         let bridge = tri!(unsafe { handle(bridge) });
         // SAFETY: 32 readable bytes (caller contract).
         let nonce = tri!(unsafe { bytes::<NONCE_LEN>(nonce, "nonce") });
-        if signature_out.is_null() {
-            return fail(MvmmResult::MvmmInvalidArgument, "signature_out is NULL");
+        if eat_out.is_null() || eat_len.is_null() {
+            return fail(
+                MvmmResult::MvmmInvalidArgument,
+                "eat_out or eat_len is NULL",
+            );
         }
-        match bridge.attest(&nonce) {
-            Ok(a) => {
-                // SAFETY: valid for 64 bytes (caller contract), distinct
-                // from the attestation we own.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        a.signature.0.as_ptr(),
-                        signature_out,
-                        SIGNATURE_LEN,
-                    );
-                };
-                MvmmResult::MvmmOk
-            }
-            Err(e) => bridge_error(&e),
+        let attestation = match bridge.attest(&nonce) {
+            Ok(a) => a,
+            Err(e) => return bridge_error(&e),
+        };
+        let eat = &attestation.eat;
+        // SAFETY: `eat_len` is not NULL and valid for a write.
+        unsafe { eat_len.write(eat.len()) };
+        if eat.len() > eat_capacity {
+            return fail(
+                MvmmResult::MvmmBufferTooSmall,
+                &format!(
+                    "the attestation has {} bytes, the buffer {eat_capacity}",
+                    eat.len()
+                ),
+            );
         }
+        // SAFETY: `eat_out` is valid for eat_capacity >= eat.len() bytes and
+        // cannot overlap the attestation we own.
+        unsafe { std::ptr::copy_nonoverlapping(eat.as_ptr(), eat_out, eat.len()) };
+        MvmmResult::MvmmOk
     })
 }
 

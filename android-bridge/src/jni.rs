@@ -255,8 +255,8 @@ pub extern "system" fn Java_dev_mvmm_bridge_NativeBridge_requestPayment<'local>(
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
-/// `static native byte[] attest(long handle, byte[] nonce)`: the device
-/// key's 64-byte signature (checked against the pinned key).
+/// `static native byte[] attest(long handle, byte[] nonce)`: the
+/// attestation evidence (EAT, tagged COSE_Sign1) for the backend.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_mvmm_bridge_NativeBridge_attest<'local>(
     mut unowned: EnvUnowned<'local>,
@@ -269,8 +269,8 @@ pub extern "system" fn Java_dev_mvmm_bridge_NativeBridge_attest<'local>(
             let Some(nonce) = fixed::<NONCE_LEN>(env, &nonce, "nonce")? else {
                 return Ok(JByteArray::default());
             };
-            match with_bridge(env, handle, |b| b.attest(&nonce).map(|a| a.signature.0))? {
-                Some(signature) => env.byte_array_from_slice(&signature),
+            match with_bridge(env, handle, |b| b.attest(&nonce).map(|a| a.eat.to_vec()))? {
+                Some(eat) => env.byte_array_from_slice(&eat),
                 None => Ok(JByteArray::default()),
             }
         })

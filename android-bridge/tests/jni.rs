@@ -58,7 +58,7 @@ fn jvm_pays_through_jni() {
     for expected in [
         "status protocol=1 credentials=0",
         "credentials 1",
-        "signature 64",
+        "eat tag 210",
         "amount error 8 amount \"12.505\" has more than 2 decimal place(s)",
         "id error 8 credential must be 16 bytes, got 3",
         "forged error 12 authentication failed",

@@ -1,15 +1,11 @@
 //! The payment app: credentials, the approval state machine, policy and tokens.
 
-use alloc::vec::Vec;
-
-use coset::{CborSerializable, CoseSign1Builder, HeaderBuilder, iana};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::elliptic_curve::Generate;
+use protocol::eat::BootState;
 use protocol::session::sec1;
-use protocol::signed::{
-    AuthorizationClaims, CLAIMS_VERSION, attestation_statement, enrollment_statement,
-};
+use protocol::signed::{AuthorizationClaims, enrollment_statement};
 use protocol::{
     Attestation, CredentialId, CredentialInfo, Currency, DeviceStatus, EnrollmentRecord, ErrorCode,
     Field, FixedBytes, Label, Limit, MAX_CREDENTIALS, Nonce, PROTOCOL_VERSION, PaymentRequest,
@@ -20,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use trusted_ui::{ApprovalText, ApprovalView, approval_text};
 
+use crate::cose::{Attester, sign_token};
 use crate::storage::{MAX_STATE_LEN, PersistentState, PinRecord, Storage, StoredCredential};
 
 /// Wrong PINs in a row that lock payments for good.
@@ -99,13 +96,15 @@ struct Pending {
 ///
 /// # Invariants
 /// `state` equals what was last written to `storage`; at most one approval
-/// is pending.
+/// is pending; `attester`, once made, is certified by `device_key`.
 pub struct PaymentApp<S: Storage> {
     device_key: SigningKey,
     storage: S,
     policy: Policy,
     state: PersistentState,
     pending: Option<Pending>,
+    boot: BootState,
+    attester: Option<Attester>,
 }
 
 impl<S: Storage> PaymentApp<S> {
@@ -127,7 +126,21 @@ impl<S: Storage> PaymentApp<S> {
             policy,
             state,
             pending: None,
+            boot: BootState::Unmeasured,
+            attester: None,
         })
+    }
+
+    /// Records what the loader measured at boot; attestations report it.
+    /// Without this call the app attests [`BootState::Unmeasured`], which
+    /// verifiers refuse.
+    pub fn set_boot_state(&mut self, boot: BootState) {
+        self.boot = boot;
+    }
+
+    /// What attestations report about the boot.
+    pub fn boot_state(&self) -> &BootState {
+        &self.boot
     }
 
     /// Answers a decoded request (already taken out of its session record).
@@ -152,7 +165,7 @@ impl<S: Storage> PaymentApp<S> {
                     Err(code) => Handled::Reply(Err(code)),
                 };
             }
-            Request::Attest { nonce } => self.attest(nonce).map(Reply::Attestation),
+            Request::Attest { nonce } => self.attest(nonce, rng).map(Reply::Attestation),
             Request::Status => Ok(Reply::Status(self.status())),
         };
         Handled::Reply(reply)
@@ -233,16 +246,22 @@ impl<S: Storage> PaymentApp<S> {
         self.commit(next)
     }
 
-    /// Signs the verifier's nonce with the device key.
-    pub fn attest(&self, nonce: &Nonce) -> Result<Attestation, ErrorCode> {
-        let device_public_key = self.device_public_key();
-        let statement =
-            attestation_statement(nonce, &device_public_key).ok_or(ErrorCode::Internal)?;
-        let signature: Signature = self.device_key.sign(&statement);
-        Ok(Attestation {
-            device_public_key,
-            signature: FixedBytes(signature.to_bytes().into()),
-        })
+    /// The attestation evidence (EAT) for the verifier's nonce. The first
+    /// call of a boot generates the attestation key (from `rng`) and has the
+    /// device key certify it; it lives until the app is dropped.
+    pub fn attest<R: CryptoRng + ?Sized>(
+        &mut self,
+        nonce: &Nonce,
+        rng: &mut R,
+    ) -> Result<Attestation, ErrorCode> {
+        if self.attester.is_none() {
+            let key = SigningKey::generate_from_rng(rng);
+            self.attester = Some(Attester::new(&self.device_key, key).ok_or(ErrorCode::Internal)?);
+        }
+        self.attester
+            .as_ref()
+            .and_then(|attester| attester.attest(nonce, &self.boot))
+            .ok_or(ErrorCode::Internal)
     }
 
     /// What the rich VM may know about the app.
@@ -362,7 +381,6 @@ impl<S: Storage> PaymentApp<S> {
         let key = SigningKey::from_slice(&credential.secret)
             .map_err(|_| finished(ErrorCode::Internal))?;
         let claims = AuthorizationClaims {
-            version: CLAIMS_VERSION,
             credential: pending.request.credential,
             amount_minor: pending.request.amount_minor,
             currency: pending.currency.into(),
@@ -482,24 +500,4 @@ fn pin_digest(salt: &[u8; 16], pin: &str) -> [u8; 32] {
         .chain_update(pin.as_bytes())
         .finalize()
         .into()
-}
-
-/// Builds the COSE_Sign1 (ES256, kid = credential id) over the claims.
-fn sign_token(key: &SigningKey, claims: &AuthorizationClaims) -> Option<Token> {
-    let payload = claims.encode()?;
-    let protected = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::ES256)
-        .key_id(claims.credential.to_vec())
-        .build();
-    let bytes: Vec<u8> = CoseSign1Builder::new()
-        .protected(protected)
-        .payload(payload.to_vec())
-        .create_signature(b"", |tbs| {
-            let signature: Signature = key.sign(tbs);
-            signature.to_bytes().to_vec()
-        })
-        .build()
-        .to_vec()
-        .ok()?;
-    Token::from_slice(&bytes).ok()
 }

@@ -1,7 +1,7 @@
 //! Payment flows end to end on the host: approve, decline, timeout, limits,
 //! PIN lockout, counter, busy, persistence.
 
-use coset::{CborSerializable, CoseSign1};
+use coset::{CoseSign1, TaggedCborSerializable};
 use heapless::String;
 use p256::ecdsa::SigningKey;
 use p256::elliptic_curve::Generate;
@@ -41,7 +41,7 @@ fn payment(credential: CredentialId, amount_minor: u64) -> PaymentRequest {
 }
 
 fn claims(token: &[u8]) -> AuthorizationClaims {
-    let sign1 = CoseSign1::from_slice(token).unwrap();
+    let sign1 = CoseSign1::from_tagged_slice(token).unwrap();
     AuthorizationClaims::decode(&sign1.payload.unwrap()).unwrap()
 }
 

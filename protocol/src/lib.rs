@@ -2,14 +2,19 @@
 //!
 //! - [`message`]: versioned, size-bounded postcard requests and responses.
 //! - [`session`]: the end-to-end authenticated, encrypted session.
-//! - [`signed`]: the exact statements the device and credential keys sign.
+//! - [`signed`]: the exact statements the device and credential keys sign,
+//!   and the authorization token's CWT claims.
+//! - [`eat`]: the attestation evidence (EAT) and attestation-key certificate claims.
+//! - [`cbor`]: the deterministic CBOR those claims are written in.
 //! - [`currency`]: the accepted ISO 4217 currencies.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod bytes;
+pub mod cbor;
 pub mod currency;
 pub mod device_key;
+pub mod eat;
 pub mod message;
 pub mod session;
 pub mod signed;

@@ -33,8 +33,10 @@ pub const MAX_MERCHANT_LEN: usize = 32;
 pub const MAX_LABEL_LEN: usize = 24;
 /// Most credentials the payment app holds (and lists in one reply).
 pub const MAX_CREDENTIALS: usize = 8;
-/// Largest authorization token (a COSE_Sign1 structure).
+/// Largest authorization token (a tagged COSE_Sign1 structure).
 pub const MAX_TOKEN_LEN: usize = 512;
+/// Largest attestation (a tagged COSE_Sign1 EAT with its key certificate).
+pub const MAX_ATTESTATION_LEN: usize = 640;
 /// Largest amount in minor units that a request may carry.
 pub const MAX_AMOUNT_MINOR: u64 = 1_000_000_000_000;
 /// Largest encoded message that may travel inside a session record.
@@ -98,7 +100,7 @@ pub enum Request {
     DeleteCredential { credential: CredentialId },
     /// Asks the user to approve a payment on the trusted display.
     RequestPayment(PaymentRequest),
-    /// Asks the device key to sign a fresh nonce.
+    /// Asks for attestation evidence (an EAT) bound to this fresh nonce.
     Attest { nonce: Nonce },
     /// Reports the app's state.
     Status,
@@ -176,7 +178,7 @@ pub enum Reply {
     Deleted,
     /// The user approved: a COSE_Sign1 ES256 authorization token.
     Authorized(Token),
-    /// The device key's signature over the attestation nonce.
+    /// The attestation evidence for the nonce.
     Attestation(Attestation),
     /// The app's state.
     Status(DeviceStatus),
@@ -253,13 +255,14 @@ pub struct CredentialInfo {
     pub public_key: PublicKeyBytes,
 }
 
-/// The device key's answer to an attestation nonce.
+/// The answer to an attestation nonce.
 ///
-/// `signature` covers [`crate::signed::attestation_statement`].
+/// `eat` is a tagged COSE_Sign1 (ES256) Entity Attestation Token signed by
+/// the attestation key, whose certificate by the device key travels in its
+/// unprotected header; see [`crate::eat`] and docs/tokens.md.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attestation {
-    pub device_public_key: PublicKeyBytes,
-    pub signature: SignatureBytes,
+    pub eat: Vec<u8, MAX_ATTESTATION_LEN>,
 }
 
 /// The app's state, safe to show to the rich VM (no PIN, no keys).

@@ -58,8 +58,7 @@ fn every_response() -> std::vec::Vec<Response> {
         Reply::Deleted,
         Reply::Authorized(Vec::from_slice(&[0xd2; MAX_TOKEN_LEN]).unwrap()),
         Reply::Attestation(Attestation {
-            device_public_key: FixedBytes([4; PUBLIC_KEY_LEN]),
-            signature: FixedBytes([1; SIGNATURE_LEN]),
+            eat: Vec::from_slice(&[0xd2; MAX_ATTESTATION_LEN]).unwrap(),
         }),
         Reply::Status(DeviceStatus {
             protocol_version: PROTOCOL_VERSION,
@@ -224,7 +223,6 @@ fn payment_validation_names_the_bad_field() {
 #[test]
 fn claims_round_trip_and_reject_trailing_bytes() {
     let claims = AuthorizationClaims {
-        version: 1,
         credential: [1; CREDENTIAL_ID_LEN],
         amount_minor: MAX_AMOUNT_MINOR,
         currency: CurrencyCode(*b"KWD"),

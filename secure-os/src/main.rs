@@ -21,7 +21,7 @@ mod image {
     use alloc::boxed::Box;
     use alloc::vec::Vec;
     use payment_app::service::Outcome;
-    use payment_app::{MemoryStorage, PaymentApp, Policy, Service};
+    use payment_app::{BootState, MemoryStorage, PaymentApp, Policy, Service};
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng as _, SeedableRng};
     use secure_os::arch::virtio::{self, Kind, SocketError, Vsock, VsockAddr, VsockEventType};
@@ -208,15 +208,21 @@ mod image {
             return None;
         };
         let mut rng = ChaCha20Rng::from_seed(seed);
-        let app = match PaymentApp::new(key.clone(), MemoryStorage::default(), Policy::default()) {
-            Ok(app) => app,
-            Err(e) => {
-                println!(
-                    "secure-os: payment app failed to start ({e:?}): payment service disabled"
-                );
-                return None;
-            }
-        };
+        let mut app =
+            match PaymentApp::new(key.clone(), MemoryStorage::default(), Policy::default()) {
+                Ok(app) => app,
+                Err(e) => {
+                    println!(
+                        "secure-os: payment app failed to start ({e:?}): payment service disabled"
+                    );
+                    return None;
+                }
+            };
+        // Nothing hands this OS its boot measurements yet (mVMM will, with
+        // DICE): attest exactly that, never a made-up digest. Verifiers
+        // refuse an unmeasured boot.
+        app.set_boot_state(BootState::Unmeasured);
+        println!("secure-os: boot unmeasured (no measurements handed over): attestation says so");
         let board = Switchboard::new(Service::new(app, key));
         // Mix once more so the seed never equals raw device output.
         let mut first = [0u8; 32];

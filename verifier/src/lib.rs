@@ -1,21 +1,34 @@
 //! Checks mVMM payment authorizations, enrollment records and attestations on a payment backend.
 //!
-//! A token is a COSE_Sign1 (untagged, RFC 9052) with protected header
-//! `alg = ES256` and `kid = credential id`, an empty external AAD, and as
-//! payload the postcard encoding of [`AuthorizationClaims`]. Any COSE library
-//! can check the signature; this crate also checks the claims against what
-//! the backend expects.
+//! A token is a CWT (RFC 8392): a tagged COSE_Sign1 (tag 18, RFC 9052) with
+//! protected header `alg = ES256` and `kid = credential id`, an empty
+//! external AAD, and as payload the deterministic CBOR claims map of
+//! [`AuthorizationClaims`] (claim keys in [`protocol::signed::claim`]). Any
+//! COSE library can check the signature and any CBOR library can read the
+//! claims; this crate also checks them against what the backend expects.
+//!
+//! - [`attestation`]: the EAT and its key certificate.
+//! - [`measurements`]: the expected-measurements file.
+//! - [`server`]: the JSON-over-HTTP backend service (`mvmm-verify serve`).
+//!
+//! The formats are described in docs/tokens.md, the service in
+//! docs/verifier-service.md.
+
+pub mod attestation;
+pub mod measurements;
+pub mod server;
 
 use std::fmt;
 
-use coset::{CborSerializable, CoseSign1, iana};
+use coset::{CoseSign1, TaggedCborSerializable, iana};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
-use protocol::signed::{
-    AuthorizationClaims, CLAIMS_VERSION, attestation_statement, enrollment_statement,
-};
-use protocol::{Attestation, CredentialId, Currency, EnrollmentRecord, Nonce};
+use protocol::signed::{AuthorizationClaims, ClaimsError, claim, enrollment_statement};
+use protocol::{CredentialId, Currency, EnrollmentRecord, MAX_TOKEN_LEN, Nonce};
+
+pub use attestation::{AttestError, verify_attestation};
+pub use measurements::ExpectedMeasurements;
 
 /// What the backend expects a token to say.
 #[derive(Clone, Debug)]
@@ -33,8 +46,11 @@ pub struct Expected<'a> {
 /// Why a token (or record) was rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VerifyError {
-    /// Not a COSE_Sign1 with ES256 and a claims payload; says what is wrong.
+    /// Not a tagged COSE_Sign1 with ES256; says what is wrong.
     Malformed(&'static str),
+    /// The signature verified but the payload is not the claims map (a
+    /// missing or unknown claim, a wrong type, non-deterministic CBOR).
+    Claims(ClaimsError),
     /// The signature does not verify against the enrolled key.
     BadSignature,
     /// Claims differ from what was expected.
@@ -55,6 +71,7 @@ impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VerifyError::Malformed(what) => write!(f, "malformed token: {what}"),
+            VerifyError::Claims(e) => write!(f, "malformed token claims: {}", claims_error(e)),
             VerifyError::BadSignature => {
                 f.write_str("signature does not verify with the enrolled key")
             }
@@ -81,6 +98,59 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
+/// A claims error with the claim's name.
+pub(crate) fn claims_error(error: &ClaimsError) -> String {
+    let name = |key: &i64| {
+        let token = claim::name(*key);
+        if token == "unknown" {
+            protocol::eat::claim::name(*key)
+        } else {
+            token
+        }
+    };
+    match error {
+        ClaimsError::Missing(key) => format!("claim {key} ({}) missing", name(key)),
+        ClaimsError::Unknown(key) => format!("unknown claim {key} (unknown claims are refused)"),
+        ClaimsError::Invalid(key) => format!("claim {key} ({}) has an invalid value", name(key)),
+        other => other.to_string(),
+    }
+}
+
+/// Parses a tagged COSE_Sign1 (tag 18) and checks its header: ES256 in the
+/// protected bucket, no critical parameters, no algorithm elsewhere.
+pub(crate) fn parse_sign1(bytes: &[u8], max_len: usize) -> Result<CoseSign1, &'static str> {
+    if bytes.len() > max_len {
+        return Err("too long");
+    }
+    match bytes {
+        [0xd2, ..] => {}
+        [0x84, ..] => return Err("untagged: a COSE_Sign1 must carry CBOR tag 18"),
+        [0xc0..=0xdb, ..] => return Err("tagged, but not with tag 18 (COSE_Sign1)"),
+        [] => return Err("empty"),
+        _ => return Err("not a COSE_Sign1"),
+    }
+    let sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|_| "not a COSE_Sign1")?;
+    let es256 = coset::Algorithm::Assigned(iana::Algorithm::ES256);
+    if sign1.protected.header.alg.as_ref() != Some(&es256) {
+        return Err("algorithm is not ES256");
+    }
+    if sign1.unprotected.alg.is_some() {
+        return Err("algorithm in the unprotected header");
+    }
+    if !sign1.protected.header.crit.is_empty() {
+        return Err("critical header parameters are not supported");
+    }
+    Ok(sign1)
+}
+
+/// Checks `sign1`'s ES256 signature (empty external AAD) with `key`.
+pub(crate) fn check_signature(sign1: &CoseSign1, key: &VerifyingKey) -> Result<(), ()> {
+    sign1.verify_signature(b"", |signature, data| {
+        let signature = Signature::from_slice(signature).map_err(|_| ())?;
+        key.verify(data, &signature).map_err(|_| ())
+    })
+}
+
 /// Verifies the signature of `token` with `key`, then every claim against
 /// `expected`. Returns the claims on success.
 pub fn verify_token(
@@ -88,32 +158,50 @@ pub fn verify_token(
     key: &VerifyingKey,
     expected: &Expected<'_>,
 ) -> Result<AuthorizationClaims, VerifyError> {
-    let sign1 =
-        CoseSign1::from_slice(token).map_err(|_| VerifyError::Malformed("not a COSE_Sign1"))?;
-    let es256 = coset::Algorithm::Assigned(iana::Algorithm::ES256);
-    if sign1.protected.header.alg.as_ref() != Some(&es256) {
-        return Err(VerifyError::Malformed("algorithm is not ES256"));
-    }
-    sign1.verify_signature(b"", |signature, data| {
-        let signature = Signature::from_slice(signature).map_err(|_| VerifyError::BadSignature)?;
-        key.verify(data, &signature)
-            .map_err(|_| VerifyError::BadSignature)
-    })?;
+    let claims = verify_token_signature(token, key)?;
+    check_claims(claims, expected)
+}
+
+/// The credential id a token names in its `kid`, before anything is
+/// verified (to find the key to verify it with).
+pub fn token_key_id(token: &[u8]) -> Result<CredentialId, VerifyError> {
+    let sign1 = parse_sign1(token, MAX_TOKEN_LEN).map_err(VerifyError::Malformed)?;
+    sign1
+        .protected
+        .header
+        .key_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| VerifyError::Malformed("kid is not a 16-byte credential id"))
+}
+
+/// Verifies the envelope and signature of `token` with `key` and decodes
+/// its claims, without judging them.
+pub fn verify_token_signature(
+    token: &[u8],
+    key: &VerifyingKey,
+) -> Result<AuthorizationClaims, VerifyError> {
+    let sign1 = parse_sign1(token, MAX_TOKEN_LEN).map_err(VerifyError::Malformed)?;
+    check_signature(&sign1, key).map_err(|()| VerifyError::BadSignature)?;
     let payload = sign1
         .payload
         .as_deref()
         .ok_or(VerifyError::Malformed("no payload"))?;
-    let claims = AuthorizationClaims::decode(payload)
-        .ok_or(VerifyError::Malformed("payload is not claims"))?;
-    if claims.version != CLAIMS_VERSION {
-        return Err(VerifyError::Malformed("unknown claims version"));
-    }
+    let claims = AuthorizationClaims::parse(payload).map_err(VerifyError::Claims)?;
     if sign1.protected.header.key_id != claims.credential {
         return Err(VerifyError::Malformed(
             "kid differs from the claimed credential",
         ));
     }
+    Ok(claims)
+}
 
+/// Compares verified claims with `expected`: every mismatched field, then
+/// the counter.
+pub fn check_claims(
+    claims: AuthorizationClaims,
+    expected: &Expected<'_>,
+) -> Result<AuthorizationClaims, VerifyError> {
     let mut mismatches = Vec::new();
     let mut check = |field, expected: String, got: String| {
         if expected != got {
@@ -176,22 +264,6 @@ pub fn verify_enrollment(
         .map_err(|_| VerifyError::Malformed("credential public key is not a P-256 point"))
 }
 
-/// Checks an attestation of `nonce` against the device key the verifier trusts.
-pub fn verify_attestation(
-    device: &VerifyingKey,
-    nonce: &Nonce,
-    attestation: &Attestation,
-) -> Result<(), VerifyError> {
-    let statement = attestation_statement(nonce, &attestation.device_public_key)
-        .ok_or(VerifyError::Malformed("attestation too large"))?;
-    let claimed = VerifyingKey::from_sec1_bytes(attestation.device_public_key.as_slice())
-        .map_err(|_| VerifyError::Malformed("device key is not a P-256 point"))?;
-    if &claimed != device {
-        return Err(VerifyError::BadSignature);
-    }
-    verify_raw(device, &statement, attestation.signature.as_slice())
-}
-
 fn verify_raw(key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
     let signature = Signature::from_slice(signature).map_err(|_| VerifyError::BadSignature)?;
     key.verify(message, &signature)
@@ -211,15 +283,14 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, &'static str> {
     VerifyingKey::from_sec1_bytes(&bytes).map_err(|_| "hex is not a SEC1 P-256 point")
 }
 
-/// Reads a token file: raw CBOR (first byte `0x84`, or `0xd2` when tagged) or
+/// Reads a token or attestation file: raw CBOR (first byte `0xd2`, tag 18;
+/// an untagged `0x84` is read too, and refused by the verification) or
 /// base64 (standard or URL-safe, padding optional, whitespace ignored).
 pub fn parse_token(bytes: &[u8]) -> Result<Vec<u8>, &'static str> {
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-    match bytes.first() {
-        Some(0x84) => return Ok(bytes.to_vec()),
-        Some(0xd2) => return Ok(bytes.get(1..).unwrap_or_default().to_vec()),
-        _ => {}
+    if matches!(bytes.first(), Some(0x84 | 0xd2)) {
+        return Ok(bytes.to_vec());
     }
     let text: Vec<u8> = bytes
         .iter()

@@ -112,9 +112,17 @@ fn enrollment_and_attestation_records_check_out() {
         Some(VerifyError::BadSignature)
     );
     let nonce = [9; 32];
-    let attestation = issued.app.attest(&nonce).unwrap();
-    verify_attestation(&issued.device, &nonce, &attestation).unwrap();
-    assert!(verify_attestation(&issued.device, &[8; 32], &attestation).is_err());
+    let mut app = issued.app;
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let attestation = app.attest(&nonce, &mut rng).unwrap();
+    let claims =
+        mvmm_verify::attestation::verify_evidence(&issued.device, &nonce, &attestation.eat)
+            .unwrap();
+    assert_eq!(claims.boot, protocol::eat::BootState::Unmeasured);
+    assert_eq!(
+        mvmm_verify::attestation::verify_evidence(&issued.device, &[8; 32], &attestation.eat),
+        Err(AttestError::NonceMismatch)
+    );
 }
 
 #[test]
@@ -227,6 +235,46 @@ fn sign_and_verify_timing() {
     let issued = issue();
     let key = verify_enrollment(&issued.device, &issued.enrollment).unwrap();
     let rounds = 200;
+    println!("token size: {} bytes", issued.token.len());
+    let start = std::time::Instant::now();
+    let mut app = issued.app;
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    for _ in 0..rounds {
+        app.begin_payment(
+            &PaymentRequest {
+                credential: issued.enrollment.credential,
+                amount_minor: 1,
+                currency: Currency::from_code("EUR").unwrap().into(),
+                merchant: String::try_from("Coffee Corner").unwrap(),
+                nonce: NONCE,
+            },
+            0,
+        )
+        .unwrap();
+        app.approve(None, 1).unwrap();
+    }
+    println!(
+        "token issue (claims + COSE_Sign1 + ES256 sign, app.approve): {:?}",
+        start.elapsed() / rounds
+    );
+    let eat = app.attest(&NONCE, &mut rng).unwrap().eat;
+    println!(
+        "attestation (EAT + key certificate) size: {} bytes",
+        eat.len()
+    );
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        app.attest(&NONCE, &mut rng).unwrap();
+    }
+    println!("EAT sign: {:?}", start.elapsed() / rounds);
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        mvmm_verify::attestation::verify_evidence(&issued.device, &NONCE, &eat).unwrap();
+    }
+    println!(
+        "EAT verify (certificate + EAT signatures + claims): {:?}",
+        start.elapsed() / rounds
+    );
     let start = std::time::Instant::now();
     for _ in 0..rounds {
         verify_token(&issued.token, &key, &expected()).unwrap();

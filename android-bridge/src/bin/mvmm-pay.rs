@@ -315,8 +315,7 @@ fn run(args: &Args) -> Result<Value, Failure> {
             let attestation = bridge.attest(&nonce)?;
             Ok(json!({
                 "nonce": hex::encode(nonce),
-                "device_public_key": hex::encode(attestation.device_public_key.0),
-                "signature": hex::encode(attestation.signature.0),
+                "eat": base64::engine::general_purpose::STANDARD.encode(&attestation.eat),
             }))
         }
         Command::Status => {
