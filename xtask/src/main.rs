@@ -4,6 +4,7 @@
 //! targets) and says what is missing elsewhere.
 
 mod bench;
+mod kotlin;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -555,8 +556,13 @@ fn test(host_only: bool) -> Result {
             ])
             .args(["--", "-D", "warnings"]),
     )?;
+    let kotlinc = kotlin::ensure(&target_dir())?;
     step("host tests: cargo test --workspace");
-    run_cmd(cargo().args(["test", "--workspace"]))?;
+    run_cmd(
+        cargo()
+            .args(["test", "--workspace"])
+            .env("MVMM_KOTLINC", kotlinc),
+    )?;
     step(&format!(
         "the trusted base builds for {TARGET_EL1}: {}",
         NO_STD_CRATES.join(", ")
