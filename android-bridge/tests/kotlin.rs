@@ -5,7 +5,7 @@
 //!
 //! kotlinc comes from `MVMM_KOTLINC`, else from where `cargo xtask test`
 //! installs it (`target/tools/kotlin/`). Without it the tests print SKIPPED
-//! and pass, unless `MVMM_REQUIRE_KOTLIN=1` (then they fail).
+//! and pass, unless `MVMM_REQUIRE_ANDROID_TOOLS=1` (then they fail).
 //! The three sources are compiled once per change (about 10 s), into one jar
 //! with the Kotlin runtime, cached under the target dir.
 
@@ -65,8 +65,8 @@ fn jar() -> Option<&'static Path> {
         let Some(kotlinc) = kotlinc() else {
             let hint = "run `cargo xtask test` (it installs kotlinc) or set MVMM_KOTLINC";
             assert!(
-                std::env::var_os("MVMM_REQUIRE_KOTLIN").is_none(),
-                "MVMM_REQUIRE_KOTLIN is set but kotlinc is not installed: {hint}"
+                std::env::var_os("MVMM_REQUIRE_ANDROID_TOOLS").is_none(),
+                "MVMM_REQUIRE_ANDROID_TOOLS is set but kotlinc is not installed: {hint}"
             );
             eprintln!("SKIPPED: kotlinc not found - the Kotlin tests did not run; {hint}");
             return None;

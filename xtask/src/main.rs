@@ -3,8 +3,8 @@
 //! It installs what the project needs on a Debian machine (QEMU, the rustup
 //! targets) and says what is missing elsewhere.
 
+mod android_tools;
 mod bench;
-mod kotlin;
 mod sim;
 
 use clap::{Parser, Subcommand};

@@ -1,12 +1,14 @@
-//! The Kotlin toolchain for the bridge's JVM tests: a pinned JetBrains
-//! compiler from the npm registry under `target/tools/kotlin/`, and a JDK.
+//! The Android-side tools the tests use: a pinned Kotlin compiler from the
+//! npm registry under `target/tools/kotlin/` and a JDK (the bridge's JVM
+//! tests), and AOSP's `mkbootimg` (the boot image tests).
 //!
 //! Debian's own `kotlin` package (1.3) is too old for the wrapper, so the
 //! compiler comes from npm's `kotlin-compiler` package (the JVM compiler,
 //! `bin/kotlinc`; its npm `bin` entry only exposes `kotlinc-js`, so the path
 //! is used directly). It runs on any JDK 17 or later; Debian's
 //! `openjdk-17-jdk-headless` is installed when `javac` is missing.
-//! `android-bridge/tests/kotlin.rs` finds the compiler at [`KOTLINC`].
+//! `android-bridge/tests/kotlin.rs` finds the compiler at [`KOTLINC`];
+//! `mkbootimg` is Debian's package of AOSP's tool (boot header v0 to v3).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,11 +23,15 @@ pub const KOTLINC: &str = "tools/kotlin/node_modules/kotlin-compiler/bin/kotlinc
 /// Debian packages: the command that must exist, and the package giving it.
 const JDK: (&str, &str) = ("javac", "openjdk-17-jdk-headless");
 const NPM: (&str, &str) = ("npm", "npm");
+const MKBOOTIMG: (&str, &str) = ("mkbootimg", "mkbootimg");
+/// Set for `cargo test`: the tests fail instead of skipping when a tool is
+/// missing.
+pub const REQUIRE_VAR: &str = "MVMM_REQUIRE_ANDROID_TOOLS";
 
-/// Makes sure kotlinc [`KOTLIN_VERSION`] and a JDK are installed; returns
-/// kotlinc's path.
+/// Makes sure kotlinc [`KOTLIN_VERSION`], a JDK and mkbootimg are
+/// installed; returns kotlinc's path.
 pub fn ensure(target_dir: &Path) -> Result<PathBuf> {
-    for (command, package) in [JDK, NPM] {
+    for (command, package) in [JDK, NPM, MKBOOTIMG] {
         if !have(command) {
             apt_install(command, package)?;
         }
