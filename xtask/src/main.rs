@@ -626,6 +626,8 @@ fn test(host_only: bool) -> Result {
                 "linux",
                 "--test",
                 "payment",
+                "--test",
+                "android",
                 "--",
                 "--ignored",
                 "--test-threads=1",
