@@ -41,6 +41,7 @@ pub fn load_board(board: &str) -> Result<(BoardFile, QemuSection), String> {
     Ok((file, qemu))
 }
 
+pub mod android_boot;
 pub mod payment;
 pub mod rich;
 

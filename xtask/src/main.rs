@@ -3,6 +3,7 @@
 //! It installs what the project needs on a Debian machine (QEMU, the rustup
 //! targets) and says what is missing elsewhere.
 
+mod android_tools;
 mod bench;
 mod sim;
 
@@ -118,6 +119,13 @@ struct RunArgs {
     /// channel statistics).
     #[arg(long, short)]
     verbose: bool,
+    /// Boot this Android boot image (boot.img, header v0 to v4) in the rich
+    /// VM: kernel, ramdisk and command line come from the image.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["rich_kernel", "rich_initrd", "rich_probe"])]
+    rich_bootimg: Option<PathBuf>,
+    /// The vendor_boot.img that goes with a header v3/v4 --rich-bootimg.
+    #[arg(long, value_name = "PATH", requires = "rich_bootimg")]
+    rich_vendor_boot: Option<PathBuf>,
     /// Boot the small probe test guest in the rich VM instead of Linux.
     #[arg(long, conflicts_with_all = ["rich_kernel", "rich_initrd", "rich_cmd"])]
     rich_probe: bool,
@@ -465,6 +473,23 @@ fn run(args: &RunArgs) -> Result {
     let (file, qemu) = load_board(&args.board)?;
     let images = if args.rich_probe {
         probe_images
+    } else if let Some(boot) = &args.rich_bootimg {
+        let vendor = args.rich_vendor_boot.as_deref();
+        let (rich, unpacked) = mvmm_tests::android_boot::prepare_bootimg_boot(
+            &file,
+            &qemu,
+            &dir,
+            (boot, vendor),
+            args.rich_cmd.as_deref(),
+            "run",
+        )?;
+        eprintln!(
+            "{}: header v{}, cmdline {:?}",
+            boot.display(),
+            unpacked.header_version,
+            unpacked.cmdline
+        );
+        Images::with_rich_linux(&dir, &rich)
     } else {
         let built = RichSource::built(&dir);
         let source = RichSource {
@@ -563,8 +588,14 @@ fn test(host_only: bool) -> Result {
             ])
             .args(["--", "-D", "warnings"]),
     )?;
+    let kotlinc = android_tools::ensure(&target_dir())?;
     step("host tests: cargo test --workspace");
-    run_cmd(cargo().args(["test", "--workspace"]))?;
+    run_cmd(
+        cargo()
+            .args(["test", "--workspace"])
+            .env("MVMM_KOTLINC", kotlinc)
+            .env(android_tools::REQUIRE_VAR, "1"),
+    )?;
     step(&format!(
         "the trusted base builds for {TARGET_EL1}: {}",
         NO_STD_CRATES.join(", ")
@@ -605,6 +636,8 @@ fn test(host_only: bool) -> Result {
                 "payment",
                 "--test",
                 "console",
+                "--test",
+                "android",
                 "--",
                 "--ignored",
                 "--test-threads=1",

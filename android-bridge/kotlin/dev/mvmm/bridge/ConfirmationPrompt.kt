@@ -1,8 +1,9 @@
 // The Kotlin face of android-bridge, shaped like android.security.ConfirmationPrompt.
 //
-// Not compiled in this repository's tests (no kotlinc here): the JNI layer it
-// calls is exercised from Java (android-bridge/java/, same class and method
-// names) by android-bridge/tests/jni.rs. See docs/android-integration.md.
+// Compiled with kotlinc and run on the JVM against the simulator, through the
+// real libandroid_bridge.so, by android-bridge/tests/kotlin.rs (the sample
+// wallet in examples/wallet/ and the entry-point check in tests/kotlin/).
+// See docs/android-integration.md.
 package dev.mvmm.bridge
 
 import java.util.concurrent.Executor
@@ -51,7 +52,35 @@ internal object NativeBridge {
 data class SecureVm(
     val transport: String = "vsock:4:7100",
     val deviceKeyHex: String,
-)
+) {
+    /**
+     * Enrolls a payment credential labelled [label] (its key pair is made
+     * inside the secure VM); returns its 16-byte id. Blocking: call it off
+     * the UI thread.
+     */
+    fun enroll(label: String): ByteArray = session { NativeBridge.enroll(it, label) }
+
+    /** The ids (16 bytes each) of the enrolled credentials. Blocking. */
+    fun credentials(): List<ByteArray> = session { handle ->
+        val ids = NativeBridge.listCredentials(handle)
+        (0 until ids.size / CREDENTIAL_ID_LEN).map {
+            ids.copyOfRange(it * CREDENTIAL_ID_LEN, (it + 1) * CREDENTIAL_ID_LEN)
+        }
+    }
+
+    private fun <T> session(call: (Long) -> T): T {
+        val handle = NativeBridge.connect(transport, deviceKeyHex)
+        try {
+            return call(handle)
+        } finally {
+            NativeBridge.close(handle)
+        }
+    }
+
+    companion object {
+        const val CREDENTIAL_ID_LEN = 16
+    }
+}
 
 /** Like android.security.ConfirmationCallback. */
 abstract class ConfirmationCallback {
@@ -123,9 +152,16 @@ class ConfirmationPrompt private constructor(
      */
     fun presentPrompt(executor: Executor, callback: ConfirmationCallback) {
         Thread {
+            // Decide on the worker thread, report on the caller's executor.
+            // (A lambda must not start a line after `val x = call()`: Kotlin
+            // reads it as a trailing lambda passed to the call.)
             val result: () -> Unit = try {
                 val token = run()
-                { if (canceled.get()) callback.onCanceled() else callback.onConfirmed(token) }
+                if (canceled.get()) {
+                    { callback.onCanceled() }
+                } else {
+                    { callback.onConfirmed(token) }
+                }
             } catch (e: MvmmException) {
                 when {
                     canceled.get() -> ({ callback.onCanceled() })
@@ -133,7 +169,7 @@ class ConfirmationPrompt private constructor(
                     else -> ({ callback.onError(e) })
                 }
             } catch (e: Throwable) {
-                { callback.onError(e) }
+                ({ callback.onError(e) })
             }
             executor.execute(result)
         }.start()
@@ -150,7 +186,12 @@ class ConfirmationPrompt private constructor(
     private fun run(): ByteArray {
         val handle = NativeBridge.connect(secureVm.transport, secureVm.deviceKeyHex)
         try {
-            val id = credential ?: NativeBridge.listCredentials(handle).copyOfRange(0, 16)
+            val id = credential ?: NativeBridge.listCredentials(handle).let {
+                if (it.size < SecureVm.CREDENTIAL_ID_LEN) {
+                    throw MvmmException("${MvmmException.UNKNOWN_CREDENTIAL}:no credential enrolled")
+                }
+                it.copyOfRange(0, SecureVm.CREDENTIAL_ID_LEN)
+            }
             return NativeBridge.requestPayment(handle, id, amount, currency, merchant, nonce)
         } finally {
             NativeBridge.close(handle)

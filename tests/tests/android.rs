@@ -1,0 +1,172 @@
+//! QEMU tests of Android boot images in the rich VM: `mkbootimg` packs
+//! Debian's arm64 kernel and the project's ramdisk into a `boot.img`
+//! (header v2; and header v3 with a `vendor_boot.img`), mvmm boots what the
+//! `bootimg` crate takes out of it, and a payment goes through.
+//!
+//! Run by `cargo xtask test` (they need the images and mkbootimg:
+//! `#[ignore]` otherwise).
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mvmm_tests::android_boot::{mkbootimg, prepare_bootimg_boot};
+use mvmm_tests::payment;
+use mvmm_tests::rich::Cpio;
+use mvmm_tests::{
+    Console, ConsoleError, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL, load_board,
+    qemu_command,
+};
+
+const BOOT: Duration = Duration::from_secs(120);
+const STEP: Duration = Duration::from_secs(60);
+
+#[track_caller]
+fn ok(result: Result<String, ConsoleError>) -> String {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn work(dir: &Path, name: &str) -> PathBuf {
+    let work = dir.join("work").join(format!("android-{name}"));
+    std::fs::create_dir_all(&work).expect("work dir");
+    work
+}
+
+/// Boots `boot` (and `vendor`) running `command`; approves the payment it
+/// asks for and returns the console transcript after power-off.
+fn boot_and_pay(
+    dir: &Path,
+    boot: &Path,
+    vendor: Option<&Path>,
+    command: &str,
+    name: &str,
+) -> String {
+    let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+    let (rich, unpacked) =
+        prepare_bootimg_boot(&board, &qemu, dir, (boot, vendor), Some(command), name)
+            .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "boot image v{}: cmdline {:?}",
+        unpacked.header_version, unpacked.cmdline
+    );
+    let images = Images::with_rich_linux(dir, &rich);
+    let mut m = Machine::start(qemu_command(&board, &qemu, &images, Console::Piped));
+    ok(payment::answer(&mut m, "y\r", BOOT));
+    ok(m.expect("secure-os: payment approved", STEP));
+    ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
+    ok(m.expect("[rich] mvmm-rich: exit status", STEP));
+    let status = m
+        .wait_exit(STEP)
+        .expect("QEMU did not exit after the rich VM's SYSTEM_OFF");
+    assert!(status.success(), "QEMU exit status {status}");
+    m.transcript()
+}
+
+fn verified(transcript: &str) {
+    let json = payment::json_lines(transcript);
+    let (Some(enroll), Some(request)) = (
+        json.iter().find(|v| v.get("label").is_some()),
+        json.iter().find(|v| v.get("token").is_some()),
+    ) else {
+        panic!("no enrollment or token:\n{transcript}")
+    };
+    let v = payment::verify(enroll, request).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.counter, 1);
+}
+
+#[test]
+#[ignore = "needs the QEMU images and mkbootimg: run `cargo xtask test`"]
+fn a_boot_image_v2_made_by_mkbootimg_boots_to_a_payment() {
+    let dir = Images::dir_from_env();
+    let work = work(&dir, "v2");
+    let boot = work.join("boot.img");
+    let cmdline = format!("{RICH_CMDLINE} androidboot.hardware=mvmm");
+    let (kernel, ramdisk) = (dir.join(RICH_KERNEL), dir.join(RICH_INITRAMFS));
+    let args: [&OsStr; 12] = [
+        "--kernel".as_ref(),
+        kernel.as_os_str(),
+        "--ramdisk".as_ref(),
+        ramdisk.as_os_str(),
+        "--cmdline".as_ref(),
+        cmdline.as_ref(),
+        "--header_version".as_ref(),
+        "2".as_ref(),
+        "--dtb".as_ref(),
+        ramdisk.as_os_str(), // any non-empty blob: mvmm writes the VM's device tree
+        "-o".as_ref(),
+        boot.as_os_str(),
+    ];
+    mkbootimg(&args).unwrap_or_else(|e| panic!("{e}"));
+    let command = format!(
+        "grep -o androidboot.hardware=mvmm /proc/cmdline; {}",
+        payment::script("")
+    );
+    let out = boot_and_pay(&dir, &boot, None, &command, "v2");
+    assert!(
+        out.contains("[rich] androidboot.hardware=mvmm"),
+        "the image's cmdline reached the kernel:\n{out}"
+    );
+    verified(&out);
+}
+
+#[test]
+#[ignore = "needs the QEMU images and mkbootimg: run `cargo xtask test`"]
+fn a_boot_image_v3_with_vendor_boot_boots_to_a_payment() {
+    // GKI's split: the kernel (as Image.gz) and a generic ramdisk in
+    // boot.img; the vendor ramdisk (here: the project's, with the modules)
+    // and the vendor command line in vendor_boot.img.
+    let dir = Images::dir_from_env();
+    let work = work(&dir, "v3");
+    let kernel_gz = work.join("Image.gz");
+    let gz = std::process::Command::new("gzip")
+        .arg("-c")
+        .arg(dir.join(RICH_KERNEL))
+        .output()
+        .expect("gzip runs");
+    assert!(gz.status.success());
+    std::fs::write(&kernel_gz, gz.stdout).expect("write Image.gz");
+    let mut generic = Cpio::new();
+    generic.dir("etc");
+    generic.file("etc/generic-ramdisk", 0o644, b"from boot.img\n");
+    let generic_path = work.join("generic-ramdisk.cpio");
+    std::fs::write(&generic_path, generic.finish()).expect("write generic ramdisk");
+    let dtb = work.join("dtb");
+    std::fs::write(&dtb, b"not used: mvmm writes the VM's device tree").expect("write dtb");
+    let (boot, vendor) = (work.join("boot.img"), work.join("vendor_boot.img"));
+    let vendor_ramdisk = dir.join(RICH_INITRAMFS);
+    let args: [&OsStr; 18] = [
+        "--kernel".as_ref(),
+        kernel_gz.as_os_str(),
+        "--ramdisk".as_ref(),
+        generic_path.as_os_str(),
+        "--cmdline".as_ref(),
+        RICH_CMDLINE.as_ref(),
+        "--vendor_ramdisk".as_ref(),
+        vendor_ramdisk.as_os_str(),
+        "--vendor_cmdline".as_ref(),
+        "androidboot.hardware=mvmm".as_ref(),
+        "--dtb".as_ref(),
+        dtb.as_os_str(),
+        "--header_version".as_ref(),
+        "3".as_ref(),
+        "--vendor_boot".as_ref(),
+        vendor.as_os_str(),
+        "-o".as_ref(),
+        boot.as_os_str(),
+    ];
+    mkbootimg(&args).unwrap_or_else(|e| panic!("{e}"));
+    let command = format!(
+        "cat /etc/generic-ramdisk; grep -o androidboot.hardware=mvmm /proc/cmdline; {}",
+        payment::script("")
+    );
+    let out = boot_and_pay(&dir, &boot, Some(&vendor), &command, "v3");
+    assert!(
+        out.contains("[rich] from boot.img"),
+        "the generic ramdisk was unpacked:\n{out}"
+    );
+    assert!(
+        out.contains("[rich] androidboot.hardware=mvmm"),
+        "the vendor cmdline reached the kernel:\n{out}"
+    );
+    verified(&out);
+}
