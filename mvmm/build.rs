@@ -51,4 +51,40 @@ fn main() {
         );
     }
     println!("cargo:rustc-env=MVMM_STACK_SIZE={STACK_SIZE}");
+
+    // The boot authority: the public key whose signature a secure VM's
+    // image must carry (`cargo xtask build` passes the development key it
+    // keeps under target/). Without it every signed image is refused.
+    println!("cargo:rerun-if-env-changed={AUTHORITY_VAR}");
+    let authority = match env::var(AUTHORITY_VAR) {
+        Ok(hex) => parse_public_key(&hex).unwrap_or_else(|| {
+            fail(format!(
+                "{AUTHORITY_VAR}={hex:?} is not a SEC1 compressed P-256 key in hex (66 digits)"
+            ))
+        }),
+        Err(_) => [0; 33],
+    };
+    fs::write(
+        out.join("boot_authority.rs"),
+        format!(
+            "/// The boot authority's public key (SEC1 compressed; all zero: none).\n\
+             pub const BOOT_AUTHORITY: [u8; 33] = {authority:?};\n"
+        ),
+    )
+    .unwrap_or_else(|e| fail(format!("cannot write boot_authority.rs: {e}")));
+}
+
+/// The environment variable naming the boot authority's public key.
+const AUTHORITY_VAR: &str = "MVMM_BOOT_AUTHORITY";
+
+fn parse_public_key(hex: &str) -> Option<[u8; 33]> {
+    let hex = hex.trim();
+    if hex.len() != 66 || !hex.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 33];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    matches!(key[0], 2 | 3).then_some(key)
 }

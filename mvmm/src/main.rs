@@ -16,6 +16,7 @@ mod hv;
 #[cfg(target_os = "none")]
 mod board {
     include!(concat!(env!("OUT_DIR"), "/board.rs"));
+    include!(concat!(env!("OUT_DIR"), "/boot_authority.rs"));
 }
 
 /// Logs one line from mvmm itself on the console (prefix `[mvmm] `).

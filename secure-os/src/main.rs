@@ -146,34 +146,36 @@ mod image {
         }
 
         let page = provision::page_address();
-        let secret = provision::take_secret();
-        let identity = match secret {
-            Ok(mut secret) => {
-                let key = keys::derive_device_key(&secret);
-                let word = keys::security_word(&secret);
-                secret.fill(0);
-                core::hint::black_box(&mut secret);
+        let identity = match provision::take_handover() {
+            Ok(secrets) => {
+                // The device key follows this exact image (CDI_Attest); the
+                // security word stays with the device and the authority
+                // (CDI_Seal).
+                let key = keys::derive_device_key(&secrets.cdi_attest);
+                let word = keys::security_word(&secrets.cdi_seal);
+                println!(
+                    "secure-os: measured boot: security version {}, board {}",
+                    secrets.measurements.security_version, secrets.measurements.board
+                );
                 match key {
                     Ok(key) => {
                         println!("secure-os: device key {}", keys::compressed_hex(&key));
-                        Some((key, word))
+                        Some((key, word, secrets.measurements))
                     }
                     Err(_) => {
                         println!(
-                            "secure-os: no valid device key from the secret: payment service disabled"
+                            "secure-os: no valid device key from the CDI: payment service disabled"
                         );
                         None
                     }
                 }
             }
             Err(why) => {
-                println!(
-                    "secure-os: no provisioned device secret at {page:#x} ({why}): payment service disabled"
-                );
+                println!("secure-os: no hand-over at {page:#x} ({why}): payment service disabled");
                 None
             }
         };
-        println!("secure-os: provisioning page {page:#x} zeroed");
+        println!("secure-os: hand-over page {page:#x} zeroed");
 
         let vsock = match virtio::probe_mmio(VSOCK_BASE, VSOCK_SIZE, Kind::Socket) {
             Ok(transport) => match virtio::VsockDriver::new(transport) {
@@ -202,7 +204,7 @@ mod image {
             }
         };
 
-        let (Some(vsock), Some((key, word)), Some(entropy), Some(seed), true) =
+        let (Some(vsock), Some((key, word, measurements)), Some(entropy), Some(seed), true) =
             (vsock, identity, entropy, seed, ok)
         else {
             return None;
@@ -218,11 +220,9 @@ mod image {
                     return None;
                 }
             };
-        // Nothing hands this OS its boot measurements yet (mVMM will, with
-        // DICE): attest exactly that, never a made-up digest. Verifiers
-        // refuse an unmeasured boot.
-        app.set_boot_state(BootState::Unmeasured);
-        println!("secure-os: boot unmeasured (no measurements handed over): attestation says so");
+        // What mvmm measured (its own code and this image) is what the
+        // attestation states.
+        app.set_boot_state(BootState::Measured(measurements));
         let board = Switchboard::new(Service::new(app, key));
         // Mix once more so the seed never equals raw device output.
         let mut first = [0u8; 32];

@@ -42,6 +42,7 @@ pub fn load_board(board: &str) -> Result<(BoardFile, QemuSection), String> {
 }
 
 pub mod android_boot;
+pub mod boot_image;
 pub mod payment;
 pub mod rich;
 
@@ -74,97 +75,27 @@ pub const RICH_INITRAMFS: &str = "rich/initramfs.cpio.gz";
 /// Static aarch64 tools (mvmm-pay, chan-tool) put in the rich VM's
 /// /usr/bin: every file of this directory of the image directory.
 pub const RICH_TOOLS_DIR: &str = "rich/bin";
-/// The provisioned device secret page and the public key pinned from it.
-pub const DEVICE_SECRET: &str = "device-secret.bin";
-
-/// The device identity of this build: a secret generated once per image
-/// directory (the emulated "fuse"), the device key derived from it exactly
-/// as secure-os does, and the user's security word.
-#[derive(Clone, Debug)]
-pub struct Provisioning {
-    /// The page QEMU loads at the secure VM's provisioning address.
-    pub page: PathBuf,
-    /// The device public key, compressed SEC1 hex (what mvmm-pay pins).
-    pub device_key: String,
-    pub security_word: String,
-}
-
-/// Creates (once) and reads the device secret under `dir`.
-pub fn provision(dir: &Path) -> Result<Provisioning, String> {
-    use protocol::device_key::{self, PROVISION_MAGIC, SECRET_LEN};
-    let page = dir.join(DEVICE_SECRET);
-    if !page.exists() {
-        let mut secret = [0u8; SECRET_LEN];
-        fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut secret))
-            .map_err(|e| format!("cannot read /dev/urandom for the device secret: {e}"))?;
-        let mut bytes = PROVISION_MAGIC.to_vec();
-        bytes.extend_from_slice(&secret);
-        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        fs::write(&page, bytes).map_err(|e| format!("{}: {e}", page.display()))?;
-    }
-    let bytes = fs::read(&page).map_err(|e| format!("{}: {e}", page.display()))?;
-    let secret = device_key::parse_provisioned(&bytes)
-        .map_err(|e| format!("{}: not a provisioning page ({e:?})", page.display()))?;
-    let key = device_key::derive_device_key(&secret).map_err(|e| format!("device key: {e:?}"))?;
-    Ok(Provisioning {
-        page,
-        device_key: device_key::compressed_hex(&key).to_string(),
-        security_word: device_key::security_word(&secret).to_string(),
-    })
-}
+pub use boot_image::{DEVICE_SECRET, Provisioning, provision};
 
 impl Images {
-    /// The images of `cargo xtask build` in `dir`: mvmm, secure-os, and the
-    /// probe guest in the rich VM's slot.
-    pub fn in_dir(dir: &Path) -> Images {
-        Images {
-            mvmm: dir.join("mvmm"),
-            guests: vec![
-                Load::elf(dir.join("secure-os")),
-                Load::elf(dir.join("probe-guest")),
-            ],
-        }
-    }
-
-    /// mvmm, secure-os (provisioned), and Linux in the rich VM.
-    pub fn with_rich_linux(dir: &Path, rich: &RichBoot) -> Images {
-        let mut guests = vec![Load::elf(dir.join("secure-os"))];
-        if let Some((page, addr)) = &rich.provisioning {
-            guests.push(Load {
-                file: page.clone(),
-                addr: Some(*addr),
-            });
-        }
-        let files = [&rich.kernel, &rich.initrd, &rich.dtb];
-        match &rich.store {
-            // mvmm copies the images from its store into the VM (and again
-            // when the VM resets).
-            Some((base, manifest, offsets)) => {
-                guests.push(Load {
-                    file: manifest.clone(),
-                    addr: Some(*base),
-                });
-                for (file, offset) in files.into_iter().zip(offsets) {
-                    guests.push(Load {
-                        file: file.clone(),
-                        addr: Some(base + offset),
-                    });
-                }
-            }
-            None => {
-                let addrs = [rich.kernel_addr, rich.initrd_addr, rich.dtb_addr];
-                for (file, addr) in files.into_iter().zip(addrs) {
-                    guests.push(Load {
-                        file: file.clone(),
-                        addr: Some(addr),
-                    });
-                }
-            }
-        }
-        Images {
+    /// The images of `cargo xtask build` in `dir`: mvmm, the signed
+    /// secure-os (through the image store) and the probe guest in the rich
+    /// VM's slot.
+    pub fn probe(board: &BoardFile, dir: &Path) -> Result<Images, String> {
+        let mut guests = boot_image::store_loads(board, dir, &[], &dir.join("work").join("probe"))?;
+        guests.push(Load::elf(dir.join("probe-guest")));
+        Ok(Images {
             mvmm: dir.join("mvmm"),
             guests,
+        })
+    }
+
+    /// mvmm, the signed secure-os, and Linux in the rich VM, all through
+    /// the image store.
+    pub fn with_rich_linux(dir: &Path, rich: &RichBoot) -> Images {
+        Images {
+            mvmm: dir.join("mvmm"),
+            guests: rich.loads.clone(),
         }
     }
 
@@ -178,9 +109,10 @@ impl Images {
             })
     }
 
-    /// The probe images from [`Images::dir_from_env`].
+    /// The probe images from [`Images::dir_from_env`] on the default board.
     pub fn from_env() -> Images {
-        Images::in_dir(&Images::dir_from_env())
+        let (board, _) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+        Images::probe(&board, &Images::dir_from_env()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn missing(&self) -> Vec<&Path> {
@@ -201,12 +133,10 @@ pub struct RichBoot {
     pub initrd_addr: u64,
     pub dtb: PathBuf,
     pub dtb_addr: u64,
-    /// The secure VM's provisioning page and where it goes.
-    pub provisioning: Option<(PathBuf, u64)>,
-    /// On a board with an image store: the store's address and the
-    /// manifest file; the kernel, initrd and device tree then go into the
-    /// store (at `store_offsets`) and mvmm copies them into the VM.
-    pub store: Option<(u64, PathBuf, [u64; 3])>,
+    /// What QEMU's loader puts where: the device secret, the image
+    /// store's manifest, the signed secure-os and the three images above
+    /// (mvmm copies them into the VMs, and again when a VM resets).
+    pub loads: Vec<Load>,
 }
 
 /// The default kernel command line of the rich VM.
@@ -274,18 +204,12 @@ pub fn prepare_rich_boot(
     // The VMM channel's client: mvmm-pay and the device key it pins, from
     // the image directory, whatever kernel and initramfs the rich VM boots.
     let mut files: Vec<rich::ExtraFile> = Vec::new();
-    let mut provisioning = None;
-    if let Some(secure) = board.vms.iter().find(|v| v.kind == "secure")
-        && let Some(addr) = secure.provision
-    {
-        let p = provision(image_dir)?;
-        files.push((
-            "etc/mvmm/device.pub".into(),
-            format!("{}\n", p.device_key).into_bytes(),
-            0o644,
-        ));
-        provisioning = Some((p.page, addr));
-    }
+    let p = provision(image_dir, board)?;
+    files.push((
+        "etc/mvmm/device.pub".into(),
+        format!("{}\n", p.device_key).into_bytes(),
+        0o644,
+    ));
     // Static tools for the rich VM (mvmm-pay, chan-tool) go to /usr/bin.
     if let Ok(entries) = fs::read_dir(image_dir.join(RICH_TOOLS_DIR)) {
         for entry in entries.flatten() {
@@ -327,10 +251,10 @@ pub fn prepare_rich_boot(
         .map_err(|e| e.to_string())?;
     let dtb = work.join("rich.dtb");
     fs::write(&dtb, blob).map_err(|e| format!("{}: {e}", dtb.display()))?;
-    let store = image_store_layout(
+    let loads = boot_image::store_loads(
         board,
-        vm,
-        [(kernel, vm.entry), (&initrd, initrd_addr), (&dtb, dtb_addr)],
+        image_dir,
+        &[(kernel, vm.entry), (&initrd, initrd_addr), (&dtb, dtb_addr)],
         work,
     )?;
     Ok(RichBoot {
@@ -340,56 +264,8 @@ pub fn prepare_rich_boot(
         initrd_addr,
         dtb,
         dtb_addr,
-        provisioning,
-        store,
+        loads,
     })
-}
-
-/// Lays the rich VM's boot images out in the board's image store and writes
-/// the manifest mvmm reads (see `mvmm_core::image_store`); `None` when the
-/// board has no store.
-fn image_store_layout(
-    board: &BoardFile,
-    vm: &mvmm_core::config::VmEntry,
-    images: [(&Path, u64); 3],
-    work: &Path,
-) -> Result<Option<(u64, PathBuf, [u64; 3])>, String> {
-    use mvmm_core::image_store::{Entry, MANIFEST_SIZE, Manifest};
-    let Some(store) = board.board.image_store else {
-        return Ok(None);
-    };
-    let vm_index = board
-        .vms
-        .iter()
-        .position(|v| v.name == vm.name)
-        .ok_or("the rich VM vanished")?;
-    let mut offset = MANIFEST_SIZE;
-    let mut entries = Vec::new();
-    let mut offsets = [0u64; 3];
-    for (i, (file, destination)) in images.iter().enumerate() {
-        let size = fs::metadata(file)
-            .map_err(|e| format!("{}: {e}", file.display()))?
-            .len();
-        offsets[i] = offset;
-        entries.push(Entry {
-            vm: vm_index,
-            source: offset,
-            destination: *destination,
-            size,
-        });
-        // Each image starts on a 2 MiB boundary of the store.
-        offset = (offset + size).div_ceil(0x20_0000) * 0x20_0000;
-    }
-    if offset > store.size {
-        return Err(format!(
-            "the rich VM's boot images ({offset} bytes) do not fit the board's image store ({} bytes)",
-            store.size
-        ));
-    }
-    let manifest = Manifest::encode(&entries).ok_or("too many boot images")?;
-    let path = work.join("image-store-manifest.bin");
-    fs::write(&path, manifest).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some((store.base, path, offsets)))
 }
 
 /// How the console is attached.
@@ -501,6 +377,8 @@ pub const FAILURE_PATTERNS: &[&str] = &[
 #[derive(Default)]
 struct Output {
     text: String,
+    /// The end of the last chunk when it may be the start of a soft wrap.
+    carry: String,
     /// Output streams (stdout, stderr) that have ended.
     closed_streams: u8,
 }
@@ -730,11 +608,74 @@ fn pump(mut stream: Box<dyn Read + Send>, output: &(Mutex<Output>, Condvar), ech
             cond.notify_all();
             return;
         }
-        let chunk = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+        let chunk = join_soft_wraps(&mut out.carry, &String::from_utf8_lossy(&buf[..n]));
         if echo == Echo::Stdout {
             print!("{chunk}");
         }
         out.text.push_str(&chunk);
         cond.notify_all();
+    }
+}
+
+/// Console text as the tests read it: rows the console multiplexer wrapped
+/// itself joined again (its soft wrap, LF CR and the writer's prefix, is
+/// removed; see `mvmm_core::console::SOFT_WRAP`), carriage returns
+/// dropped. `carry` holds the end of a chunk that may continue in the next.
+pub fn join_soft_wraps(carry: &mut String, chunk: &str) -> String {
+    let mut text = std::mem::take(carry) + chunk;
+    let mut out = String::with_capacity(text.len());
+    loop {
+        let Some(at) = text.find("\n\r") else {
+            // A trailing LF may be the start of a soft wrap (the
+            // multiplexer's own newlines are CR LF).
+            if text.ends_with('\n') && !text.ends_with("\r\n") {
+                *carry = "\n".into();
+                text.pop();
+            }
+            out.push_str(&text);
+            break;
+        };
+        out.push_str(&text[..at]);
+        let rest = &text[at + 2..];
+        // The prefix of the continuation row: "[...] " on the same row.
+        match rest.find("] ") {
+            Some(end) if rest.starts_with('[') && !rest[..end].contains('\n') => {
+                text = rest[end + 2..].to_string();
+            }
+            None if rest.len() < 24 && !rest.contains('\n') => {
+                *carry = text[at..].to_string();
+                break;
+            }
+            _ => {
+                out.push('\n');
+                text = rest.to_string();
+            }
+        }
+    }
+    out.replace('\r', "")
+}
+
+#[cfg(test)]
+mod soft_wrap_tests {
+    use super::join_soft_wraps;
+
+    #[test]
+    fn soft_wraps_are_joined_across_chunks() {
+        let mut carry = String::new();
+        let mut all = String::new();
+        for chunk in [
+            "[mvmm] vm 'secure': signature verif\n",
+            "\r[mv",
+            "mvmm] ied\r\n[rich] x\r\n",
+        ] {
+            all += &join_soft_wraps(&mut carry, chunk);
+        }
+        all += &join_soft_wraps(&mut carry, "");
+        assert_eq!(all, "[mvmm] vm 'secure': signature verified\n[rich] x\n");
+        let mut carry = String::new();
+        assert_eq!(join_soft_wraps(&mut carry, "a\r\nb\n"), "a\nb");
+        assert_eq!(join_soft_wraps(&mut carry, "c"), "\nc");
+        // QEMU's pty adds CR before LF: a row ending in "\r\r\n" is no wrap.
+        assert_eq!(join_soft_wraps(&mut carry, "d\r\r\n"), "d\n");
     }
 }

@@ -10,8 +10,8 @@ mod sim;
 use clap::{Parser, Subcommand};
 use mvmm_tests::{
     Console, IMAGE_DIR_VAR, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL,
-    RICH_TOOLS_DIR, RichSource, load_board, prepare_rich_boot, provision, qemu_command, repo_root,
-    rich,
+    RICH_TOOLS_DIR, RichSource, boot_image, load_board, prepare_rich_boot, provision, qemu_command,
+    repo_root, rich,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -305,11 +305,16 @@ fn build(board: &str) -> Result<Images> {
                 "chan-tool",
             ]),
     )?;
-    step(&format!("building mvmm for {TARGET_EL2}"));
+    let authority = boot_image::authority_key(&target_dir().join("keys"))?;
+    step(&format!(
+        "building mvmm for {TARGET_EL2} (boot authority {})",
+        boot_image::public_hex(&authority)
+    ));
     run_cmd(
         cargo()
             .args(["build", "--release", "--target", TARGET_EL2, "-p", "mvmm"])
-            .env("MVMM_BOARD", board),
+            .env("MVMM_BOARD", board)
+            .env("MVMM_BOOT_AUTHORITY", boot_image::public_hex(&authority)),
     )?;
     let dir = target_dir().join("images").join(board);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -338,13 +343,70 @@ fn build(board: &str) -> Result<Images> {
         let from = target_dir().join(TARGET_LINUX).join("release").join(tool);
         fs::copy(&from, tools.join(tool)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
-    let device = provision(&dir)?;
+    let (file, _) = load_board(board)?;
+    let secure = file
+        .vms
+        .iter()
+        .find(|v| v.kind == "secure")
+        .ok_or("the board has no secure VM")?;
+    let security_version = secure_os_security_version()?;
+    step(&format!(
+        "signing secure-os (security version {security_version}) with the development boot authority"
+    ));
+    boot_image::sign_secure_os(
+        &dir,
+        &dir.join("secure-os"),
+        &authority,
+        secure.entry,
+        security_version,
+    )?;
+    let device = provision(&dir, &file)?;
     eprintln!(
         "device key (pinned by mvmm-pay in the rich VM): {}",
         device.device_key
     );
+    // What a backend expects an attestation of this build to state.
+    let expected = mvmm_verify::measurements::ExpectedMeasurements {
+        board: file.board.name.clone(),
+        mvmm: boot_image::mvmm_measurement(&dir.join("mvmm"))?,
+        secure_os: device.image_hash,
+        min_security_version: security_version,
+        debug_allowed: false,
+    };
+    let path = dir.join(EXPECTED_MEASUREMENTS);
+    expected
+        .write(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("expected measurements: {}", path.display());
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(Images::in_dir(&dir))
+    Images::probe(&file, &dir)
+}
+
+/// The expected-measurements file of an image directory (see
+/// `mvmm_verify::measurements`).
+const EXPECTED_MEASUREMENTS: &str = "expected-measurements.json";
+
+/// secure-os's security version: `[package.metadata.mvmm] security-version`
+/// in secure-os/Cargo.toml (raise it with a fix that older images must not
+/// be allowed to roll back).
+fn secure_os_security_version() -> Result<u32> {
+    let path = repo_root().join("secure-os").join("Cargo.toml");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: toml::Value =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    value
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("mvmm"))
+        .and_then(|m| m.get("security-version"))
+        .and_then(toml::Value::as_integer)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| {
+            format!(
+                "{}: no [package.metadata.mvmm] security-version = <u32>",
+                path.display()
+            )
+        })
 }
 
 fn print_images(images: &Images) {

@@ -17,7 +17,9 @@
 //!   prints its prefix again; backspace stops at the prefix.
 //! - The multiplexer wraps rows itself before the terminal would, counting
 //!   every character that is not ASCII as two columns (no character takes
-//!   more), so a continuation row also starts with the prefix. Invalid
+//!   more), so a continuation row also starts with the prefix. The wrap is
+//!   sent as [`SOFT_WRAP`] (LF CR), so a program reading the console can
+//!   join the row again. Invalid
 //!   UTF-8 shows as `?`; bidirectional and other invisible format
 //!   characters, and C0/C1 controls other than the ones above, are dropped.
 //!
@@ -47,6 +49,11 @@ pub const LINE_BUFFER: usize = 160;
 /// Columns of the terminal the console is made for, prefix included: rows
 /// are wrapped before this width.
 pub const WIDTH: u16 = 80;
+/// What the multiplexer sends where it wraps a row itself, before the
+/// prefix of the continuation row: on a terminal the same as CR LF, and
+/// distinct from a writer's own newline (CR LF), so a program that reads
+/// the console can undo the wrap.
+pub const SOFT_WRAP: [u8; 2] = *b"\n\r";
 /// The level a console starts with: lines marked `<7>` (debug) are hidden.
 pub const DEFAULT_LEVEL: u8 = 6;
 /// The level that shows every line.
@@ -573,8 +580,9 @@ impl<'p> ConsoleMux<'p> {
         let (min_width, max_width) = if c.is_ascii() { (1, 1) } else { (0, 2) };
         self.open_row(source, out);
         if self.writers[source].row.max_col + max_width > self.room(source) {
-            out(b'\r');
-            out(b'\n');
+            // A soft wrap: LF CR (a hard newline is CR LF), so that a log
+            // reader can join the rows again (see `SOFT_WRAP`).
+            SOFT_WRAP.iter().for_each(|&b| out(b));
             self.writers[source].row = Row::default();
             self.owner = None;
             self.open_row(source, out);

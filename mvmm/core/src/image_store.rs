@@ -14,8 +14,9 @@
 //! 8   u32 entry count (at most MAX_ENTRIES)
 //! 12  u32 reserved (0)
 //! 16  entries, 32 bytes each:
-//!     u32 vm index, u32 reserved, u64 source offset in the store,
-//!     u64 destination guest-physical address, u64 size
+//!     u32 vm index, u32 offset of the image's signature block in the
+//!     store (0: unsigned; see `dice::SignatureBlock`), u64 source offset
+//!     in the store, u64 destination guest-physical address, u64 size
 //! ```
 //! The manifest is input from outside mvmm: [`Manifest::parse`] checks every
 //! entry against the store and the VM's RAM before anything is copied.
@@ -39,6 +40,8 @@ pub struct Entry {
     /// Where it goes in the VM (guest-physical).
     pub destination: u64,
     pub size: u64,
+    /// Offset of the image's signature block in the store, if it is signed.
+    pub signature: Option<u64>,
 }
 
 /// A checked manifest.
@@ -74,6 +77,10 @@ pub enum ManifestError {
     DestinationOutside {
         index: usize,
     },
+    /// Entry `index`'s signature block lies outside the store.
+    SignatureOutside {
+        index: usize,
+    },
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -105,6 +112,7 @@ impl Manifest {
                 source: 0,
                 destination: 0,
                 size: 0,
+                signature: None,
             }; MAX_ENTRIES],
             len: 0,
         };
@@ -124,11 +132,23 @@ impl Manifest {
             if !vm.ram.iter().any(|r| r.contains_range(destination, size)) {
                 return Err(ManifestError::DestinationOutside { index });
             }
+            let signature = match u32_at(bytes, at + 4).ok_or(ManifestError::TooShort)? {
+                0 => None,
+                offset => {
+                    let offset = u64::from(offset);
+                    let len = crate::dice::SIGNATURE_BLOCK_LEN as u64;
+                    if !images.contains_range(offset, len) {
+                        return Err(ManifestError::SignatureOutside { index });
+                    }
+                    Some(offset)
+                }
+            };
             m.entries[index] = Entry {
                 vm: vm_raw as usize,
                 source,
                 destination,
                 size,
+                signature,
             };
             m.len += 1;
         }
@@ -151,6 +171,8 @@ impl Manifest {
         for (i, e) in entries.iter().enumerate() {
             let at = HEADER + i * ENTRY;
             out[at..at + 4].copy_from_slice(&(e.vm as u32).to_le_bytes());
+            let signature = u32::try_from(e.signature.unwrap_or(0)).ok()?;
+            out[at + 4..at + 8].copy_from_slice(&signature.to_le_bytes());
             out[at + 8..at + 16].copy_from_slice(&e.source.to_le_bytes());
             out[at + 16..at + 24].copy_from_slice(&e.destination.to_le_bytes());
             out[at + 24..at + 32].copy_from_slice(&e.size.to_le_bytes());
@@ -172,6 +194,7 @@ mod tests {
             source,
             destination,
             size,
+            signature: None,
         }
     }
 
@@ -228,6 +251,22 @@ mod tests {
         assert_eq!(
             parse(&[entry(7, 0x1000, 0x5000_0000, 0x10)]),
             Err(ManifestError::UnknownVm { index: 0, vm: 7 })
+        );
+        let signed = |offset| Entry {
+            signature: Some(offset),
+            ..entry(0, 0x1000, 0x5000_0000, 0x10)
+        };
+        assert_eq!(
+            parse(&[signed(STORE - 8)]),
+            Err(ManifestError::SignatureOutside { index: 0 })
+        );
+        assert_eq!(
+            parse(&[signed(0x10)]),
+            Err(ManifestError::SignatureOutside { index: 0 })
+        );
+        assert_eq!(
+            parse(&[signed(0x2000)]).map(|m| m.for_vm(0).next().copied()),
+            Ok(Some(signed(0x2000)))
         );
         let mut many = Manifest::encode(&[]).unwrap();
         many[8] = 9;

@@ -13,6 +13,7 @@ pub mod config;
 pub mod console;
 #[cfg(feature = "config")]
 pub mod devicetree;
+pub mod dice;
 pub mod hypercall;
 pub mod image_store;
 pub mod partition;

@@ -14,8 +14,10 @@ use crate::log;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use mvmm_core::boot_options::BootOptions;
 use mvmm_core::console::{ConsoleMux, InputQueue};
+use mvmm_core::dice;
 use mvmm_core::hypercall::{self, Hypercall};
 use mvmm_core::image_store::{self, Manifest, ManifestError};
+use mvmm_core::partition;
 use mvmm_core::partition::{MAX_VMS, Vm, VmKind};
 use mvmm_core::power::{AtExit, Overdue, ResetRequest, VmPower};
 use mvmm_core::psci::{self, Call, Outcome};
@@ -29,6 +31,7 @@ use spin::Mutex;
 
 mod channel;
 mod console;
+mod handover;
 mod interrupts;
 mod power;
 mod traps;
@@ -39,6 +42,7 @@ pub use traps::{guest_sync, guest_unexpected};
 // What the submodules call of each other (they see this module's items).
 use channel::{configure_switch, vsock_access};
 use console::{console_flush, feed_input, set_focus, update_uart_irq};
+use handover::{prepare_handover, write_handover};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
 use power::{load_images, power_call, stop_here, stop_if_asked};
 use traps::{refuse_access, report, report_vm_fault};
@@ -173,26 +177,57 @@ fn boot(dtb: u64) {
     }
     if let Some(store) = BOARD.image_store {
         let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
-        match arch::read_store(store, 0, &mut bytes)
+        if let Some(Err(e)) = arch::read_store(store, 0, &mut bytes)
             .then(|| Manifest::parse(&bytes, store.size, &BOARD))
+            .filter(|r| *r != Err(ManifestError::Empty))
         {
-            Some(Ok(_)) => {
-                for (i, vm) in BOARD.vms.iter().enumerate() {
-                    let n = load_images(i, vm);
-                    if n > 0 {
-                        log!(
-                            "vm '{}': {n} boot image(s) copied from the image store",
-                            vm.name
-                        );
-                    }
-                }
-            }
-            Some(Err(ManifestError::Empty)) | None => {}
-            Some(Err(e)) => log!(
-                "image store at {store}: manifest refused ({e:?}); VMs start with their RAM as loaded"
-            ),
+            log!("image store at {store}: manifest refused ({e:?})");
         }
     }
+    // The device secret is read and wiped before any VM runs; only the
+    // CDIs derived from it reach the secure VM.
+    let uds = arch::take_uds(BOARD.mvmm);
+    let mvmm_hash: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(arch::measured_image()).into()
+    };
+    for (i, vm) in BOARD.vms.iter().enumerate() {
+        match load_images(i, vm) {
+            Ok(loaded) => {
+                if loaded.copied > 0 {
+                    log!(
+                        "vm '{}': {} boot image(s) copied from the image store{}",
+                        vm.name,
+                        loaded.copied,
+                        if loaded.verified.is_some() {
+                            ", signature verified"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                if let (Some((image_hash, security_version)), Some(uds)) = (loaded.verified, &uds)
+                    && vm.kind == VmKind::Secure
+                {
+                    prepare_handover(uds, mvmm_hash, image_hash, security_version);
+                    write_handover(vm);
+                } else if vm.kind == VmKind::Secure && uds.is_none() {
+                    log!(
+                        "vm '{}': no device secret provisioned: it gets no CDI",
+                        vm.name
+                    );
+                }
+            }
+            Err(why) => {
+                VMS[i].lock().off = true;
+                log!(
+                    "vm '{}': boot image refused: {why}; the VM will not run",
+                    vm.name
+                );
+            }
+        }
+    }
+    drop(uds);
     configure_switch();
     arch::init_distributor();
     // Typed input interrupts the CPU of the VM with focus.
@@ -217,8 +252,11 @@ fn boot(dtb: u64) {
 /// Runs vCPU `vcpu` of VM `vm` on this CPU, for ever.
 fn run_vcpu(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
     let vm = &BOARD.vms[vm_index];
-    let root = VMS[vm_index].lock().stage2_root;
-    if root == 0 {
+    let (root, off) = {
+        let state = VMS[vm_index].lock();
+        (state.stage2_root, state.off)
+    };
+    if root == 0 || off {
         park();
     }
     arch::install_vm(vm.vmid, root, vcpu);

@@ -110,7 +110,20 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         // the switch resets the VM's connections on the peer's side too.
         let _ = SWITCH.lock().mmio_write(vm_index, mmio::reg::STATUS, 4, 0);
     }
-    let copied = load_images(vm_index, vm);
+    let copied = match load_images(vm_index, vm) {
+        Ok(loaded) => loaded.copied,
+        Err(why) => {
+            VMS[vm_index].lock().off = true;
+            log!(
+                "vm '{}': SYSTEM_RESET: boot image refused: {why}; the VM stays off",
+                vm.name
+            );
+            park();
+        }
+    };
+    if vm.kind == VmKind::Secure {
+        write_handover(vm);
+    }
     {
         let mut state = VMS[vm_index].lock();
         state.power.finish_reset(vcpu);
@@ -157,24 +170,63 @@ pub(super) fn stop_here(vm_index: usize, vcpu: usize) -> ! {
     wait_for_cpu_on(arch::this_cpu(), vm_index, vcpu)
 }
 
-/// Copies VM `vm_index`'s boot images from the image store into its RAM;
-/// returns how many were copied. A missing or refused manifest is logged
-/// once at boot and leaves the RAM as the loader filled it.
-pub(super) fn load_images(vm_index: usize, vm: &Vm<'static>) -> usize {
-    let Some(store) = BOARD.image_store else {
-        return 0;
+/// What [`load_images`] copied into a VM.
+pub(super) struct Loaded {
+    pub copied: usize,
+    /// The SHA-256 and security version of the VM's signed image, when its
+    /// signature verified.
+    pub verified: Option<([u8; 32], u32)>,
+}
+
+/// Copies VM `vm_index`'s boot images from the image store into its RAM.
+/// Signed images are verified first (their signature against the boot
+/// authority built into mvmm); a secure VM must have a signed image and
+/// nothing unsigned. On a refusal nothing is copied and the reason is
+/// returned. A missing manifest leaves the RAM as the loader filled it.
+pub(super) fn load_images(vm_index: usize, vm: &Vm<'static>) -> Result<Loaded, &'static str> {
+    let mut loaded = Loaded {
+        copied: 0,
+        verified: None,
     };
-    let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
-    if !arch::read_store(store, 0, &mut bytes) {
-        return 0;
+    let manifest = BOARD.image_store.and_then(|store| {
+        let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
+        arch::read_store(store, 0, &mut bytes)
+            .then(|| Manifest::parse(&bytes, store.size, &BOARD).ok())
+            .flatten()
+            .map(|m| (store, m))
+    });
+    let Some((store, manifest)) = manifest else {
+        return if vm.kind == VmKind::Secure {
+            Err("no signed boot image in the image store")
+        } else {
+            Ok(loaded)
+        };
+    };
+    for entry in manifest.for_vm(vm_index) {
+        let Some(offset) = entry.signature else {
+            if vm.kind == VmKind::Secure {
+                return Err("an unsigned boot image (a secure VM boots only signed ones)");
+            }
+            continue;
+        };
+        let mut raw = [0u8; dice::SIGNATURE_BLOCK_LEN];
+        if !arch::read_store(store, offset, &mut raw) {
+            return Err("its signature block cannot be read");
+        }
+        let block = dice::SignatureBlock::parse(&raw).map_err(dice::BootError::describe)?;
+        let hash = hash_store(store, entry.source, entry.size).ok_or("the image cannot be read")?;
+        dice::verify_image(&hash, &block, &crate::board::BOOT_AUTHORITY)
+            .map_err(dice::BootError::describe)?;
+        loaded
+            .verified
+            .get_or_insert((hash, block.security_version));
     }
-    let Ok(manifest) = Manifest::parse(&bytes, store.size, &BOARD) else {
-        return 0;
-    };
-    let mut copied = 0;
+    if vm.kind == VmKind::Secure && loaded.verified.is_none() {
+        return Err("no signed boot image in the image store");
+    }
     for entry in manifest.for_vm(vm_index) {
         if arch::copy_image(store, entry, vm.ram) {
-            copied += 1;
+            loaded.copied += 1;
         } else {
             log!(
                 "vm '{}': boot image {:#x}+{:#x} refused",
@@ -184,5 +236,22 @@ pub(super) fn load_images(vm_index: usize, vm: &Vm<'static>) -> usize {
             );
         }
     }
-    copied
+    Ok(loaded)
+}
+
+/// The SHA-256 of `size` bytes of the image store at `offset`.
+fn hash_store(store: partition::MemRange, offset: u64, size: u64) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let mut chunk = [0u8; 4096];
+    let mut done = 0;
+    while done < size {
+        let n = (size - done).min(chunk.len() as u64) as usize;
+        if !arch::read_store(store, offset.checked_add(done)?, &mut chunk[..n]) {
+            return None;
+        }
+        hash.update(&chunk[..n]);
+        done += n as u64;
+    }
+    Some(hash.finalize().into())
 }

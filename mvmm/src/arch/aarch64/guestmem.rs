@@ -113,3 +113,44 @@ pub fn read_boot_options(mvmm: MemRange) -> u64 {
     // only the loader wrote it, before any CPU started.
     unsafe { core::ptr::read_volatile(pa as usize as *const u64) }
 }
+
+/// Takes the unique device secret the loader left in mvmm's UDS page (see
+/// `mvmm_core::dice`): copies the provisioning blob out and zeroes the whole
+/// page, whatever it held, so nothing of it stays in memory. `None` when
+/// the page holds no secret or lies outside mvmm's reservation.
+pub fn take_uds(mvmm: MemRange) -> Option<zeroize::Zeroizing<[u8; mvmm_core::dice::SECRET_LEN]>> {
+    const PAGE: u64 = 0x1000;
+    let pa = mvmm_core::dice::uds_address(mvmm.base);
+    if !mvmm.contains_range(pa, PAGE) {
+        return None;
+    }
+    let mut blob = zeroize::Zeroizing::new([0u8; 8 + mvmm_core::dice::SECRET_LEN]);
+    for (i, byte) in blob.iter_mut().enumerate() {
+        // SAFETY: the page lies in mvmm's reservation below its image (no
+        // VM maps it, no Rust object lives there), identity-mapped as normal
+        // memory; only the loader wrote it.
+        *byte = unsafe { core::ptr::read_volatile((pa as usize + i) as *const u8) };
+    }
+    for offset in (0..PAGE).step_by(8) {
+        // SAFETY: as above; aligned volatile stores into a page that belongs
+        // to no Rust object.
+        unsafe { core::ptr::write_volatile((pa + offset) as usize as *mut u64, 0) };
+    }
+    mvmm_core::dice::parse_uds(&blob[..]).map(zeroize::Zeroizing::new)
+}
+
+/// mvmm's own code and read-only data as loaded (what its measurement
+/// covers; see `sections.ld`).
+pub fn measured_image() -> &'static [u8] {
+    unsafe extern "C" {
+        static __measured_start: u8;
+        static __measured_end: u8;
+    }
+    let start = &raw const __measured_start;
+    let end = &raw const __measured_end;
+    let len = (end as usize).saturating_sub(start as usize);
+    // SAFETY: the linker script places both symbols around .text and
+    // .rodata of this image, which are loaded, mapped at EL2 and never
+    // written while mvmm runs.
+    unsafe { core::slice::from_raw_parts(start, len) }
+}

@@ -12,7 +12,7 @@ pub use gic::{
     init_cpu_interface, init_distributor, inject_virtual, kick, reap_list_registers, route_spi,
     set_spi_enabled,
 };
-pub use guestmem::{VmRam, copy_image, read_boot_options, read_store};
+pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use vcpu::{
     counter, counter_frequency, enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm,

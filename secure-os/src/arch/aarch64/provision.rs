@@ -1,12 +1,15 @@
-//! The provisioning page: the last page of the VM's RAM, where the loader
-//! puts the device secret before boot (see `crate::keys`). It is read once
-//! and then zeroed (and cleaned from the caches), so the secret does not
-//! linger in memory.
+//! The hand-over page: the last page of the VM's RAM, where mvmm puts this
+//! image's DICE CDIs and measurements before the VM starts (see
+//! `mvmm_core::dice`; the device secret itself never reaches this VM). It is
+//! read once and then zeroed (and cleaned from the caches), so the CDIs do
+//! not linger in memory.
 
-use crate::keys::{self, ProvisionError, SECRET_LEN};
 use core::arch::asm;
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicBool, Ordering};
+use mvmm_core::dice::{HANDOVER_LEN, Handover, Mode};
+use protocol::eat::{BoardName, BootMeasurements};
+use zeroize::Zeroizing;
 
 /// Bytes of the provisioning page.
 pub const PAGE_SIZE: usize = 4096;
@@ -18,36 +21,54 @@ unsafe extern "C" {
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// Address of the provisioning page (0x42ff_f000 for qemu-virt's secure VM).
+/// Address of the hand-over page (0x42ff_f000 for qemu-virt's secure VM).
 pub fn page_address() -> usize {
     (&raw const __vm_ram_end as usize) - PAGE_SIZE
 }
 
-/// Copies the secret out of the provisioning page and zeroes the page,
-/// whatever it held. A second call finds nothing (`NoMagic`).
-pub fn take_secret() -> Result<[u8; SECRET_LEN], ProvisionError> {
+/// What mvmm handed this VM (see `mvmm_core::dice::Handover`): the CDIs of
+/// this image and the measurements they were derived from. The CDIs are
+/// wiped when this is dropped.
+pub struct BootSecrets {
+    pub cdi_attest: Zeroizing<[u8; 32]>,
+    pub cdi_seal: Zeroizing<[u8; 32]>,
+    pub measurements: BootMeasurements,
+}
+
+/// Copies the hand-over out of its page and zeroes the page, whatever it
+/// held. A second call finds nothing.
+pub fn take_handover() -> Result<BootSecrets, &'static str> {
     if TAKEN.swap(true, Ordering::AcqRel) {
-        return Err(ProvisionError::NoMagic);
+        return Err("already taken");
     }
     let base = page_address();
-    let mut head = [0u8; 8 + SECRET_LEN];
-    for (i, byte) in head.iter_mut().enumerate() {
+    let mut raw = Zeroizing::new([0u8; HANDOVER_LEN]);
+    for (i, byte) in raw.iter_mut().enumerate() {
         // SAFETY: the page is the last page of this VM's RAM, identity-mapped
         // as normal memory; the linker script asserts the image (code, data,
         // stacks, heap) ends below it, so no Rust object lives there and a
         // volatile read of it aliases nothing.
         *byte = unsafe { read_volatile((base + i) as *const u8) };
     }
-    let result = keys::parse_provisioned(&head);
-    head.fill(0);
-    core::hint::black_box(&mut head);
     for offset in (0..PAGE_SIZE).step_by(8) {
         // SAFETY: as above; the page belongs to no Rust object, so zeroing it
         // with aligned volatile stores breaks no invariant.
         unsafe { write_volatile((base + offset) as *mut u64, 0) };
     }
     clean_to_poc(base, PAGE_SIZE);
-    result
+    let handover = Handover::decode(&raw[..]).ok_or("no MVMMCDI1 hand-over from mvmm")?;
+    let secrets = BootSecrets {
+        cdi_attest: Zeroizing::new(handover.cdis.attest),
+        cdi_seal: Zeroizing::new(handover.cdis.seal),
+        measurements: BootMeasurements {
+            mvmm: handover.mvmm_hash,
+            secure_os: handover.image_hash,
+            security_version: handover.security_version,
+            debug: handover.mode == Mode::Debug,
+            board: BoardName::try_from(handover.board).map_err(|_| "board name too long")?,
+        },
+    };
+    Ok(secrets)
 }
 
 /// Cleans and invalidates `len` bytes at `base` to the point of coherency,
