@@ -700,6 +700,8 @@ fn test(host_only: bool) -> Result {
                 "console",
                 "--test",
                 "android",
+                "--test",
+                "boot",
                 "--",
                 "--ignored",
                 "--test-threads=1",
