@@ -22,9 +22,15 @@ pub const PROMPT: &str = "Approve? [y/n]";
 /// The rich VM's shell command: enroll, then request the payment; both
 /// print JSON lines, and the request's exit status is reported.
 pub fn script(then: &str) -> String {
+    script_with_nonce(None, then)
+}
+
+/// [`script`] with the relying party's nonce (hex) when it issued one.
+pub fn script_with_nonce(nonce: Option<&str>, then: &str) -> String {
+    let nonce = nonce.map(|n| format!(" --nonce {n}")).unwrap_or_default();
     format!(
         "mvmm-pay enroll --label '{LABEL}' --json; \
-         mvmm-pay request --amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}' --json; \
+         mvmm-pay request --amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}'{nonce} --json; \
          echo \"mvmm-pay request exited with $?\"; {then}"
     )
 }
@@ -104,4 +110,118 @@ fn hex_into(text: &str, out: &mut [u8]) -> Result<(), String> {
             .map_err(|_| format!("{text:?} is not hex"))?;
     }
     Ok(())
+}
+
+/// A payment backend: `mvmm-verify serve` in this process on 127.0.0.1,
+/// spoken to over HTTP as any backend client would.
+pub struct Backend {
+    server: mvmm_verify::server::Running,
+}
+
+impl Backend {
+    pub fn start() -> Result<Backend, String> {
+        let server = mvmm_verify::server::start("127.0.0.1:0", Default::default())?;
+        Ok(Backend { server })
+    }
+
+    /// One HTTP request; returns the status and the JSON body.
+    pub fn call(&self, method: &str, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        use std::io::{Read, Write};
+        let body = body.to_string();
+        let mut stream = std::net::TcpStream::connect(self.server.addr())
+            .map_err(|e| format!("backend {}: {e}", self.server.addr()))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+        let mut reply = String::new();
+        stream
+            .read_to_string(&mut reply)
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let status = reply
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{method} {path}: not an HTTP reply: {reply:?}"))?;
+        let json = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .filter(|b| !b.trim().is_empty())
+            .map_or(Ok(Value::Null), serde_json::from_str)
+            .map_err(|e| format!("{method} {path}: {e}: {reply:?}"))?;
+        Ok((status, json))
+    }
+
+    /// Calls and checks the status.
+    pub fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        status: u16,
+    ) -> Result<Value, String> {
+        let (got, json) = self.call(method, path, body)?;
+        if got != status {
+            return Err(format!(
+                "{method} {path}: status {got}, expected {status}: {json}"
+            ));
+        }
+        Ok(json)
+    }
+
+    /// A fresh single-use nonce, hex.
+    pub fn nonce(&self) -> Result<String, String> {
+        let json = self.expect("POST", "/v1/nonces", &Value::Null, 201)?;
+        field(&json, "nonce").map(str::to_string)
+    }
+
+    /// Pins the device key, enrolls the credential of `enroll` (mvmm-pay's
+    /// JSON), verifies the token of `request`, then sends the same token
+    /// again and checks the backend refuses it as a replay.
+    pub fn accept_once(
+        &self,
+        device_key: &str,
+        enroll: &Value,
+        request: &Value,
+    ) -> Result<Value, String> {
+        let device = self.expect(
+            "POST",
+            "/v1/devices",
+            &serde_json::json!({ "public_key": device_key }),
+            201,
+        )?;
+        let device_id = field(&device, "device_id")?;
+        self.expect(
+            "POST",
+            "/v1/credentials",
+            &serde_json::json!({
+                "device_id": device_id,
+                "credential": field(enroll, "credential")?,
+                "label": field(enroll, "label")?,
+                "public_key": field(enroll, "public_key")?,
+                "signature": field(enroll, "signature")?,
+            }),
+            201,
+        )?;
+        let check = serde_json::json!({
+            "token": field(request, "token")?,
+            "amount_minor": AMOUNT_MINOR,
+            "currency": CURRENCY,
+            "merchant": MERCHANT,
+            "credential": field(request, "credential")?,
+        });
+        let accepted = self.expect("POST", "/v1/tokens/verify", &check, 200)?;
+        let (status, refusal) = self.call("POST", "/v1/tokens/verify", &check)?;
+        if status != 409 || refusal.get("error").and_then(Value::as_str) != Some("replay") {
+            return Err(format!(
+                "the replayed token was not refused as a replay: {status} {refusal}"
+            ));
+        }
+        Ok(accepted)
+    }
 }

@@ -166,3 +166,42 @@ fn a_payment_works_when_the_rich_vm_boots_a_users_own_initramfs() {
     assert_eq!(json.len(), 2, "enroll and request lines: {out}");
     payment::verify(&json[0], &json[1]).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn a_backend_accepts_the_token_once_over_http_and_python_reads_it() {
+    let backend = payment::Backend::start().unwrap();
+    let nonce = backend.nonce().unwrap();
+    let mut m = Machine::boot_linux(
+        Some(&payment::script_with_nonce(Some(&nonce), "")),
+        "backend",
+    );
+    ok(payment::answer(&mut m, "y\r", BOOT));
+    ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
+    let out = finish(&mut m);
+    let json = payment::json_lines(&out);
+    assert_eq!(json.len(), 2, "enroll and request lines: {out}");
+    // The backend (HTTP): the token is accepted once, its replay refused.
+    let dir = mvmm_tests::Images::dir_from_env();
+    let (board, _) = mvmm_tests::load_board("qemu-virt").unwrap();
+    let device = mvmm_tests::provision(&dir, &board).unwrap().device_key;
+    let accepted = backend.accept_once(&device, &json[0], &json[1]).unwrap();
+    assert_eq!(accepted["valid"], true, "{accepted}");
+    assert_eq!(accepted["nonce"], nonce.as_str(), "{accepted}");
+    // Another language's COSE library reads the same token.
+    if !mvmm_verify::python_example::python3_available() {
+        println!("python example skipped: python3 not found");
+        return;
+    }
+    let work = dir.join("work").join("backend");
+    let python = mvmm_verify::python_example::venv(&dir.join("../../tmp/pycose-venv")).unwrap();
+    let key = work.join("card.hex");
+    let token = work.join("token.b64");
+    std::fs::write(&key, json[0]["public_key"].as_str().unwrap()).unwrap();
+    std::fs::write(&token, json[1]["token"].as_str().unwrap()).unwrap();
+    let (code, checked) = mvmm_verify::python_example::verify(&python, &key, &token).unwrap();
+    assert_eq!(code, 0, "{checked}");
+    assert_eq!(checked["verified"], true, "{checked}");
+    assert_eq!(checked["claims"]["amount_minor"], 1250, "{checked}");
+    assert_eq!(checked["claims"]["merchant"], "Corner Cafe", "{checked}");
+}

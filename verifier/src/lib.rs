@@ -16,6 +16,7 @@
 
 pub mod attestation;
 pub mod measurements;
+pub mod python_example;
 pub mod server;
 
 use std::fmt;

@@ -6,8 +6,9 @@
 //! under target/. Without python3 the test prints
 //! "skipped: python3 not found" and passes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+use mvmm_verify::python_example;
 
 use base64::Engine as _;
 use heapless::String;
@@ -20,88 +21,14 @@ use rand_chacha::rand_core::SeedableRng;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// Pinned: the versions this test was written against. cbor2 6 decodes
-/// tagged arrays as tuples, which pycose 1.1.0 does not accept: stay on 5.
-const PACKAGES: [&str; 2] = ["pycose==1.1.0", "cbor2==5.6.5"];
-/// Checks the venv has exactly those versions.
-const CHECK: &str = "import importlib.metadata as m, pycose, cbor2; \
-    assert (m.version('pycose'), m.version('cbor2')) == ('1.1.0', '5.6.5')";
-
-fn python3() -> Option<&'static str> {
-    Command::new("python3")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| "python3")
-}
-
-/// The venv's python, with the pinned packages installed.
-fn venv() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pycose-venv");
-    let python = dir.join("bin").join("python3");
-    let ready = || {
-        Command::new(&python)
-            .args(["-c", CHECK])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ready() {
-        let status = Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&dir)
-            .status()
-            .expect("python3 -m venv runs");
-        assert!(status.success(), "python3 -m venv {} failed", dir.display());
-        let out = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(PACKAGES)
-            .output()
-            .expect("pip runs");
-        assert!(
-            out.status.success(),
-            "pip install {} failed:\n{}",
-            PACKAGES.join(" "),
-            std::string::String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(ready(), "pycose and cbor2 do not import after pip install");
-    }
-    python
-}
-
-fn run(python: &Path, key: &Path, token: &Path) -> (i32, Value) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/verify_token.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg("--key")
-        .arg(key)
-        .arg("--token")
-        .arg(token)
-        .output()
-        .expect("the script runs");
-    let stdout = std::string::String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {stdout}\n{}",
-            std::string::String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), json)
-}
-
 #[test]
 fn pycose_verifies_the_token_and_cbor2_reads_its_claims() {
-    if python3().is_none() {
+    if !python_example::python3_available() {
         println!("skipped: python3 not found");
         return;
     }
-    let python = venv();
+    let python = python_example::venv(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("pycose-venv"))
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let mut rng = ChaCha20Rng::seed_from_u64(11);
     let device = SigningKey::generate_from_rng(&mut rng);
@@ -130,7 +57,8 @@ fn pycose_verifies_the_token_and_cbor2_reads_its_claims() {
     )
     .unwrap();
 
-    let (code, out) = run(&python, &key, &token_file);
+    let (code, out) =
+        python_example::verify(&python, &key, &token_file).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["verified"], Value::Bool(true), "{out}");
     assert_eq!(out["canonical_cbor"], Value::Bool(true), "{out}");
@@ -154,7 +82,7 @@ fn pycose_verifies_the_token_and_cbor2_reads_its_claims() {
     tampered[last] ^= 0x01;
     let raw = dir.join("tampered.cbor");
     std::fs::write(&raw, &tampered).unwrap();
-    let (code, out) = run(&python, &key, &raw);
+    let (code, out) = python_example::verify(&python, &key, &raw).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((code, &out["verified"]), (1, &Value::Bool(false)), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

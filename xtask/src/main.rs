@@ -430,12 +430,16 @@ fn demo(answer: &str) -> Result {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let (file, qemu) = load_board("qemu-virt")?;
+    // The payment backend (mvmm-verify serve) runs here; the payment
+    // answers the nonce it issues.
+    let backend = payment::Backend::start()?;
+    let nonce = backend.nonce()?;
     let rich = prepare_rich_boot(
         &file,
         &qemu,
         &dir,
         &RichSource::built(&dir),
-        Some(&payment::script("")),
+        Some(&payment::script_with_nonce(Some(&nonce), "")),
         &dir.join("work").join("demo"),
     )?;
     step(
@@ -500,6 +504,25 @@ fn demo(answer: &str) -> Result {
         token_file.display()
     );
     run_cmd(&mut cmd).map_err(|e| format!("demo: the backend rejected the token: {e}"))?;
+    step("demo: the backend service (HTTP) accepts the token once and refuses its replay");
+    let device = provision(&dir, &file)?.device_key;
+    let accepted = backend
+        .accept_once(&device, enroll, request)
+        .map_err(|e| format!("demo: {e}"))?;
+    println!("POST /v1/tokens/verify -> 200 {accepted}");
+    println!("POST /v1/tokens/verify (the same token again) -> 409 replay");
+    if mvmm_verify::python_example::python3_available() {
+        step("demo: Python's pycose verifies the same token (verifier/examples/python)");
+        let python =
+            mvmm_verify::python_example::venv(&target_dir().join("tmp").join("pycose-venv"))?;
+        let (code, checked) = mvmm_verify::python_example::verify(&python, &key_file, &token_file)?;
+        println!("{checked}");
+        if code != 0 {
+            return Err(format!(
+                "demo: the Python example refused the token ({code})"
+            ));
+        }
+    }
     println!("demo: verified");
     Ok(())
 }
