@@ -197,6 +197,38 @@ fn pasting_typing_and_line_editing_work_on_the_console() {
     t.type_slowly(b"echo abc\x1b[D\x1b[DX\r");
     t.wait_rows("with the edited line", 1, |r| r == "[rich] aXbc", STEP);
 
+    // The README's commands, pasted together, enroll a card and ask to pay;
+    // the user answers the trusted prompt with y and Enter.
+    t.type_bytes(
+        b"mvmm-pay enroll --label 'My card'\n\
+          mvmm-pay request --amount 12.50 --currency EUR --merchant 'Corner Cafe'\n",
+    );
+    t.wait_rows(
+        "with the enrolled label",
+        1,
+        |r| r == "[rich] label: My card",
+        STEP,
+    );
+    t.wait_rows(
+        "with the trusted prompt",
+        1,
+        |r| r.starts_with("[TRUSTED secure] ") && r.contains("Approve? [y/n]"),
+        STEP,
+    );
+    t.type_slowly(b"y\r");
+    t.wait_rows(
+        "with the approved payment",
+        1,
+        |r| r == "[rich] counter: 1",
+        STEP,
+    );
+    t.wait_rows(
+        "with the merchant",
+        1,
+        |r| r == "[rich] merchant: Corner Cafe",
+        STEP,
+    );
+
     let rows = t.rows();
     let screen = rows.join("\n");
     // busybox's cursor-position query is never shown in part.
@@ -207,7 +239,7 @@ fn pasting_typing_and_line_editing_work_on_the_console() {
     // Every row belongs to a writer.
     for row in rows.iter().filter(|r| !r.is_empty()) {
         assert!(
-            ["[rich]", "[mvmm]", "[secure]"]
+            ["[rich]", "[mvmm]", "[secure]", "[TRUSTED secure]"]
                 .iter()
                 .any(|p| row.starts_with(p)),
             "row without a writer's prefix: {row:?}"

@@ -84,11 +84,29 @@ enum Cmd {
     /// cross-build check, the board-validation check, and the QEMU system
     /// tests (mvmm with its probe guest, Linux in the rich VM, payments end
     /// to end).
-    Test {
-        /// Only the host tests and checks, no QEMU.
-        #[arg(long)]
-        host_only: bool,
-    },
+    Test(TestArgs),
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// Only the host tests and checks, no QEMU.
+    #[arg(long, conflicts_with = "qemu_only")]
+    host_only: bool,
+    /// Only the QEMU tests (no format, lints or host tests).
+    #[arg(long)]
+    qemu_only: bool,
+    /// Keep every host CPU busy (two shell busy loops) while the QEMU tests
+    /// run: the suite must pass on a loaded machine, where an emulated CPU
+    /// may not run for a long while.
+    #[arg(long)]
+    stress: bool,
+    /// Run the QEMU tests this many times (each one must pass).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat: u32,
+    /// Only the QEMU tests whose names contain this text (cargo test's
+    /// filter), e.g. `--filter reboot`.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -138,7 +156,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Build { board } => build(&board).map(|images| print_images(&images)),
         Cmd::Run(args) => run(&args),
-        Cmd::Test { host_only } => test(host_only),
+        Cmd::Test(args) => test(&args),
         Cmd::Sim { auto, args } => sim::sim(auto.as_deref(), &args),
         Cmd::Bench { board } => run_bench(&board),
         Cmd::Demo { answer } => demo(&answer),
@@ -635,9 +653,25 @@ fn run(args: &RunArgs) -> Result {
     run_cmd(&mut cmd)
 }
 
-fn test(host_only: bool) -> Result {
+fn test(args: &TestArgs) -> Result {
     let started = Instant::now();
     ensure_targets()?;
+    if !args.qemu_only {
+        host_checks(args.host_only, started)?;
+    }
+    if args.host_only {
+        return Ok(());
+    }
+    qemu_tests(args)?;
+    eprintln!(
+        "\nall tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Format, lints, host tests, the no_std build and the board checks.
+fn host_checks(host_only: bool, started: Instant) -> Result {
     step("format and lints: cargo fmt --check, cargo clippy -D warnings (host and targets)");
     run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run_cmd(cargo().args([
@@ -697,46 +731,79 @@ fn test(host_only: bool) -> Result {
             "\nhost tests passed in {:.0} s (QEMU tests skipped)",
             started.elapsed().as_secs_f64()
         );
-        return Ok(());
     }
+    Ok(())
+}
+
+/// Busy loops that keep the host's CPUs loaded while they live.
+struct Load(Vec<std::process::Child>);
+
+impl Load {
+    fn start() -> Result<Load> {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let children = (0..cpus)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .map_err(|e| format!("cannot start a busy loop: {e}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        eprintln!("stress: {cpus} busy loop(s) keep the host's CPUs loaded");
+        Ok(Load(children))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The QEMU system tests, `args.repeat` times, under load with `--stress`.
+fn qemu_tests(args: &TestArgs) -> Result {
     ensure_packages()?;
     let images = build("qemu-virt")?;
-    step("QEMU system tests");
     let dir = images
         .mvmm
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    run_cmd(
-        cargo()
-            .args([
-                "test",
-                "-p",
-                "mvmm-tests",
-                "--test",
-                "system",
-                "--test",
-                "linux",
-                "--test",
-                "payment",
-                "--test",
-                "console",
-                "--test",
-                "android",
-                "--test",
-                "boot",
-                "--",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env(IMAGE_DIR_VAR, dir),
-    )?;
-    eprintln!(
-        "\nall tests passed in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
+    let _load = if args.stress {
+        Some(Load::start()?)
+    } else {
+        None
+    };
+    for round in 1..=args.repeat {
+        step(&format!(
+            "QEMU system tests{}{}",
+            if args.repeat > 1 {
+                format!(", round {round} of {}", args.repeat)
+            } else {
+                String::new()
+            },
+            if args.stress { ", host loaded" } else { "" }
+        ));
+        let mut cmd = cargo();
+        cmd.args(["test", "-p", "mvmm-tests"]);
+        for suite in QEMU_SUITES {
+            cmd.args(["--test", suite]);
+        }
+        cmd.args(["--", "--ignored", "--test-threads=1"]);
+        if let Some(filter) = &args.filter {
+            cmd.arg(filter);
+        }
+        run_cmd(cmd.env(IMAGE_DIR_VAR, &dir))
+            .map_err(|e| format!("QEMU tests, round {round}: {e}"))?;
+    }
     Ok(())
 }
+
+/// The QEMU test files of tests/tests (each test boots its own machine).
+const QEMU_SUITES: &[&str] = &["system", "linux", "payment", "console", "android", "boot"];
 
 /// Each broken board file must stop mvmm's build with a message naming the
 /// offending entry.
