@@ -61,11 +61,31 @@ impl Load {
     }
 }
 
-/// The images one boot needs: mvmm and what goes into the VMs.
+/// The images one boot needs: mvmm and what goes into the VMs, and the
+/// disk image that holds mvmm's state across boots (the secure VM's
+/// rollback counter).
 #[derive(Clone, Debug)]
 pub struct Images {
     pub mvmm: PathBuf,
     pub guests: Vec<Load>,
+    pub rpmb_disk: PathBuf,
+}
+
+/// mvmm's disk image in an image directory (see `mvmm_core::rpmb`):
+/// created blank by `cargo xtask build`, kept across boots.
+pub const RPMB_DISK: &str = "rpmb.img";
+/// Bytes of mvmm's disk image.
+pub const RPMB_DISK_SIZE: u64 = 64 * 1024;
+
+/// Creates mvmm's disk image at `path` unless it exists (a blank disk: the
+/// counter starts at 0).
+pub fn create_rpmb_disk(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    let file = fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.set_len(RPMB_DISK_SIZE)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Where `cargo xtask` copies the rich VM's Linux kernel and base
@@ -87,6 +107,7 @@ impl Images {
         Ok(Images {
             mvmm: dir.join("mvmm"),
             guests,
+            rpmb_disk: dir.join(RPMB_DISK),
         })
     }
 
@@ -96,6 +117,7 @@ impl Images {
         Images {
             mvmm: dir.join("mvmm"),
             guests: rich.loads.clone(),
+            rpmb_disk: dir.join(RPMB_DISK),
         }
     }
 
@@ -319,6 +341,13 @@ pub fn qemu_command(
         mvmm_core::boot_options::address(board.board.mvmm.base),
         options.encode()
     ));
+    if let Some(bus) = &qemu.rpmb_bus {
+        let mut drive = std::ffi::OsString::from("if=none,id=rpmb,format=raw,file=");
+        drive.push(&images.rpmb_disk);
+        cmd.arg("-drive").arg(drive);
+        cmd.arg("-device")
+            .arg(format!("virtio-blk-device,drive=rpmb,bus={bus}"));
+    }
     // A reset request from the firmware ends the run instead of rebooting.
     cmd.arg("-no-reboot");
     cmd.args(["-display", "none"]);

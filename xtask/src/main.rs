@@ -378,6 +378,7 @@ fn build(board: &str) -> Result<Images> {
         secure.entry,
         security_version,
     )?;
+    mvmm_tests::create_rpmb_disk(&dir.join(mvmm_tests::RPMB_DISK))?;
     let device = provision(&dir, &file)?;
     eprintln!(
         "device key (pinned by mvmm-pay in the rich VM): {}",

@@ -54,6 +54,10 @@ pub struct BoardSection {
     /// RAM only mvmm uses, holding pristine boot images of the VMs.
     #[serde(default)]
     pub image_store: Option<RangeEntry>,
+    /// The virtio-mmio slot of mvmm's own disk (a virtio-blk that holds the
+    /// secure VM's rollback counter).
+    #[serde(default)]
+    pub rpmb: Option<RangeEntry>,
 }
 
 /// How to start this board under QEMU (only for emulated boards).
@@ -69,6 +73,10 @@ pub struct QemuSection {
     /// Extra arguments, e.g. devices that fill virtio-mmio slots.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// The QEMU bus of mvmm's disk (the board's `rpmb` slot), e.g.
+    /// `virtio-mmio-bus.1`; the harness attaches the disk image there.
+    #[serde(default)]
+    pub rpmb_bus: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -263,6 +271,7 @@ impl BoardFile {
             vms: &vms,
             vsock_rules: &rules,
             image_store: b.image_store.as_ref().map(range),
+            rpmb: b.rpmb.as_ref().map(range),
         };
         board.validate()?;
         Ok(f(&board))
@@ -375,6 +384,13 @@ fn codegen(board: &Board<'_>) -> String {
         "    image_store: {},",
         board
             .image_store
+            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
+    );
+    let _ = writeln!(
+        s,
+        "    rpmb: {},",
+        board
+            .rpmb
             .map_or("None".to_string(), |m| format!("Some({})", r(m)))
     );
     let _ = writeln!(s, "}};");

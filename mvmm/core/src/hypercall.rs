@@ -10,6 +10,10 @@ const VENDOR_HYP_BASE: u64 = 0xc600_0000;
 /// secure VM may call it: while it holds focus, typed keys go to it alone
 /// and its lines carry the trusted prefix.
 pub const CONSOLE_FOCUS: u64 = VENDOR_HYP_BASE | 1;
+/// Exchange one rollback-counter frame (see `crate::rpmb`): x1 = the
+/// guest-physical address of a 128-byte frame in the caller's RAM, which
+/// mvmm replaces with its response. Only a secure VM may call it.
+pub const RPMB: u64 = VENDOR_HYP_BASE | 2;
 
 /// Return values (SMCCC conventions).
 pub const SUCCESS: u64 = 0;
@@ -22,6 +26,8 @@ pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
 pub enum Hypercall {
     /// Take (`true`) or release (`false`) console input focus.
     ConsoleFocus(bool),
+    /// A rollback-counter frame at this guest-physical address.
+    Rpmb { frame: u64 },
     /// CONSOLE_FOCUS with an argument other than 0 or 1.
     Invalid,
 }
@@ -35,6 +41,7 @@ pub fn decode(x0: u64, x1: u64) -> Option<Hypercall> {
             1 => Hypercall::ConsoleFocus(true),
             _ => Hypercall::Invalid,
         }),
+        RPMB => Some(Hypercall::Rpmb { frame: x1 }),
         _ => None,
     }
 }
@@ -48,7 +55,11 @@ mod tests {
         assert_eq!(decode(0xc600_0001, 1), Some(Hypercall::ConsoleFocus(true)));
         assert_eq!(decode(0xc600_0001, 0), Some(Hypercall::ConsoleFocus(false)));
         assert_eq!(decode(0xc600_0001, 2), Some(Hypercall::Invalid));
-        assert_eq!(decode(0xc600_0002, 1), None);
+        assert_eq!(
+            decode(0xc600_0002, 0x4200_0000),
+            Some(Hypercall::Rpmb { frame: 0x4200_0000 })
+        );
+        assert_eq!(decode(0xc600_0003, 1), None);
         assert_eq!(decode(0x8400_0000, 0), None);
         assert_eq!(NOT_SUPPORTED, u64::MAX);
     }

@@ -19,6 +19,7 @@ pub mod image_store;
 pub mod partition;
 pub mod power;
 pub mod psci;
+pub mod rpmb;
 pub mod stage2;
 pub mod trap;
 pub mod vgic;

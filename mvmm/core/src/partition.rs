@@ -214,6 +214,10 @@ pub struct Board<'a> {
     /// RAM only mvmm reaches that holds pristine boot images of the VMs
     /// (see [`crate::image_store`]), if the board has one.
     pub image_store: Option<MemRange>,
+    /// The virtio-mmio slot of mvmm's own disk (the secure VM's rollback
+    /// counter, see [`crate::rpmb`]), if the board has one: in a page no VM
+    /// maps.
+    pub rpmb: Option<MemRange>,
 }
 
 /// A reason a board description is refused. Every variant names the
@@ -291,6 +295,10 @@ pub enum PartitionError<'a> {
     VsockShared {
         vm: &'a str,
         other: &'a str,
+    },
+    /// The rpmb disk's window lies in RAM or in a page a VM may map.
+    RpmbReachable {
+        range: MemRange,
     },
     ImageStoreInvalid {
         range: MemRange,
@@ -402,6 +410,10 @@ impl fmt::Display for PartitionError<'_> {
             VsockShared { vm, other } => {
                 write!(f, "vm '{vm}' and vm '{other}' have the same vsock cid")
             }
+            RpmbReachable { range } => write!(
+                f,
+                "board rpmb {range} must be one virtio-mmio slot (0x200 bytes) outside RAM and outside every page a VM owns (no VM may reach mvmm's disk)"
+            ),
             ImageStoreInvalid { range } => write!(
                 f,
                 "board image_store {range} must be aligned board RAM that neither mvmm's image nor any VM uses"
@@ -509,7 +521,23 @@ impl<'a> Board<'a> {
                 return Err(ImageStoreInvalid { range: store });
             }
         }
-        self.validate_vsock()
+        self.validate_vsock()?;
+        if let Some(rpmb) = self.rpmb {
+            let page = MemRange::new(rpmb.base & !0xfff, 0x1000);
+            let reachable = self.ram.overlaps(&rpmb)
+                || self.devices.iter().any(|d| d.mmio.overlaps(&page))
+                || self
+                    .vms
+                    .iter()
+                    .any(|vm| vm.vsock.is_some_and(|v| v.mmio.overlaps(&rpmb)));
+            let slot = rpmb.size == 0x200
+                && rpmb.base.is_multiple_of(0x200)
+                && rpmb.base.checked_add(rpmb.size).is_some();
+            if !slot || reachable {
+                return Err(RpmbReachable { range: rpmb });
+            }
+        }
+        Ok(())
     }
 
     /// The VMM channel: well-placed slots, distinct cids, rules that name
@@ -801,6 +829,7 @@ pub(crate) mod tests {
             port: 7100,
         }],
         image_store: Some(MemRange::new(0x4300_0000, 0x0d00_0000)),
+        rpmb: Some(MemRange::new(0x0a00_0200, 0x200)),
     };
 
     fn with_vms<'a>(vms: &'a [Vm<'a>]) -> Result<(), String> {
@@ -982,6 +1011,28 @@ pub(crate) mod tests {
             MemRange::new(0x4300_0800, 0x1000),      // unaligned
         ] {
             assert!(with(bad).unwrap_err().contains("image_store"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mvmms_disk_must_be_unreachable_from_every_vm() {
+        let with = |rpmb| {
+            Board {
+                rpmb: Some(rpmb),
+                ..BOARD
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(with(MemRange::new(0x0a00_0200, 0x200)), Ok(()));
+        for bad in [
+            // The vsock slot a VM talks to, a page a VM owns, RAM, not a slot.
+            MemRange::new(0x0a00_0000, 0x200),
+            MemRange::new(0x0a00_3000, 0x200),
+            MemRange::new(0x4100_0000, 0x200),
+            MemRange::new(0x0a00_0200, 0x100),
+        ] {
+            assert!(with(bad).unwrap_err().contains("board rpmb"), "{bad}");
         }
     }
 

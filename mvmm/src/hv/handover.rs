@@ -29,6 +29,7 @@ pub(super) fn prepare_handover(
             mode,
         },
     );
+    super::start_rpmb(uds, &cdis.seal);
     let handover = Handover {
         cdis,
         mvmm_hash,

@@ -34,6 +34,7 @@ mod console;
 mod handover;
 mod interrupts;
 mod power;
+mod rpmb;
 mod traps;
 
 pub use console::console_write;
@@ -45,6 +46,7 @@ use console::{console_flush, feed_input, set_focus, update_uart_irq};
 use handover::{prepare_handover, write_handover};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
 use power::{load_images, power_call, stop_here, stop_if_asked};
+use rpmb::{rpmb_call, start_rpmb};
 use traps::{refuse_access, report, report_vm_fault};
 
 /// Console writer 0 is mvmm; VM `i` writes as `i + 1`.

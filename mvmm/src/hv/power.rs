@@ -22,6 +22,16 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
                 set_focus(vm_index, vm, take);
                 hypercall::SUCCESS
             }
+            Hypercall::Rpmb { .. } if vm.kind != VmKind::Secure => {
+                report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!("asked for the rollback counter; denied (only a secure VM may)"),
+                );
+                hypercall::DENIED
+            }
+            Hypercall::Rpmb { frame } => rpmb_call(vm, frame),
         };
         return;
     }

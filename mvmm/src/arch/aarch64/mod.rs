@@ -1,11 +1,13 @@
 //! AArch64 at EL2: boot, vectors, MMU, vCPU entry and the devices mvmm owns.
 
+mod disk;
 mod firmware;
 mod gic;
 mod guestmem;
 mod pl011;
 mod vcpu;
 
+pub use disk::{Disk, SECTOR};
 pub use firmware::{cpu_start, system_off};
 pub use gic::{
     Injected, KICK_INTID, ack_interrupt, clear_list_registers, end_of_interrupt,
