@@ -27,6 +27,7 @@ extern crate alloc;
 /// The device identity lives in `protocol` so the host computes the same key.
 pub use protocol::device_key as keys;
 pub mod prompt;
+pub mod rollback;
 pub mod server;
 pub mod text;
 

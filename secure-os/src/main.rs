@@ -24,10 +24,12 @@ mod image {
     use payment_app::{BootState, MemoryStorage, PaymentApp, Policy, Service};
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng as _, SeedableRng};
+    use secure_os::arch::hypercall::HypercallLink;
     use secure_os::arch::virtio::{self, Kind, SocketError, Vsock, VsockAddr, VsockEventType};
     use secure_os::arch::{entropy, heap, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
     use secure_os::prompt::{self, Prompt, Step};
+    use secure_os::rollback::RollbackCounter;
     use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard};
     use secure_os::{println, rt};
     use sha2::{Digest, Sha256};
@@ -157,6 +159,20 @@ mod image {
                     "secure-os: measured boot: security version {}, board {}",
                     secrets.measurements.security_version, secrets.measurements.board
                 );
+                // The rollback counter mvmm keeps for this image's sealing
+                // key: read once with a fresh nonce to show it answers.
+                let mut rollback = RollbackCounter::new(HypercallLink, &secrets.cdi_seal);
+                match entropy.as_mut().and_then(Entropy::fresh) {
+                    Some(fresh) => {
+                        let mut nonce = [0u8; 16];
+                        nonce.copy_from_slice(&fresh[..16]);
+                        match rollback.read(nonce) {
+                            Ok(value) => println!("secure-os: rollback counter {value}"),
+                            Err(e) => println!("secure-os: {e}"),
+                        }
+                    }
+                    None => println!("secure-os: no entropy for the rollback counter's nonce"),
+                }
                 match key {
                     Ok(key) => {
                         println!("secure-os: device key {}", keys::compressed_hex(&key));
