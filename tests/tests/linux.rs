@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Boot to the shell, with the time TCG needs on a loaded 2-core machine.
 const BOOT: Duration = Duration::from_secs(120);
-const STEP: Duration = Duration::from_secs(30);
+const STEP: Duration = Duration::from_secs(60);
 
 #[track_caller]
 fn ok(result: Result<String, ConsoleError>) -> String {
@@ -73,9 +73,12 @@ fn a_timer_driven_sleep_takes_a_second() {
         .nth(1)
         .and_then(|w| w.parse().ok())
         .expect("start uptime");
+    // At least a second: the timer waited. The upper bound only catches a
+    // timer interrupt that never comes (the shell would hang): on a loaded
+    // host a vCPU may not run for seconds, so it says nothing about speed.
     let slept = end - start;
     assert!(
-        (1.0..3.0).contains(&slept),
+        (1.0..30.0).contains(&slept),
         "sleep 1 took {slept} s of guest time"
     );
 }

@@ -11,10 +11,10 @@
 use mvmm_tests::Machine;
 use std::time::Duration;
 
-const BOOT: Duration = Duration::from_secs(30);
-const STEP: Duration = Duration::from_secs(10);
+const BOOT: Duration = Duration::from_secs(120);
+const STEP: Duration = Duration::from_secs(60);
 /// secure-os prints a heartbeat every 5 s of guest time.
-const HEARTBEAT: Duration = Duration::from_secs(15);
+const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Boots and waits until both VMs are up.
 fn booted() -> Machine {
