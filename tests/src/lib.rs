@@ -348,6 +348,14 @@ pub fn qemu_command(
         cmd.arg("-device")
             .arg(format!("virtio-blk-device,drive=rpmb,bus={bus}"));
     }
+    // The scan-out mvmm drives (the board's display): QEMU's ramfb,
+    // configured through fw_cfg by mvmm alone.
+    if board.board.display.is_some() {
+        if let Some(dir) = empty_vga_rom_dir(images) {
+            cmd.arg("-L").arg(dir);
+        }
+        cmd.args(["-device", "ramfb"]);
+    }
     // A reset request from the firmware ends the run instead of rebooting.
     cmd.arg("-no-reboot");
     cmd.args(["-display", "none"]);
@@ -359,6 +367,22 @@ pub fn qemu_command(
     };
     cmd.args(&qemu.extra_args);
     cmd
+}
+
+/// QEMU 7.2's ramfb always asks for the x86 option ROM
+/// `vgabios-ramfb.bin` (which an arm machine never runs) and prints a line
+/// on stderr when the machine lacks Debian's seabios package. An empty ROM
+/// of that name in a directory given with `-L` (searched before QEMU's own)
+/// answers the lookup; it is created next to the images. `None` when it
+/// cannot be written (QEMU then prints its line, and works the same).
+fn empty_vga_rom_dir(images: &Images) -> Option<PathBuf> {
+    let dir = images.mvmm.parent()?.join("qemu-roms");
+    let rom = dir.join("vgabios-ramfb.bin");
+    if !rom.is_file() {
+        fs::create_dir_all(&dir).ok()?;
+        fs::write(&rom, b"").ok()?;
+    }
+    Some(dir)
 }
 
 /// QEMU for aarch64, started the only way the project starts it: with no

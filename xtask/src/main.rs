@@ -837,6 +837,18 @@ fn check_bad_boards() -> Result {
             "cpus = [1]",
             "cpu 1 is given twice: to vm 'rich' and to vm 'secure'",
         ),
+        (
+            "fw_cfg in a page a VM owns",
+            "fw_cfg = { base = 0x0902_0000",
+            "fw_cfg = { base = 0x0901_0000",
+            "board display: fw_cfg must lie outside RAM and every device",
+        ),
+        (
+            "the secure framebuffer in the rich VM",
+            "secure_framebuffer = 0x42e0_0000",
+            "secure_framebuffer = 0x7e00_0000",
+            "board display: the secure framebuffer must lie in the secure VM's RAM",
+        ),
     ];
     let dir = target_dir().join("board-check");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

@@ -5,8 +5,8 @@
 //! it); the EL2 image links the generated constants, never this parser.
 
 use crate::partition::{
-    Board, Device, DeviceClass, Gic, MemRange, PartitionError, Uart, VIRTIO_MMIO_SLOT, Vm, VmKind,
-    VsockRule, VsockSlot,
+    Board, Device, DeviceClass, Display, Gic, MemRange, PartitionError, Uart, VIRTIO_MMIO_SLOT, Vm,
+    VmKind, VsockRule, VsockSlot,
 };
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -58,6 +58,35 @@ pub struct BoardSection {
     /// secure VM's rollback counter).
     #[serde(default)]
     pub rpmb: Option<RangeEntry>,
+    /// The scan-out mvmm drives and the two framebuffers it shows.
+    #[serde(default)]
+    pub display: Option<DisplayEntry>,
+}
+
+/// `display = { ... }` of `[board]`: QEMU's ramfb, configured through the
+/// fw_cfg registers at `fw_cfg` (mvmm's alone), showing the rich VM's or the
+/// secure VM's framebuffer (XRGB8888, `width` x `height`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayEntry {
+    pub fw_cfg: RangeEntry,
+    pub width: u32,
+    pub height: u32,
+    pub rich_framebuffer: u64,
+    pub secure_framebuffer: u64,
+}
+
+impl DisplayEntry {
+    /// The partition model's view.
+    pub fn display(&self) -> Display {
+        Display {
+            fw_cfg: range(&self.fw_cfg),
+            width: self.width,
+            height: self.height,
+            rich_framebuffer: self.rich_framebuffer,
+            secure_framebuffer: self.secure_framebuffer,
+        }
+    }
 }
 
 /// How to start this board under QEMU (only for emulated boards).
@@ -272,8 +301,23 @@ impl BoardFile {
             vsock_rules: &rules,
             image_store: b.image_store.as_ref().map(range),
             rpmb: b.rpmb.as_ref().map(range),
+            display: b.display.as_ref().map(DisplayEntry::display),
         };
         board.validate()?;
+        if let Some(display) = board.display {
+            // What the loader puts into a VM must not land in a framebuffer.
+            for (v, vm) in self.vms.iter().zip(&vms) {
+                let frame = display.framebuffer(vm.kind);
+                for (what, at) in [("initrd", v.initrd), ("provision", v.provision)] {
+                    if at.is_some_and(|a| frame.contains(a)) {
+                        return Err(ConfigError::Partition(format!(
+                            "vm '{}': {what} lies in its framebuffer {frame}",
+                            v.name
+                        )));
+                    }
+                }
+            }
+        }
         Ok(f(&board))
     }
 }
@@ -392,6 +436,18 @@ fn codegen(board: &Board<'_>) -> String {
         board
             .rpmb
             .map_or("None".to_string(), |m| format!("Some({})", r(m)))
+    );
+    let _ = writeln!(
+        s,
+        "    display: {},",
+        board.display.map_or("None".to_string(), |d| format!(
+            "Some(Display {{ fw_cfg: {}, width: {}, height: {}, rich_framebuffer: {:#x}, secure_framebuffer: {:#x} }})",
+            r(d.fw_cfg),
+            d.width,
+            d.height,
+            d.rich_framebuffer,
+            d.secure_framebuffer
+        ))
     );
     let _ = writeln!(s, "}};");
     let prefixes: Vec<String> = std::iter::once("mvmm")

@@ -155,6 +155,9 @@ fn write_tree(board: &BoardFile, vm: &VmEntry, boot: &BootParams<'_>) -> Result<
             device_nodes(&mut fdt, dev)?;
         }
     }
+    if let Some(display) = b.display.filter(|_| vm.kind == "rich") {
+        framebuffer_nodes(&mut fdt, &display.display())?;
+    }
     if let Some(vsock) = vm.vsock {
         // The VMM channel, emulated by mvmm (a modern virtio-mmio device).
         let node = fdt.begin_node(&format!("virtio_mmio@{:x}", vsock.base))?;
@@ -166,6 +169,34 @@ fn write_tree(board: &BoardFile, vm: &VmEntry, boot: &BootParams<'_>) -> Result<
     }
     fdt.end_node(root)?;
     fdt.finish()
+}
+
+/// The rich VM's framebuffer: memory taken out of its RAM map (`no-map`,
+/// so Linux maps it as a framebuffer, not as RAM) and a
+/// `simple-framebuffer` that Linux's simplefb drives. mvmm scans it out
+/// whenever the secure VM does not hold the display.
+fn framebuffer_nodes(
+    fdt: &mut FdtWriter,
+    display: &crate::partition::Display,
+) -> Result<(), FdtError> {
+    let frame = display.framebuffer(crate::partition::VmKind::Rich);
+    let reserved = fdt.begin_node("reserved-memory")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_null("ranges")?;
+    let region = fdt.begin_node(&format!("framebuffer@{:x}", frame.base))?;
+    fdt.property_array_u64("reg", &reg(frame.base, frame.size))?;
+    fdt.property_null("no-map")?;
+    fdt.end_node(region)?;
+    fdt.end_node(reserved)?;
+    let node = fdt.begin_node(&format!("framebuffer@{:x}", frame.base))?;
+    fdt.property_string("compatible", "simple-framebuffer")?;
+    fdt.property_array_u64("reg", &reg(frame.base, frame.size))?;
+    fdt.property_u32("width", display.width)?;
+    fdt.property_u32("height", display.height)?;
+    fdt.property_u32("stride", display.stride())?;
+    fdt.property_string("format", "x8r8g8b8")?;
+    fdt.end_node(node)
 }
 
 /// Nodes of one passed-through device (one per slot for slotted ranges).
@@ -248,12 +279,19 @@ mod tests {
             "console=ttyAMA0 nokaslr",
             "linux,initrd-start",
             "psci",
+            // Its framebuffer, kept out of its RAM map; never fw_cfg.
+            "reserved-memory",
+            "framebuffer@7f000000",
+            "simple-framebuffer",
+            "x8r8g8b8",
         ] {
             assert!(text.contains(needle), "{needle} missing");
         }
         // Nothing of the secure VM: not its RAM, not a third CPU.
         assert!(!text.contains("memory@41000000"));
         assert!(!text.contains("cpu@2"));
+        assert!(!text.contains("fw-cfg") && !text.contains("9020000"));
+        assert!(!text.contains("framebuffer@42e00000"));
         let initrd_end = 0x5800_0000u64 + 0x10_0000;
         assert!(
             dtb.windows(8).any(|w| w == initrd_end.to_be_bytes()),
@@ -279,6 +317,7 @@ mod tests {
         );
         assert!(text.contains("mmio@a002000"), "its rng slot");
         assert!(!text.contains("linux,initrd-start"));
+        assert!(!text.contains("framebuffer"), "secure-os knows its own");
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub const CONSOLE_FOCUS: u64 = VENDOR_HYP_BASE | 1;
 /// guest-physical address of a 128-byte frame in the caller's RAM, which
 /// mvmm replaces with its response. Only a secure VM may call it.
 pub const RPMB: u64 = VENDOR_HYP_BASE | 2;
+/// Take (x1 = 1) or give back (x1 = 0) the display: while the secure VM
+/// holds it, mvmm scans out the secure VM's private framebuffer instead of
+/// the rich VM's (see `crate::display`). Only a secure VM may call it.
+pub const DISPLAY: u64 = VENDOR_HYP_BASE | 3;
 
 /// Return values (SMCCC conventions).
 pub const SUCCESS: u64 = 0;
@@ -28,7 +32,9 @@ pub enum Hypercall {
     ConsoleFocus(bool),
     /// A rollback-counter frame at this guest-physical address.
     Rpmb { frame: u64 },
-    /// CONSOLE_FOCUS with an argument other than 0 or 1.
+    /// Take (`true`) or release (`false`) the display.
+    Display(bool),
+    /// CONSOLE_FOCUS or DISPLAY with an argument other than 0 or 1.
     Invalid,
 }
 
@@ -42,6 +48,11 @@ pub fn decode(x0: u64, x1: u64) -> Option<Hypercall> {
             _ => Hypercall::Invalid,
         }),
         RPMB => Some(Hypercall::Rpmb { frame: x1 }),
+        DISPLAY => Some(match x1 {
+            0 => Hypercall::Display(false),
+            1 => Hypercall::Display(true),
+            _ => Hypercall::Invalid,
+        }),
         _ => None,
     }
 }
@@ -59,7 +70,10 @@ mod tests {
             decode(0xc600_0002, 0x4200_0000),
             Some(Hypercall::Rpmb { frame: 0x4200_0000 })
         );
-        assert_eq!(decode(0xc600_0003, 1), None);
+        assert_eq!(decode(0xc600_0003, 1), Some(Hypercall::Display(true)));
+        assert_eq!(decode(0xc600_0003, 0), Some(Hypercall::Display(false)));
+        assert_eq!(decode(0xc600_0003, 7), Some(Hypercall::Invalid));
+        assert_eq!(decode(0xc600_0004, 1), None);
         assert_eq!(decode(0x8400_0000, 0), None);
         assert_eq!(NOT_SUPPORTED, u64::MAX);
     }

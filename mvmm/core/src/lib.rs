@@ -14,6 +14,7 @@ pub mod console;
 #[cfg(feature = "config")]
 pub mod devicetree;
 pub mod dice;
+pub mod display;
 pub mod hypercall;
 pub mod image_store;
 pub mod partition;

@@ -218,6 +218,55 @@ pub struct Board<'a> {
     /// counter, see [`crate::rpmb`]), if the board has one: in a page no VM
     /// maps.
     pub rpmb: Option<MemRange>,
+    /// The scan-out mvmm drives and the framebuffers it switches between
+    /// (see [`Display`]), if the board has a display.
+    pub display: Option<Display>,
+}
+
+/// The display: one scan-out that only mvmm programs (QEMU: `ramfb`,
+/// configured through fw_cfg), and one framebuffer in the RAM of the rich
+/// VM and one in the RAM of the secure VM, both `width` x `height` pixels of
+/// XRGB8888 (fourcc `XR24`), `4 * width` bytes a row.
+///
+/// # Invariants
+/// Checked by [`Board::validate`]: no VM can reach the fw_cfg page (fw_cfg
+/// DMA reaches all memory); each framebuffer lies, page aligned, inside the
+/// RAM of a VM of its kind and covers neither its entry nor its device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Display {
+    /// fw_cfg's register page (data, selector, DMA address).
+    pub fw_cfg: MemRange,
+    pub width: u32,
+    pub height: u32,
+    /// Guest-physical (== physical) base of the rich VM's framebuffer.
+    pub rich_framebuffer: u64,
+    /// Base of the secure VM's private framebuffer.
+    pub secure_framebuffer: u64,
+}
+
+/// Largest width or height of a [`Display`] in pixels.
+pub const DISPLAY_MAX_SIDE: u32 = 4096;
+
+impl Display {
+    /// Bytes per row (4 bytes per XRGB8888 pixel).
+    pub const fn stride(&self) -> u32 {
+        self.width.saturating_mul(4)
+    }
+
+    /// Bytes of one framebuffer, rounded up to whole pages.
+    pub const fn frame_size(&self) -> u64 {
+        let bytes = self.stride() as u64 * self.height as u64;
+        bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE
+    }
+
+    /// The framebuffer of a VM of kind `kind`.
+    pub const fn framebuffer(&self, kind: VmKind) -> MemRange {
+        let base = match kind {
+            VmKind::Rich => self.rich_framebuffer,
+            VmKind::Secure => self.secure_framebuffer,
+        };
+        MemRange::new(base, self.frame_size())
+    }
 }
 
 /// A reason a board description is refused. Every variant names the
@@ -302,6 +351,10 @@ pub enum PartitionError<'a> {
     },
     ImageStoreInvalid {
         range: MemRange,
+    },
+    /// The board's display breaks a rule (`why` says which).
+    DisplayInvalid {
+        why: &'static str,
     },
     VsockRuleVm {
         rule: usize,
@@ -418,6 +471,7 @@ impl fmt::Display for PartitionError<'_> {
                 f,
                 "board image_store {range} must be aligned board RAM that neither mvmm's image nor any VM uses"
             ),
+            DisplayInvalid { why } => write!(f, "board display: {why}"),
             VsockRuleVm { rule, vm } => write!(
                 f,
                 "vsock rule {rule} names vm '{vm}', which does not exist or has no vsock"
@@ -535,6 +589,69 @@ impl<'a> Board<'a> {
                 && rpmb.base.checked_add(rpmb.size).is_some();
             if !slot || reachable {
                 return Err(RpmbReachable { range: rpmb });
+            }
+        }
+        if let Some(display) = self.display {
+            self.validate_display(&display)
+                .map_err(|why| DisplayInvalid { why })?;
+        }
+        Ok(())
+    }
+
+    /// The display: fw_cfg out of every VM's reach, each framebuffer inside
+    /// the RAM of a VM of its kind.
+    fn validate_display(&self, display: &Display) -> Result<(), &'static str> {
+        let fw_cfg = display.fw_cfg;
+        if !fw_cfg.well_formed() {
+            return Err("fw_cfg must be a page-aligned range");
+        }
+        let reachable = self.ram.overlaps(&fw_cfg)
+            || [
+                self.uart.mmio,
+                self.gic.distributor,
+                self.gic.redistributors,
+            ]
+            .iter()
+            .any(|r| r.overlaps(&fw_cfg))
+            || self.devices.iter().any(|d| d.mmio.overlaps(&fw_cfg))
+            || self
+                .vms
+                .iter()
+                .any(|vm| vm.vsock.is_some_and(|v| v.mmio.overlaps(&fw_cfg)))
+            || self.rpmb.is_some_and(|r| r.overlaps(&fw_cfg));
+        if reachable {
+            return Err(
+                "fw_cfg must lie outside RAM and every device (its DMA reaches all memory: no VM may own it)",
+            );
+        }
+        if !(1..=DISPLAY_MAX_SIDE).contains(&display.width)
+            || !(1..=DISPLAY_MAX_SIDE).contains(&display.height)
+        {
+            return Err("width and height must be 1..=4096 pixels");
+        }
+        for (kind, what) in [
+            (
+                VmKind::Rich,
+                "the rich framebuffer must lie in the rich VM's RAM, page aligned, clear of its entry and device tree",
+            ),
+            (
+                VmKind::Secure,
+                "the secure framebuffer must lie in the secure VM's RAM, page aligned, clear of its entry and device tree",
+            ),
+        ] {
+            let frame = display.framebuffer(kind);
+            let placed = frame.base.is_multiple_of(PAGE_SIZE)
+                && self.vms.iter().any(|vm| {
+                    vm.kind == kind
+                        && vm
+                            .ram
+                            .iter()
+                            .any(|r| r.contains_range(frame.base, frame.size))
+                        && !frame.contains(vm.entry)
+                        && !(vm.boot_arg != 0 && frame.contains(vm.boot_arg))
+                });
+            if !placed {
+                return Err(what);
             }
         }
         Ok(())
@@ -830,6 +947,13 @@ pub(crate) mod tests {
         }],
         image_store: Some(MemRange::new(0x4300_0000, 0x0d00_0000)),
         rpmb: Some(MemRange::new(0x0a00_0200, 0x200)),
+        display: Some(Display {
+            fw_cfg: MemRange::new(0x0902_0000, 0x1000),
+            width: 800,
+            height: 480,
+            rich_framebuffer: 0x7f00_0000,
+            secure_framebuffer: 0x42e0_0000,
+        }),
     };
 
     fn with_vms<'a>(vms: &'a [Vm<'a>]) -> Result<(), String> {
@@ -1011,6 +1135,67 @@ pub(crate) mod tests {
             MemRange::new(0x4300_0800, 0x1000),      // unaligned
         ] {
             assert!(with(bad).unwrap_err().contains("image_store"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fw_cfg_and_the_framebuffers_are_checked() {
+        let good = BOARD.display.unwrap();
+        let with = |display: Display| {
+            Board {
+                display: Some(display),
+                ..BOARD
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(with(good), Ok(()));
+        assert_eq!(good.frame_size(), 0x17_7000);
+        let bad = [
+            // fw_cfg in a page a VM owns, in RAM, unaligned.
+            Display {
+                fw_cfg: MemRange::new(0x0901_0000, 0x1000),
+                ..good
+            },
+            Display {
+                fw_cfg: MemRange::new(0x4200_0000, 0x1000),
+                ..good
+            },
+            Display {
+                fw_cfg: MemRange::new(0x0902_0008, 0x1000),
+                ..good
+            },
+            // The secure framebuffer in the rich VM's RAM, and the reverse.
+            Display {
+                secure_framebuffer: 0x7e00_0000,
+                ..good
+            },
+            Display {
+                rich_framebuffer: 0x42e0_0000,
+                ..good
+            },
+            // Past the end of the secure VM's RAM; over its entry.
+            Display {
+                secure_framebuffer: 0x42f0_0000,
+                ..good
+            },
+            Display {
+                secure_framebuffer: 0x4100_0000,
+                ..good
+            },
+            Display {
+                secure_framebuffer: 0x42e0_0800,
+                ..good
+            },
+            Display { width: 0, ..good },
+            Display {
+                height: 5000,
+                ..good
+            },
+        ];
+        for display in bad {
+            let err = with(display).unwrap_err();
+            assert!(err.starts_with("board display: "), "{display:?}: {err}");
         }
     }
 

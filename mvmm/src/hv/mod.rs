@@ -31,6 +31,7 @@ use spin::Mutex;
 
 mod channel;
 mod console;
+mod display;
 mod handover;
 mod interrupts;
 mod power;
@@ -43,6 +44,7 @@ pub use traps::{guest_sync, guest_unexpected};
 // What the submodules call of each other (they see this module's items).
 use channel::{configure_switch, vsock_access};
 use console::{console_flush, feed_input, set_focus, update_uart_irq};
+use display::{display_call, secure_display_ends, start_display};
 use handover::{prepare_handover, write_handover};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
 use power::{load_images, power_call, stop_here, stop_if_asked};
@@ -230,6 +232,7 @@ fn boot(dtb: u64) {
         }
     }
     drop(uds);
+    start_display();
     configure_switch();
     arch::init_distributor();
     // Typed input interrupts the CPU of the VM with focus.

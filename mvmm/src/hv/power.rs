@@ -20,8 +20,22 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
             }
             Hypercall::ConsoleFocus(take) => {
                 set_focus(vm_index, vm, take);
+                if !take {
+                    // The prompt is over: the trusted screen goes too.
+                    secure_display_ends();
+                }
                 hypercall::SUCCESS
             }
+            Hypercall::Display(_) if vm.kind != VmKind::Secure => {
+                report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!("asked for the display; denied (only a secure VM may)"),
+                );
+                hypercall::DENIED
+            }
+            Hypercall::Display(take) => display_call(vm, take),
             Hypercall::Rpmb { .. } if vm.kind != VmKind::Secure => {
                 report(
                     vm_index,
@@ -52,6 +66,9 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
             state.off = true;
             drop(state);
             log!("vm '{}': PSCI SYSTEM_OFF", vm.name);
+            if vm.kind == VmKind::Secure {
+                secure_display_ends();
+            }
             let all_off = VMS.iter().take(BOARD.vms.len()).all(|s| s.lock().off);
             if vm.kind == VmKind::Rich || all_off {
                 log!("powering off");
@@ -133,6 +150,8 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     };
     if vm.kind == VmKind::Secure {
         write_handover(vm);
+        // A trusted screen does not outlive the secure VM that drew it.
+        secure_display_ends();
     }
     {
         let mut state = VMS[vm_index].lock();

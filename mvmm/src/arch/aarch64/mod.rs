@@ -2,6 +2,7 @@
 
 mod disk;
 mod firmware;
+mod fwcfg;
 mod gic;
 mod guestmem;
 mod pl011;
@@ -9,6 +10,7 @@ mod vcpu;
 
 pub use disk::{Disk, SECTOR};
 pub use firmware::{cpu_start, system_off};
+pub use fwcfg::FwCfg;
 pub use gic::{
     Injected, KICK_INTID, ack_interrupt, clear_list_registers, end_of_interrupt,
     init_cpu_interface, init_distributor, inject_virtual, kick, reap_list_registers, route_spi,
