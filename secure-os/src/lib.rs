@@ -16,7 +16,7 @@
 //!
 //! # Design notes
 //! - All assembly, system-register and MMIO access lives in `arch`; the rest
-//!   (`text`, `keys`, `prompt`, `server`) is plain logic tested on the host.
+//!   (`text`, `keys`, `prompt`, `screen`, `server`) is plain logic tested on the host.
 //! - On the host only the logic modules are built, so `cargo test --workspace`
 //!   covers them.
 
@@ -28,6 +28,7 @@ extern crate alloc;
 pub use protocol::device_key as keys;
 pub mod prompt;
 pub mod rollback;
+pub mod screen;
 pub mod server;
 pub mod text;
 

@@ -26,10 +26,11 @@ mod image {
     use rand_core::{Rng as _, SeedableRng};
     use secure_os::arch::hypercall::HypercallLink;
     use secure_os::arch::virtio::{self, Kind, SocketError, Vsock, VsockAddr, VsockEventType};
-    use secure_os::arch::{entropy, heap, hypercall, provision};
+    use secure_os::arch::{entropy, framebuffer, heap, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
     use secure_os::prompt::{self, Prompt, Step};
     use secure_os::rollback::RollbackCounter;
+    use secure_os::screen::{self, Framebuffer};
     use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard};
     use secure_os::{println, rt};
     use sha2::{Digest, Sha256};
@@ -123,6 +124,10 @@ mod image {
         word: SecurityWord,
         prompt: Option<Prompt>,
         focus_held: bool,
+        /// The private framebuffer the approval screen is drawn into, when
+        /// the board has a display.
+        screen: Option<Framebuffer<'static>>,
+        display_held: bool,
         recv_buf: Box<[u8]>,
     }
 
@@ -254,6 +259,14 @@ mod image {
             word,
             prompt: None,
             focus_held: false,
+            screen: framebuffer::take().and_then(|(pixels, width, height)| {
+                println!(
+                    "secure-os: private framebuffer {width}x{height} at {:#x}",
+                    pixels.as_ptr() as usize
+                );
+                Framebuffer::new(pixels, width, height)
+            }),
+            display_held: false,
             recv_buf: alloc::vec![0u8; 4096].into_boxed_slice(),
         })
     }
@@ -513,10 +526,41 @@ mod image {
             }
             self.focus_held = true;
             drain_console();
+            self.show_screen(ui);
             for line in prompt::prompt_lines(ui, &self.word) {
                 println!("{line}");
             }
             self.prompt = Some(Prompt::new(ui.prompt.pin_required));
+        }
+
+        /// Draws the approval screen into the private framebuffer and asks
+        /// mvmm to scan it out. Without a display the text prompt alone
+        /// shows the approval (same keys, same rules).
+        fn show_screen(&mut self, ui: &payment_app::service::UiPrompt) {
+            let Some(fb) = self.screen.as_mut() else {
+                return;
+            };
+            let started = rt::now();
+            if let Err(e) = screen::draw_prompt(fb, ui, &self.word) {
+                println!("secure-os: approval screen not drawn ({e:?}); text prompt only");
+                return;
+            }
+            framebuffer::publish(fb.pixels());
+            let drawn = rt::now().wrapping_sub(started);
+            match hypercall::display(true) {
+                0 => {
+                    self.display_held = true;
+                    let frequency = rt::timer_frequency().max(1);
+                    println!(
+                        "secure-os: approval screen on the display (drawn in {} us)",
+                        u128::from(drawn) * 1_000_000 / u128::from(frequency)
+                    );
+                }
+                status => println!(
+                    "secure-os: display unavailable (hvc {:#x} returned {status:#x}); text prompt only",
+                    hypercall::DISPLAY
+                ),
+            }
         }
 
         fn read_keys(&mut self, now_ms: u64) {
@@ -580,6 +624,13 @@ mod image {
         /// Closes the prompt and gives the console back.
         fn end_prompt(&mut self) {
             self.prompt = None;
+            if self.display_held {
+                self.display_held = false;
+                let status = hypercall::display(false);
+                if status != 0 {
+                    println!("secure-os: releasing the display returned {status:#x}");
+                }
+            }
             if self.focus_held {
                 drain_console();
                 self.focus_held = false;

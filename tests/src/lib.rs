@@ -44,6 +44,7 @@ pub fn load_board(board: &str) -> Result<(BoardFile, QemuSection), String> {
 pub mod android_boot;
 pub mod boot_image;
 pub mod payment;
+pub mod qmp;
 pub mod rich;
 
 /// One file QEMU puts in guest memory before the machine starts.
@@ -506,6 +507,33 @@ impl Machine {
             .unwrap_or_else(|e| panic!("{e}"));
         let images = Images::with_rich_linux(&dir, &rich);
         Machine::start(qemu_command(&board, &qemu, &images, Console::Piped))
+    }
+
+    /// Like [`Machine::boot_linux`], with a QMP socket (see [`qmp`]) to
+    /// take screenshots and send input; returns the connection too.
+    pub fn boot_linux_with_qmp(command: Option<&str>, work: &str) -> (Machine, qmp::Qmp) {
+        let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+        let dir = Images::dir_from_env();
+        let work = dir.join("work").join(work);
+        let rich = prepare_rich_boot(
+            &board,
+            &qemu,
+            &dir,
+            &RichSource::built(&dir),
+            command,
+            &work,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let images = Images::with_rich_linux(&dir, &rich);
+        let mut cmd = qemu_command(&board, &qemu, &images, Console::Piped);
+        let socket = qmp::socket_in(&work);
+        let _ = fs::remove_file(&socket);
+        cmd.arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", socket.display()));
+        let machine = Machine::start(cmd);
+        let qmp =
+            qmp::Qmp::connect(&socket, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+        (machine, qmp)
     }
 
     /// Starts `cmd` with piped stdio; its output is echoed to this process's

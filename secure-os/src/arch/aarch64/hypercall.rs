@@ -3,7 +3,7 @@
 use core::arch::asm;
 
 /// The call ids and results are mvmm's: one definition for both sides.
-pub use mvmm_core::hypercall::{CONSOLE_FOCUS, NOT_SUPPORTED};
+pub use mvmm_core::hypercall::{CONSOLE_FOCUS, DISPLAY, NOT_SUPPORTED};
 
 /// Asks mvmm for (`take`) or returns the console input focus. Returns x0:
 /// 0 on success, [`NOT_SUPPORTED`] when this mvmm has no such call.
@@ -16,6 +16,30 @@ pub fn console_focus(take: bool) -> u64 {
         asm!(
             "hvc #0",
             inout("x0") CONSOLE_FOCUS => ret,
+            inout("x1") u64::from(take) => _,
+            out("x2") _, out("x3") _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Asks mvmm to scan out this VM's private framebuffer (`take`) or the
+/// rich VM's again. Returns x0: 0 on success, [`NOT_SUPPORTED`] when there
+/// is no display.
+pub fn display(take: bool) -> u64 {
+    let ret: u64;
+    // SAFETY: an SMCCC fast call through HVC: function in x0, argument in
+    // x1, result in x0; x1-x17 are treated as clobbered. mvmm only
+    // reprograms its scan-out; it touches no memory of this VM.
+    unsafe {
+        asm!(
+            "hvc #0",
+            inout("x0") DISPLAY => ret,
             inout("x1") u64::from(take) => _,
             out("x2") _, out("x3") _,
             out("x4") _, out("x5") _, out("x6") _, out("x7") _,
