@@ -464,15 +464,44 @@ fn demo(answer: &str) -> Result {
     step(
         "demo: booting mvmm, secure-os and Linux; mvmm-pay will enroll a card and ask to pay 12.50 EUR to Corner Cafe",
     );
-    let mut m = Machine::start(qemu_command(
+    let out = target_dir().join("demo");
+    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut cmd = qemu_command(
         &file,
         &qemu,
         &Images::with_rich_linux(&dir, &rich),
         Console::Piped,
-    ));
+    );
+    // A QMP socket, to save the screens the demo goes through.
+    let socket = mvmm_tests::qmp::socket_in(&dir.join("work").join("demo"));
+    let _ = fs::remove_file(&socket);
+    cmd.arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", socket.display()));
+    let mut m = Machine::start(cmd);
     let limit = std::time::Duration::from_secs(300);
+    let mut qmp = mvmm_tests::qmp::Qmp::connect(&socket, std::time::Duration::from_secs(30))?;
+    let mut screens = Vec::new();
+    let mut save = |qmp: &mut mvmm_tests::qmp::Qmp, name: &str| {
+        let path = out.join(name);
+        match qmp.screendump(&path) {
+            Ok(_) => screens.push(path),
+            Err(e) => eprintln!("xtask: demo: no screenshot {name}: {e}"),
+        }
+    };
+    m.expect("[rich] mvmm-rich: ready", limit)
+        .map_err(|e| format!("demo: {e}"))?;
+    save(&mut qmp, "1-rich.png");
+    m.expect("secure-os: approval screen on the display", limit)
+        .map_err(|e| format!("demo: {e}"))?;
+    save(&mut qmp, "2-approval.png");
     payment::answer(&mut m, &format!("{answer}\r"), limit).map_err(|e| format!("demo: {e}"))?;
     eprintln!("\nxtask: typed '{answer}' and Enter at the trusted prompt\n");
+    m.expect(
+        "[mvmm] display: scan-out shows the rich VM's framebuffer",
+        limit,
+    )
+    .map_err(|e| format!("demo: {e}"))?;
+    save(&mut qmp, "3-rich-again.png");
     m.expect("[rich] mvmm-rich: exit status", limit)
         .map_err(|e| format!("demo: {e}"))?;
     m.wait_exit(std::time::Duration::from_secs(60));
@@ -484,9 +513,10 @@ fn demo(answer: &str) -> Result {
     let Some(token) = request.get("token").and_then(|t| t.as_str()) else {
         return Err(format!("demo: no authorization: {request}"));
     };
+    for path in &screens {
+        println!("screen saved: {}", path.display());
+    }
     step("demo: the payment backend verifies the token (mvmm-verify)");
-    let out = target_dir().join("demo");
-    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let text = |v: &serde_json::Value, k: &str| {
         v.get(k)
             .and_then(|x| x.as_str())
