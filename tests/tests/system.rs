@@ -140,6 +140,11 @@ fn psci_is_emulated_per_vm() {
     m.send("focus\n");
     ok(m.expect("[mvmm] vm 'rich': asked for console focus; denied", STEP));
     ok(m.expect("[rich] probe: focus returned 0xfffffffffffffffd", STEP));
+    // So is the display: the rich VM cannot put the secure framebuffer (or
+    // anything) on screen.
+    m.send("display\n");
+    ok(m.expect("[mvmm] vm 'rich': asked for the display; denied", STEP));
+    ok(m.expect("[rich] probe: display returned 0xfffffffffffffffd", STEP));
     m.send("cpu-on\n");
     ok(m.expect("[rich] probe: vcpu 1 up", STEP));
     // Resetting the rich VM restarts it alone.

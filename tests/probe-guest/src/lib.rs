@@ -27,6 +27,8 @@ pub enum Command<'a> {
     CpuOn,
     /// `focus`: ask mvmm for console input focus (only a secure VM may).
     Focus,
+    /// `display`: ask mvmm for the display (only a secure VM may).
+    Display,
     /// `off`: PSCI SYSTEM_OFF.
     Off,
     /// `reset`: PSCI SYSTEM_RESET.
@@ -62,16 +64,20 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         ("psci-version", [None, ..]) => Command::PsciVersion,
         ("cpu-on", [None, ..]) => Command::CpuOn,
         ("focus", [None, ..]) => Command::Focus,
+        ("display", [None, ..]) => Command::Display,
         ("off", [None, ..]) => Command::Off,
         ("reset", [None, ..]) => Command::Reset,
-        ("psci-version" | "cpu-on" | "focus" | "off" | "reset", _) => Command::Usage(NO_ARGS_USAGE),
+        ("psci-version" | "cpu-on" | "focus" | "display" | "off" | "reset", _) => {
+            Command::Usage(NO_ARGS_USAGE)
+        }
         (other, _) => Command::Unknown(other),
     }
 }
 
 const PEEK_USAGE: &str = "peek <hexaddr>";
 const POKE_USAGE: &str = "poke <hexaddr> <hexvalue>";
-const NO_ARGS_USAGE: &str = "psci-version | cpu-on | focus | off | reset take no arguments";
+const NO_ARGS_USAGE: &str =
+    "psci-version | cpu-on | focus | display | off | reset take no arguments";
 
 #[cfg(test)]
 mod tests {
@@ -100,6 +106,7 @@ mod tests {
         );
         assert_eq!(parse(b"psci-version"), Command::PsciVersion);
         assert_eq!(parse(b"focus"), Command::Focus);
+        assert_eq!(parse(b"display"), Command::Display);
         assert_eq!(parse(b"cpu-on"), Command::CpuOn);
         assert_eq!(parse(b"off"), Command::Off);
         assert_eq!(parse(b"reset"), Command::Reset);

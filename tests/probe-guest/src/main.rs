@@ -72,6 +72,10 @@ mod image {
                 let status = rt::console_focus(true);
                 println!("probe: focus returned {status:#x}");
             }
+            Command::Display => {
+                let status = rt::display(true);
+                println!("probe: display returned {status:#x}");
+            }
             Command::CpuOn => {
                 let status = rt::cpu_on(SECONDARY_VCPU, secondary);
                 println!("probe: cpu-on vcpu {SECONDARY_VCPU} returned {status}");
