@@ -19,17 +19,21 @@ mod image {
     extern crate alloc;
 
     use alloc::boxed::Box;
+    use alloc::format;
+    use alloc::string::String;
     use alloc::vec::Vec;
     use payment_app::service::Outcome;
-    use payment_app::{BootState, MemoryStorage, PaymentApp, Policy, Service};
+    use payment_app::{BootState, PaymentApp, Policy, Service, Storage, StorageError};
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng as _, SeedableRng};
+    use secure_os::arch::flash::{CfiFlash, ProbeError};
     use secure_os::arch::virtio::{self, Kind, SocketError, Vsock, VsockAddr, VsockEventType};
     use secure_os::arch::{entropy, heap, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
     use secure_os::prompt::{self, Prompt, Step};
     use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard};
     use secure_os::{println, rt};
+    use secure_store::{NoRollbackProtection, RecordError, SlotState, Store, slot_name};
     use sha2::{Digest, Sha256};
 
     secure_os::entry!(main);
@@ -115,7 +119,7 @@ mod image {
     /// Everything the payment service runs on.
     struct Services {
         vsock: Vsock,
-        board: Switchboard<MemoryStorage>,
+        board: Switchboard<FlashStorage>,
         entropy: Entropy,
         rng: ChaCha20Rng,
         word: SecurityWord,
@@ -147,10 +151,15 @@ mod image {
 
         let page = provision::page_address();
         let secret = provision::take_secret();
+        // The storage root secret: what the sealing key derives from. Today
+        // the provisioned device secret itself (the store derives its key
+        // with its own HKDF labels); wiped once the store is open.
+        let mut storage_root = [0u8; 32];
         let identity = match secret {
             Ok(mut secret) => {
                 let key = keys::derive_device_key(&secret);
                 let word = keys::security_word(&secret);
+                storage_root.copy_from_slice(&secret);
                 secret.fill(0);
                 core::hint::black_box(&mut secret);
                 match key {
@@ -202,22 +211,47 @@ mod image {
             }
         };
 
-        let (Some(vsock), Some((key, word)), Some(entropy), Some(seed), true) =
+        let (Some(vsock), Some((key, word)), Some(mut entropy), Some(seed), true) =
             (vsock, identity, entropy, seed, ok)
         else {
+            storage_root.fill(0);
+            core::hint::black_box(&mut storage_root);
             return None;
         };
+        let storage = match entropy.fresh() {
+            Some(store_seed) => open_storage(&storage_root, store_seed),
+            None => {
+                println!(
+                    "secure-os: storage: no entropy for record nonces: payment service disabled"
+                );
+                None
+            }
+        };
+        storage_root.fill(0);
+        core::hint::black_box(&mut storage_root);
+        let storage = storage?;
         let mut rng = ChaCha20Rng::from_seed(seed);
-        let mut app =
-            match PaymentApp::new(key.clone(), MemoryStorage::default(), Policy::default()) {
-                Ok(app) => app,
-                Err(e) => {
-                    println!(
-                        "secure-os: payment app failed to start ({e:?}): payment service disabled"
-                    );
-                    return None;
-                }
-            };
+        let mut app = match PaymentApp::new(key.clone(), storage, Policy::default()) {
+            Ok(app) => app,
+            Err(e) => {
+                println!(
+                    "secure-os: payment app failed to start ({e:?}): payment service disabled"
+                );
+                return None;
+            }
+        };
+        let status = app.status();
+        println!(
+            "secure-os: storage: {} credential(s), transaction counter {}, PIN {}{}",
+            status.credentials,
+            status.transaction_counter,
+            if status.pin_set { "set" } else { "not set" },
+            if status.locked {
+                ", LOCKED (too many wrong PINs)"
+            } else {
+                ""
+            }
+        );
         // Nothing hands this OS its boot measurements yet (mVMM will, with
         // DICE): attest exactly that, never a made-up digest. Verifiers
         // refuse an unmeasured boot.
@@ -240,6 +274,113 @@ mod image {
             focus_held: false,
             recv_buf: alloc::vec![0u8; 4096].into_boxed_slice(),
         })
+    }
+
+    type FlashStore = Store<CfiFlash, NoRollbackProtection, ChaCha20Rng>;
+
+    /// The payment app's storage: the sealed record store on the secure
+    /// VM's flash, with every commit timed and every failure logged.
+    struct FlashStorage {
+        store: FlashStore,
+    }
+
+    impl Storage for FlashStorage {
+        fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+            self.store.load(buf)
+        }
+
+        fn store(&mut self, blob: &[u8]) -> Result<(), StorageError> {
+            let next = self.store.generation() + 1;
+            // Debug level: the power-cut test aims its cuts with it.
+            println!(
+                "<7>secure-os: storage: writing generation {next} ({} bytes)",
+                blob.len()
+            );
+            let started = rt::now();
+            let result = self.store.commit(blob);
+            let us = micros(rt::now().wrapping_sub(started));
+            match &result {
+                Ok(()) => println!("<7>secure-os: storage: generation {next} committed in {us} us"),
+                Err(e) => println!("secure-os: storage: writing generation {next} failed: {e}"),
+            }
+            result.map_err(|_| StorageError)
+        }
+    }
+
+    fn micros(ticks: u64) -> u64 {
+        (u128::from(ticks) * 1_000_000 / u128::from(rt::timer_frequency().max(1))) as u64
+    }
+
+    /// What a slot held, for the boot line.
+    fn slot_text(state: SlotState) -> String {
+        match state {
+            SlotState::Valid { generation, .. } => format!("generation {generation}"),
+            SlotState::Invalid(RecordError::Blank) => "blank".into(),
+            SlotState::Invalid(e) => format!("unusable ({e})"),
+        }
+    }
+
+    /// Opens the sealed store on the board's flash; `None` (with the reason
+    /// printed) when the payment service must stay off.
+    fn open_storage(root: &[u8; 32], seed: [u8; 32]) -> Option<FlashStorage> {
+        let flash = match CfiFlash::take() {
+            Ok(flash) => flash,
+            Err(ProbeError::NotOnBoard) => {
+                println!(
+                    "secure-os: storage: the board gives this VM no secure-storage device: payment service disabled"
+                );
+                return None;
+            }
+            Err(ProbeError::NoCfiAnswer { base, got }) => {
+                println!(
+                    "secure-os: storage: no CFI flash answers at {base:#x} (query read {got:08x?}): payment service disabled"
+                );
+                return None;
+            }
+        };
+        let base = flash.base();
+        let started = rt::now();
+        let counter = NoRollbackProtection::default();
+        let store = match Store::open(flash, counter, ChaCha20Rng::from_seed(seed), root) {
+            Ok(store) => store,
+            Err(e) => {
+                println!(
+                    "secure-os: storage: cannot open the store: {e}: payment service disabled"
+                );
+                return None;
+            }
+        };
+        let us = micros(rt::now().wrapping_sub(started));
+        let report = *store.report();
+        let [a, b] = report.slots.map(slot_text);
+        match report.current {
+            Some((slot, generation, rollback)) => println!(
+                "secure-os: storage: generation {generation} (slot {}, rollback value {rollback}, {} bytes) on flash at {base:#x}; slot A {a}, slot B {b}; opened in {us} us",
+                slot_name(slot),
+                report.payload_len
+            ),
+            None => println!(
+                "secure-os: storage: generation 0 (nothing stored yet: the first write creates it) on flash at {base:#x}; slot A {a}, slot B {b}; opened in {us} us"
+            ),
+        }
+        if report.erased_after_use {
+            println!(
+                "secure-os: storage: no record, yet the rollback counter is at {}: the storage was erased; starting empty",
+                report.counter
+            );
+        }
+        if report.counter_caught_up {
+            println!(
+                "secure-os: storage: the rollback counter caught up to {} (power was lost before its last update)",
+                report.counter
+            );
+        }
+        if !report.rollback_protected {
+            println!(
+                "secure-os: storage: NOT rollback-protected: no counter outside the flash yet, an older copy of the flash would be accepted"
+            );
+        }
+        Some(FlashStorage { store })
     }
 
     /// The entropy sources: RNDR and/or virtio-rng.

@@ -343,6 +343,14 @@ fn build(board: &str) -> Result<Images> {
         "device key (pinned by mvmm-pay in the rich VM): {}",
         device.device_key
     );
+    let (file, _) = load_board(board)?;
+    mvmm_tests::ensure_storage_images(&file, &dir)?;
+    if mvmm_tests::storage_size(&file).is_some() {
+        eprintln!(
+            "secure VM flash (kept between runs): {}",
+            dir.join(mvmm_tests::STORAGE_IMAGE).display()
+        );
+    }
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
     Ok(Images::in_dir(&dir))
 }
@@ -355,6 +363,15 @@ fn print_images(images: &Images) {
             Some(addr) => println!("  at {addr:#x}: {}", guest.file.display()),
             None => println!("  guest ELF:    {}", guest.file.display()),
         }
+    }
+    match &images.storage {
+        Some(mvmm_tests::StorageImage::Persistent(file)) => {
+            println!("  secure flash: {}", file.display())
+        }
+        Some(mvmm_tests::StorageImage::Throwaway(file)) => {
+            println!("  secure flash: {} (writes discarded)", file.display())
+        }
+        None => {}
     }
 }
 
@@ -382,7 +399,7 @@ fn demo(answer: &str) -> Result {
     let mut m = Machine::start(qemu_command(
         &file,
         &qemu,
-        &Images::with_rich_linux(&dir, &rich),
+        &Images::with_rich_linux(&dir, &rich).with_storage(persistent_storage(&dir)),
         Console::Piped,
     ));
     let limit = std::time::Duration::from_secs(300);
@@ -458,6 +475,12 @@ fn run_bench(board: &str) -> Result {
         .map_err(|e| e.to_string())
 }
 
+/// The developer's flash image of `dir`: what the secure VM stores in
+/// `run` and `demo` is there at the next run.
+fn persistent_storage(dir: &Path) -> mvmm_tests::StorageImage {
+    mvmm_tests::StorageImage::Persistent(dir.join(mvmm_tests::STORAGE_IMAGE))
+}
+
 /// Error text that carries the exit status of `--rich-cmd` (not a failure
 /// of xtask itself).
 const CMD_FAILED: &str = "rich-cmd-status:";
@@ -507,6 +530,7 @@ fn run(args: &RunArgs) -> Result {
         )?;
         Images::with_rich_linux(&dir, &rich)
     };
+    let images = images.with_storage(persistent_storage(&dir));
     print_images(&images);
     if let Some(cmd) = &args.rich_cmd {
         let mut machine = Machine::start(qemu_command(&file, &qemu, &images, Console::Piped));
@@ -666,15 +690,21 @@ fn check_bad_boards() -> Result {
         ),
         (
             "network device in the secure VM",
-            "devices = [\"rng0\"]",
-            "devices = [\"rng0\", \"net0\"]",
+            "devices = [\"rng0\", \"flash1\"]",
+            "devices = [\"rng0\", \"flash1\", \"net0\"]",
             "vm 'secure' is a secure VM and must not own network device 'net0'",
         ),
         (
             "a device given to two VMs",
-            "devices = [\"rng0\"]",
-            "devices = [\"rng0\", \"rtc\"]",
+            "devices = [\"rng0\", \"flash1\"]",
+            "devices = [\"rng0\", \"flash1\", \"rtc\"]",
             "device 'rtc' is given to two VMs: 'rich' and 'secure'",
+        ),
+        (
+            "secure storage given to the rich VM",
+            "devices = [\"rtc\", \"net0\"]",
+            "devices = [\"rtc\", \"net0\", \"flash1\"]",
+            "vm 'rich' is not a secure VM and must not own secure-storage device 'flash1'",
         ),
         (
             "a CPU given twice",
