@@ -193,7 +193,7 @@ fn the_rich_vm_reading_the_secure_flash_gets_a_bus_error_and_both_vms_keep_runni
     let out = unwrapped(&finish(&mut m));
     let fault_at = out.find("stage-2 fault: read at IPA 0x4000000").unwrap();
     assert!(
-        out[fault_at..].contains("[secure] secure-os: heartbeat"),
+        out[fault_at..].contains("secure-os: heartbeat"),
         "no secure heartbeat after the fault: {out}"
     );
     // mvmm's map: the flash is the secure VM's device, never the rich VM's.
