@@ -291,6 +291,8 @@ fn power_cuts_during_writes_lose_no_committed_record() {
         let mut m = Machine::boot_linux_with_storage(Some(&script), "power-cut-boot", &flash);
         ok(m.expect("secure-os: storage: generation", BOOT));
         ok(m.expect("[rich] {\"credentials\"", BOOT));
+        // The whole list (it may span several console rows).
+        ok(m.expect("]}", STEP));
         let (listed, _) = acks(&m.transcript());
         let listed = listed.expect("the list line");
         let missing: Vec<_> = expected.difference(&listed).collect();
