@@ -662,6 +662,8 @@ fn test(host_only: bool) -> Result {
                 "console",
                 "--test",
                 "android",
+                "--test",
+                "storage",
                 "--",
                 "--ignored",
                 "--test-threads=1",
