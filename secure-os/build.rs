@@ -65,6 +65,12 @@ fn main() {
         .flat_map(|v| v.devices.iter())
         .filter_map(|name| board.devices.iter().find(|d| &d.name == name))
         .find(|d| d.class == "rng");
+    // The secure VM's sealed storage: its `secure-storage` device.
+    let flash = secure
+        .into_iter()
+        .flat_map(|v| v.devices.iter())
+        .filter_map(|name| board.devices.iter().find(|d| &d.name == name))
+        .find(|d| d.class == "secure-storage");
     write(
         "board.rs",
         format!(
@@ -81,7 +87,10 @@ fn main() {
              pub const VSOCK_BASE: usize = {vsock_base:#x};\n\
              pub const VSOCK_INTID: u32 = {vsock_irq};\n\
              /// The secure VM's entropy device (a virtio-rng in the first slot of its `rng` device).\n\
-             pub const RNG_BASE: usize = {rng_base:#x};\n",
+             pub const RNG_BASE: usize = {rng_base:#x};\n\
+             /// The secure VM's storage: a CFI NOR flash bank (0 when the board gives it none).\n\
+             pub const FLASH_BASE: usize = {flash_base:#x};\n\
+             pub const FLASH_SIZE: usize = {flash_size:#x};\n",
             file = board_file.display(),
             uart = b.uart.base,
             ram_base = b.ram.base,
@@ -90,6 +99,8 @@ fn main() {
             vsock_base = vsock.map_or(0, |v| v.base),
             vsock_irq = vsock.map_or(0, |v| v.irq),
             rng_base = rng.map_or(0, |d| d.base),
+            flash_base = flash.map_or(0, |d| d.base),
+            flash_size = flash.map_or(0, |d| d.size),
         ),
     );
 

@@ -378,7 +378,6 @@ fn build(board: &str) -> Result<Images> {
         secure.entry,
         security_version,
     )?;
-    mvmm_tests::create_rpmb_disk(&dir.join(mvmm_tests::RPMB_DISK))?;
     let device = provision(&dir, &file)?;
     eprintln!(
         "device key (pinned by mvmm-pay in the rich VM): {}",
@@ -397,6 +396,13 @@ fn build(board: &str) -> Result<Images> {
         .write(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("expected measurements: {}", path.display());
+    mvmm_tests::ensure_storage_images(&file, &dir)?;
+    if mvmm_tests::storage_size(&file).is_some() {
+        eprintln!(
+            "secure VM flash (kept between runs): {}",
+            dir.join(mvmm_tests::STORAGE_IMAGE).display()
+        );
+    }
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
     Images::probe(&file, &dir)
 }
@@ -437,6 +443,15 @@ fn print_images(images: &Images) {
             None => println!("  guest ELF:    {}", guest.file.display()),
         }
     }
+    match &images.storage {
+        Some(mvmm_tests::StorageImage::Persistent(file)) => {
+            println!("  secure flash: {}", file.display())
+        }
+        Some(mvmm_tests::StorageImage::Throwaway(file)) => {
+            println!("  secure flash: {} (writes discarded)", file.display())
+        }
+        None => {}
+    }
 }
 
 fn demo(answer: &str) -> Result {
@@ -467,7 +482,7 @@ fn demo(answer: &str) -> Result {
     let mut m = Machine::start(qemu_command(
         &file,
         &qemu,
-        &Images::with_rich_linux(&dir, &rich),
+        &Images::with_rich_linux(&dir, &rich).with_storage(persistent_storage(&dir)),
         Console::Piped,
     ));
     let limit = std::time::Duration::from_secs(300);
@@ -562,6 +577,12 @@ fn run_bench(board: &str) -> Result {
         .map_err(|e| e.to_string())
 }
 
+/// The developer's flash image of `dir`: what the secure VM stores in
+/// `run` and `demo` is there at the next run.
+fn persistent_storage(dir: &Path) -> mvmm_tests::StorageImage {
+    mvmm_tests::StorageImage::Persistent(dir.join(mvmm_tests::STORAGE_IMAGE))
+}
+
 /// Error text that carries the exit status of `--rich-cmd` (not a failure
 /// of xtask itself).
 const CMD_FAILED: &str = "rich-cmd-status:";
@@ -611,6 +632,7 @@ fn run(args: &RunArgs) -> Result {
         )?;
         Images::with_rich_linux(&dir, &rich)
     };
+    let images = images.with_storage(persistent_storage(&dir));
     print_images(&images);
     if let Some(cmd) = &args.rich_cmd {
         let mut machine = Machine::start(qemu_command(&file, &qemu, &images, Console::Piped));
@@ -804,7 +826,9 @@ fn qemu_tests(args: &TestArgs) -> Result {
 }
 
 /// The QEMU test files of tests/tests (each test boots its own machine).
-const QEMU_SUITES: &[&str] = &["system", "linux", "payment", "console", "android", "boot"];
+const QEMU_SUITES: &[&str] = &[
+    "system", "linux", "payment", "console", "android", "boot", "storage",
+];
 
 /// Each broken board file must stop mvmm's build with a message naming the
 /// offending entry.
@@ -821,15 +845,21 @@ fn check_bad_boards() -> Result {
         ),
         (
             "network device in the secure VM",
-            "devices = [\"rng0\"]",
-            "devices = [\"rng0\", \"net0\"]",
+            "devices = [\"rng0\", \"flash1\"]",
+            "devices = [\"rng0\", \"flash1\", \"net0\"]",
             "vm 'secure' is a secure VM and must not own network device 'net0'",
         ),
         (
             "a device given to two VMs",
-            "devices = [\"rng0\"]",
-            "devices = [\"rng0\", \"rtc\"]",
+            "devices = [\"rng0\", \"flash1\"]",
+            "devices = [\"rng0\", \"flash1\", \"rtc\"]",
             "device 'rtc' is given to two VMs: 'rich' and 'secure'",
+        ),
+        (
+            "secure storage given to the rich VM",
+            "devices = [\"rtc\", \"net0\"]",
+            "devices = [\"rtc\", \"net0\", \"flash1\"]",
+            "vm 'rich' is not a secure VM and must not own secure-storage device 'flash1'",
         ),
         (
             "a CPU given twice",
