@@ -375,3 +375,38 @@ fn power_cuts_during_writes_lose_no_committed_record() {
         started.elapsed().as_secs_f64() / cuts.max(1) as f64
     );
 }
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn restoring_an_older_copy_of_the_storage_is_detected_by_mvmms_counter() {
+    let flash = flash_for("rollback");
+    // Boot 1: enroll and pay; then keep a copy of the flash as it is now.
+    let mut m = Machine::boot_linux_with_storage(Some(&payment::script("")), "rollback-1", &flash);
+    ok(payment::answer(&mut m, "y\r", BOOT));
+    ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
+    finish(&mut m);
+    drop(m);
+    let saved = flash.with_extension("saved");
+    std::fs::copy(&flash, &saved).unwrap();
+    // Boot 2: another payment moves the storage and mvmm's counter on.
+    let mut m = Machine::boot_linux_with_storage(Some(REQUEST), "rollback-2", &flash);
+    ok(payment::answer(&mut m, "y\r", BOOT));
+    ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
+    finish(&mut m);
+    drop(m);
+    // The attacker puts the older flash back (mvmm's disk, a separate
+    // device no VM reaches, keeps its counter): the secure VM refuses it.
+    std::fs::copy(&saved, &flash).unwrap();
+    let mut m = Machine::boot_linux_with_storage(Some(REQUEST), "rollback-3", &flash);
+    ok(m.expect(
+        "secure-os: storage: cannot open the store: rollback detected",
+        BOOT,
+    ));
+    ok(m.expect("payment service disabled", STEP));
+    ok(m.expect("[rich] mvmm-pay request exited with", BOOT));
+    let out = finish(&mut m);
+    assert!(
+        !out.contains("[rich] mvmm-pay request exited with 0"),
+        "a payment went through on restored storage: {out}"
+    );
+}
