@@ -315,7 +315,8 @@ impl HalClient {
         // One process-wide state: the first device opened wins.
         ProcessState::init(device, 0).map_err(|e| {
             BridgeError::Binder(format!(
-                "cannot open the binder device {device}: {e} (is binder_linux loaded?)"
+                "cannot open the binder device {device}: {} (is binder_linux loaded?)",
+                e.to_string().trim_end()
             ))
         })?;
         let deadline = Instant::now() + wait;

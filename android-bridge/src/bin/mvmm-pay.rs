@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 const AFTER_HELP: &str = "\
 Environment: MVMM_TRANSPORT (default vsock:4:7100), MVMM_DEVICE_KEY (default /etc/mvmm/device.pub),
-MVMM_BINDER (a binder device: the same as --binder DEVICE).
+MVMM_BINDER (1: the same as --binder), MVMM_BINDER_DEVICE (default /dev/binder).
 
 Exit status:
   0  success
@@ -42,16 +42,18 @@ struct Args {
     )]
     transport: Transport,
     /// Go through the payment HAL (dev.mvmm.IPayment, mvmm-payment-hal) over
-    /// this binder device instead of opening a session over --transport.
+    /// binder instead of opening a session over --transport.
+    #[arg(long, global = true, env = "MVMM_BINDER", value_parser = clap::builder::BoolishValueParser::new())]
+    binder: bool,
+    /// The binder device the payment HAL serves on (with --binder).
     #[arg(
         long,
         global = true,
-        env = "MVMM_BINDER",
+        env = "MVMM_BINDER_DEVICE",
         value_name = "DEVICE",
-        num_args = 0..=1,
-        default_missing_value = "/dev/binder"
+        default_value = "/dev/binder"
     )]
-    binder: Option<String>,
+    binder_device: String,
     /// The pinned device public key (hex SEC1).
     #[arg(
         long,
@@ -248,7 +250,8 @@ fn open(args: &Args, key: &DeviceKey) -> Result<Box<dyn Payments>, Failure> {
         call: Duration::from_secs(args.timeout),
         approval: Duration::from_secs(args.approval_timeout),
     };
-    if let Some(device) = &args.binder {
+    if args.binder {
+        let device = &args.binder_device;
         #[cfg(target_os = "linux")]
         {
             // Wait for the HAL as long as for any other answer.

@@ -82,8 +82,9 @@ mod linux {
         };
         let state = ProcessState::init(&args.binder, args.threads).map_err(|e| {
             format!(
-                "cannot open the binder device {}: {e} (is binder_linux loaded?)",
-                args.binder
+                "cannot open the binder device {}: {} (is binder_linux loaded?)",
+                args.binder,
+                e.to_string().trim_end()
             )
         })?;
         let service = BnPayment::new_binder(PaymentHal::new(config));
@@ -91,9 +92,10 @@ mod linux {
             .become_context_manager(service.as_binder())
             .map_err(|e| {
                 format!(
-                    "cannot become the context manager of {}: {e} (another process, such as a \
+                    "cannot become the context manager of {}: {} (another process, such as a \
                      service manager or a second HAL, already is)",
-                    args.binder
+                    args.binder,
+                    e.to_string().trim_end()
                 )
             })?;
         ProcessState::start_thread_pool();
