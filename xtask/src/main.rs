@@ -307,7 +307,7 @@ fn build(board: &str) -> Result<Images> {
             .env("MVMM_BOARD", board),
     )?;
     step(&format!(
-        "building the rich VM's static tools (mvmm-pay, chan-tool) for {TARGET_LINUX}"
+        "building the rich VM's static tools (mvmm-pay, mvmm-payment-hal, chan-tool) for {TARGET_LINUX}"
     ));
     run_cmd(
         cargo()
@@ -317,6 +317,8 @@ fn build(board: &str) -> Result<Images> {
                 "android-bridge",
                 "--bin",
                 "mvmm-pay",
+                "--bin",
+                "mvmm-payment-hal",
                 "-p",
                 "chan-tool",
                 "--bin",
@@ -357,7 +359,7 @@ fn build(board: &str) -> Result<Images> {
     eprintln!("rich VM kernel {}", image.kernel_version);
     let tools = dir.join(RICH_TOOLS_DIR);
     fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
-    for tool in ["mvmm-pay", "chan-tool"] {
+    for tool in ["mvmm-pay", "mvmm-payment-hal", "chan-tool"] {
         let from = target_dir().join(TARGET_LINUX).join("release").join(tool);
         fs::copy(&from, tools.join(tool)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
