@@ -107,6 +107,10 @@ struct TestArgs {
     /// filter), e.g. `--filter reboot`.
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
+    /// The long variants: 100 power cuts during storage writes instead of 5
+    /// (about 17 minutes on two cores).
+    #[arg(long)]
+    long: bool,
 }
 
 #[derive(clap::Args)]
@@ -475,11 +479,11 @@ fn demo(answer: &str) -> Result {
         &qemu,
         &dir,
         &RichSource::built(&dir),
-        Some(&payment::script_with_nonce(Some(&nonce), "")),
+        Some(&demo_script(&nonce)),
         &dir.join("work").join("demo"),
     )?;
     step(
-        "demo: booting mvmm, secure-os and Linux; mvmm-pay will enroll a card and ask to pay 12.50 EUR to Corner Cafe",
+        "demo: booting mvmm, secure-os and Linux; mvmm-pay will enroll a card (unless the secure VM's storage already holds one) and ask to pay 12.50 EUR to Corner Cafe",
     );
     let mut m = Machine::start(qemu_command(
         &file,
@@ -495,15 +499,48 @@ fn demo(answer: &str) -> Result {
     m.wait_exit(std::time::Duration::from_secs(60));
     let transcript = m.transcript();
     let json = payment::json_lines(&transcript);
-    let (Some(enroll), Some(request)) = (json.first(), json.get(1)) else {
-        return Err("demo: mvmm-pay printed no enrollment and payment result".into());
-    };
-    let Some(token) = request.get("token").and_then(|t| t.as_str()) else {
-        return Err(format!("demo: no authorization: {request}"));
-    };
-    step("demo: the payment backend verifies the token (mvmm-verify)");
     let out = target_dir().join("demo");
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // The backend's record of the card: from this run's enrollment, or the
+    // one an earlier demo saved (the secure VM's storage kept the card).
+    let enrollment_file = out.join("enrollment.json");
+    let enrolled = json.iter().find(|j| j.get("signature").is_some()).cloned();
+    let enroll = match enrolled {
+        Some(enroll) => {
+            fs::write(&enrollment_file, enroll.to_string()).map_err(|e| e.to_string())?;
+            enroll
+        }
+        None => {
+            let text = fs::read_to_string(&enrollment_file).map_err(|e| {
+                format!(
+                    "demo: the secure VM kept a card but {} is missing ({e}): delete target/images/qemu-virt/secure-storage.* to start over",
+                    enrollment_file.display()
+                )
+            })?;
+            println!("demo: the card enrolled by an earlier run pays (no enrollment this time)");
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{}: {e}", enrollment_file.display()))?
+        }
+    };
+    let enroll = &enroll;
+    let Some(request) = json.iter().find(|j| j.get("token").is_some()) else {
+        return Err(format!(
+            "demo: mvmm-pay printed no authorization: {:?}",
+            json.last()
+        ));
+    };
+    let token = request
+        .get("token")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default();
+    if request.get("credential") != enroll.get("credential") {
+        return Err(format!(
+            "demo: the payment used credential {:?}, not the enrolled {:?}",
+            request.get("credential"),
+            enroll.get("credential")
+        ));
+    }
+    step("demo: the payment backend verifies the token (mvmm-verify)");
     let text = |v: &serde_json::Value, k: &str| {
         v.get(k)
             .and_then(|x| x.as_str())
@@ -583,6 +620,19 @@ fn run_bench(board: &str) -> Result {
 /// `run` and `demo` is there at the next run.
 fn persistent_storage(dir: &Path) -> mvmm_tests::StorageImage {
     mvmm_tests::StorageImage::Persistent(dir.join(mvmm_tests::STORAGE_IMAGE))
+}
+
+/// The demo's rich-VM command: enroll a card unless the secure VM already
+/// holds one, then pay with the backend's nonce.
+fn demo_script(nonce: &str) -> String {
+    use mvmm_tests::payment::{AMOUNT, CURRENCY, LABEL, MERCHANT};
+    format!(
+        "if mvmm-pay list --json | grep -q '\"public_key\"'; then \
+             echo 'demo: the secure VM already holds a card'; \
+         else mvmm-pay enroll --label '{LABEL}' --json; fi; \
+         mvmm-pay request --amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}' --nonce {nonce} --json; \
+         echo \"mvmm-pay request exited with $?\""
+    )
 }
 
 /// Error text that carries the exit status of `--rich-cmd` (not a failure
@@ -820,6 +870,9 @@ fn qemu_tests(args: &TestArgs) -> Result {
         cmd.args(["--", "--ignored", "--test-threads=1"]);
         if let Some(filter) = &args.filter {
             cmd.arg(filter);
+        }
+        if args.long {
+            cmd.env("MVMM_POWER_CUTS", "100");
         }
         run_cmd(cmd.env(IMAGE_DIR_VAR, &dir))
             .map_err(|e| format!("QEMU tests, round {round}: {e}"))?;
