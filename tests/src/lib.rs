@@ -767,6 +767,22 @@ impl Machine {
         }
     }
 
+    /// Waits until the rich VM's command (`/mvmm/rich-cmd`) has reported
+    /// its exit status and the machine has powered off cleanly; returns
+    /// the transcript. Panics (a test helper) when either does not happen
+    /// within `timeout`.
+    #[track_caller]
+    pub fn finish_rich_command(&mut self, timeout: Duration) -> String {
+        if let Err(e) = self.expect("[rich] mvmm-rich: exit status", timeout) {
+            panic!("{e}");
+        }
+        let status = self
+            .wait_exit(timeout)
+            .expect("QEMU did not exit after the rich VM's SYSTEM_OFF");
+        assert!(status.success(), "QEMU exit status {status}");
+        self.transcript()
+    }
+
     /// Waits for QEMU to exit by itself; kills it after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
