@@ -70,6 +70,12 @@ fn main() {
     let display = b.display.map(|d| d.display());
     let (fb_base, fb_width, fb_height) =
         display.map_or((0, 0, 0), |d| (d.secure_framebuffer, d.width, d.height));
+    // The secure VM's sealed storage: its `secure-storage` device.
+    let flash = secure
+        .into_iter()
+        .flat_map(|v| v.devices.iter())
+        .filter_map(|name| board.devices.iter().find(|d| &d.name == name))
+        .find(|d| d.class == "secure-storage");
     write(
         "board.rs",
         format!(
@@ -91,7 +97,10 @@ fn main() {
              /// width 0: the board has no display).\n\
              pub const FRAMEBUFFER_BASE: usize = {fb_base:#x};\n\
              pub const FRAMEBUFFER_WIDTH: u32 = {fb_width};\n\
-             pub const FRAMEBUFFER_HEIGHT: u32 = {fb_height};\n",
+             pub const FRAMEBUFFER_HEIGHT: u32 = {fb_height};\n\
+             /// The secure VM's storage: a CFI NOR flash bank (0 when the board gives it none).\n\
+             pub const FLASH_BASE: usize = {flash_base:#x};\n\
+             pub const FLASH_SIZE: usize = {flash_size:#x};\n",
             file = board_file.display(),
             uart = b.uart.base,
             ram_base = b.ram.base,
@@ -100,6 +109,8 @@ fn main() {
             vsock_base = vsock.map_or(0, |v| v.base),
             vsock_irq = vsock.map_or(0, |v| v.irq),
             rng_base = rng.map_or(0, |d| d.base),
+            flash_base = flash.map_or(0, |d| d.base),
+            flash_size = flash.map_or(0, |d| d.size),
         ),
     );
 

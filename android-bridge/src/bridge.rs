@@ -193,12 +193,7 @@ impl Bridge {
         let label = Label::try_from(label).map_err(|_| invalid())?;
         match self.call(&Request::Enroll { label }, "enroll", None)? {
             Reply::Enrolled(record) => {
-                let statement =
-                    enrollment_statement(&record.credential, &record.label, &record.public_key)
-                        .ok_or_else(|| {
-                            BridgeError::Protocol("enrollment record too long".into())
-                        })?;
-                self.check_device_signature(&statement, &record.signature.0, "enrollment record")?;
+                check_enrollment(&self.device, &record)?;
                 Ok(record)
             }
             other => Err(unexpected("enroll", &other)),
@@ -238,39 +233,7 @@ impl Bridge {
         let Reply::Authorized(token) = reply else {
             return Err(unexpected(op, &reply));
         };
-        let claims = CoseSign1::from_tagged_slice(&token)
-            .ok()
-            .and_then(|sign1| sign1.payload)
-            .and_then(|payload| AuthorizationClaims::decode(&payload))
-            .ok_or_else(|| {
-                BridgeError::Protocol("the token is not a COSE_Sign1 with claims".into())
-            })?;
-        let mut differs = Vec::new();
-        if claims.credential != payment.credential {
-            differs.push("credential");
-        }
-        if claims.amount_minor != payment.amount_minor {
-            differs.push("amount");
-        }
-        if claims.currency != payment.currency {
-            differs.push("currency");
-        }
-        if claims.merchant != payment.merchant {
-            differs.push("merchant");
-        }
-        if claims.nonce != payment.nonce {
-            differs.push("nonce");
-        }
-        if !differs.is_empty() {
-            return Err(BridgeError::Protocol(format!(
-                "the token's claims differ from the request: {}",
-                differs.join(", ")
-            )));
-        }
-        Ok(Authorization {
-            token: token.to_vec(),
-            claims,
-        })
+        authorization_from_token(payment, &token)
     }
 
     /// Asks for attestation evidence (an EAT, tagged COSE_Sign1) bound to
@@ -289,19 +252,6 @@ impl Bridge {
             Reply::Status(status) => Ok(status),
             other => Err(unexpected("status", &other)),
         }
-    }
-
-    fn check_device_signature(
-        &self,
-        statement: &[u8],
-        signature: &[u8],
-        what: &str,
-    ) -> Result<(), BridgeError> {
-        let signature = Signature::from_slice(signature)
-            .map_err(|_| BridgeError::AuthenticationFailed(format!("{what}: bad signature")))?;
-        self.device.0.verify(statement, &signature).map_err(|_| {
-            BridgeError::AuthenticationFailed(format!("{what} is not signed by the device key"))
-        })
     }
 
     fn call(
@@ -378,6 +328,60 @@ impl Bridge {
             Ok(other) => Err(unexpected(op, &other)),
         }
     }
+}
+
+/// Checks that an enrollment record is signed by the device key.
+pub(crate) fn check_enrollment(
+    device: &DeviceKey,
+    record: &EnrollmentRecord,
+) -> Result<(), BridgeError> {
+    let statement = enrollment_statement(&record.credential, &record.label, &record.public_key)
+        .ok_or_else(|| BridgeError::Protocol("enrollment record too long".into()))?;
+    let what = "enrollment record";
+    let signature = Signature::from_slice(&record.signature.0)
+        .map_err(|_| BridgeError::AuthenticationFailed(format!("{what}: bad signature")))?;
+    device.0.verify(&statement, &signature).map_err(|_| {
+        BridgeError::AuthenticationFailed(format!("{what} is not signed by the device key"))
+    })
+}
+
+/// Decodes the claims of an authorization token and checks that they are the
+/// request's (the signature is the backend's to check).
+pub(crate) fn authorization_from_token(
+    payment: &protocol::PaymentRequest,
+    token: &[u8],
+) -> Result<Authorization, BridgeError> {
+    let claims = CoseSign1::from_tagged_slice(token)
+        .ok()
+        .and_then(|sign1| sign1.payload)
+        .and_then(|payload| AuthorizationClaims::decode(&payload))
+        .ok_or_else(|| BridgeError::Protocol("the token is not a COSE_Sign1 with claims".into()))?;
+    let mut differs = Vec::new();
+    if claims.credential != payment.credential {
+        differs.push("credential");
+    }
+    if claims.amount_minor != payment.amount_minor {
+        differs.push("amount");
+    }
+    if claims.currency != payment.currency {
+        differs.push("currency");
+    }
+    if claims.merchant != payment.merchant {
+        differs.push("merchant");
+    }
+    if claims.nonce != payment.nonce {
+        differs.push("nonce");
+    }
+    if !differs.is_empty() {
+        return Err(BridgeError::Protocol(format!(
+            "the token's claims differ from the request: {}",
+            differs.join(", ")
+        )));
+    }
+    Ok(Authorization {
+        token: token.to_vec(),
+        claims,
+    })
 }
 
 fn encode(request: &Request) -> Result<Vec<u8>, BridgeError> {

@@ -62,6 +62,12 @@ pub enum BridgeError {
     SecureSide(ErrorCode),
     /// The operating system's random generator failed.
     Random(String),
+    /// The payment HAL (over binder) reported an error that has no variant
+    /// of its own: `code` is its `dev.mvmm.ErrorCode`, `message` its words.
+    Hal { code: i32, message: String },
+    /// The binder call to the payment HAL failed (no binder device, no HAL,
+    /// caller refused, transaction failed).
+    Binder(String),
 }
 
 impl fmt::Display for BridgeError {
@@ -103,6 +109,8 @@ impl fmt::Display for BridgeError {
             Protocol(why) => write!(f, "protocol error: {why}"),
             SecureSide(code) => write!(f, "the secure VM answered {code:?}"),
             Random(why) => write!(f, "random generator failed: {why}"),
+            Hal { code, message } => write!(f, "payment HAL error {code}: {message}"),
+            Binder(why) => write!(f, "binder: {why}"),
         }
     }
 }

@@ -17,6 +17,8 @@
 //! - [`Bridge`]: the session with the payment app and one method per request.
 //! - [`Transport`], [`Channel`]: AF_VSOCK (rich VM), Unix socket (host simulator).
 //! - [`DeviceKey`]: the secure VM's device public key that the client pins.
+//! - `hal` (Linux): the payment HAL over Android's binder, `dev.mvmm.IPayment`
+//!   served by `mvmm-payment-hal` and called by `mvmm-pay --binder`.
 //! - [`amount`]: decimal amounts to minor units with the currency's exponent.
 //! - [`ffi`]: the C ABI (header in `include/mvmm_bridge.h`); [`jni`] the JNI
 //!   entry points behind the Kotlin wrapper.
@@ -28,6 +30,8 @@ mod bridge;
 mod device_key;
 mod error;
 pub mod ffi;
+#[cfg(target_os = "linux")]
+pub mod hal;
 pub mod jni;
 pub mod transport;
 

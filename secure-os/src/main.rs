@@ -19,20 +19,24 @@ mod image {
     extern crate alloc;
 
     use alloc::boxed::Box;
+    use alloc::format;
+    use alloc::string::String;
     use alloc::vec::Vec;
     use payment_app::service::Outcome;
-    use payment_app::{BootState, MemoryStorage, PaymentApp, Policy, Service};
+    use payment_app::{BootState, PaymentApp, Policy, Service, Storage, StorageError};
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng as _, SeedableRng};
+    use secure_os::arch::flash::{CfiFlash, ProbeError};
     use secure_os::arch::hypercall::HypercallLink;
     use secure_os::arch::virtio::{self, Kind, SocketError, Vsock, VsockAddr, VsockEventType};
     use secure_os::arch::{entropy, framebuffer, heap, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
     use secure_os::prompt::{self, Prompt, Step};
-    use secure_os::rollback::RollbackCounter;
+    use secure_os::rollback::{RollbackCounter, StoreCounter};
     use secure_os::screen::{self, Framebuffer};
     use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard};
     use secure_os::{println, rt};
+    use secure_store::{RecordError, SlotState, Store, slot_name};
     use sha2::{Digest, Sha256};
 
     secure_os::entry!(main);
@@ -118,7 +122,7 @@ mod image {
     /// Everything the payment service runs on.
     struct Services {
         vsock: Vsock,
-        board: Switchboard<MemoryStorage>,
+        board: Switchboard<FlashStorage>,
         entropy: Entropy,
         rng: ChaCha20Rng,
         word: SecurityWord,
@@ -153,31 +157,21 @@ mod image {
         }
 
         let page = provision::page_address();
+        // The storage root secret: what the sealing key and the rollback
+        // counter's key derive from (CDI_Seal); wiped once the store is open.
+        let mut storage_root = [0u8; 32];
         let identity = match provision::take_handover() {
             Ok(secrets) => {
                 // The device key follows this exact image (CDI_Attest); the
-                // security word stays with the device and the authority
-                // (CDI_Seal).
+                // security word and the storage stay with the device and
+                // the authority (CDI_Seal).
                 let key = keys::derive_device_key(&secrets.cdi_attest);
                 let word = keys::security_word(&secrets.cdi_seal);
+                storage_root.copy_from_slice(&secrets.cdi_seal[..]);
                 println!(
                     "secure-os: measured boot: security version {}, board {}",
                     secrets.measurements.security_version, secrets.measurements.board
                 );
-                // The rollback counter mvmm keeps for this image's sealing
-                // key: read once with a fresh nonce to show it answers.
-                let mut rollback = RollbackCounter::new(HypercallLink, &secrets.cdi_seal);
-                match entropy.as_mut().and_then(Entropy::fresh) {
-                    Some(fresh) => {
-                        let mut nonce = [0u8; 16];
-                        nonce.copy_from_slice(&fresh[..16]);
-                        match rollback.read(nonce) {
-                            Ok(value) => println!("secure-os: rollback counter {value}"),
-                            Err(e) => println!("secure-os: {e}"),
-                        }
-                    }
-                    None => println!("secure-os: no entropy for the rollback counter's nonce"),
-                }
                 match key {
                     Ok(key) => {
                         println!("secure-os: device key {}", keys::compressed_hex(&key));
@@ -225,22 +219,47 @@ mod image {
             }
         };
 
-        let (Some(vsock), Some((key, word, measurements)), Some(entropy), Some(seed), true) =
+        let (Some(vsock), Some((key, word, measurements)), Some(mut entropy), Some(seed), true) =
             (vsock, identity, entropy, seed, ok)
         else {
+            storage_root.fill(0);
+            core::hint::black_box(&mut storage_root);
             return None;
         };
+        let storage = match entropy.fresh() {
+            Some(store_seed) => open_storage(&storage_root, store_seed),
+            None => {
+                println!(
+                    "secure-os: storage: no entropy for record nonces: payment service disabled"
+                );
+                None
+            }
+        };
+        storage_root.fill(0);
+        core::hint::black_box(&mut storage_root);
+        let storage = storage?;
         let mut rng = ChaCha20Rng::from_seed(seed);
-        let mut app =
-            match PaymentApp::new(key.clone(), MemoryStorage::default(), Policy::default()) {
-                Ok(app) => app,
-                Err(e) => {
-                    println!(
-                        "secure-os: payment app failed to start ({e:?}): payment service disabled"
-                    );
-                    return None;
-                }
-            };
+        let mut app = match PaymentApp::new(key.clone(), storage, Policy::default()) {
+            Ok(app) => app,
+            Err(e) => {
+                println!(
+                    "secure-os: payment app failed to start ({e:?}): payment service disabled"
+                );
+                return None;
+            }
+        };
+        let status = app.status();
+        println!(
+            "secure-os: storage: {} credential(s), transaction counter {}, PIN {}{}",
+            status.credentials,
+            status.transaction_counter,
+            if status.pin_set { "set" } else { "not set" },
+            if status.locked {
+                ", LOCKED (too many wrong PINs)"
+            } else {
+                ""
+            }
+        );
         // What mvmm measured (its own code and this image) is what the
         // attestation states.
         app.set_boot_state(BootState::Measured(measurements));
@@ -269,6 +288,117 @@ mod image {
             display_held: false,
             recv_buf: alloc::vec![0u8; 4096].into_boxed_slice(),
         })
+    }
+
+    type FlashStore = Store<CfiFlash, StoreCounter<HypercallLink, ChaCha20Rng>, ChaCha20Rng>;
+
+    /// The payment app's storage: the sealed record store on the secure
+    /// VM's flash, with every commit timed and every failure logged.
+    struct FlashStorage {
+        store: FlashStore,
+    }
+
+    impl Storage for FlashStorage {
+        fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+            self.store.load(buf)
+        }
+
+        fn store(&mut self, blob: &[u8]) -> Result<(), StorageError> {
+            let next = self.store.generation() + 1;
+            // Debug level: the power-cut test aims its cuts with it.
+            println!(
+                "<7>secure-os: storage: writing generation {next} ({} bytes)",
+                blob.len()
+            );
+            let started = rt::now();
+            let result = self.store.commit(blob);
+            let us = micros(rt::now().wrapping_sub(started));
+            match &result {
+                Ok(()) => println!("<7>secure-os: storage: generation {next} committed in {us} us"),
+                Err(e) => println!("secure-os: storage: writing generation {next} failed: {e}"),
+            }
+            result.map_err(|_| StorageError)
+        }
+    }
+
+    fn micros(ticks: u64) -> u64 {
+        (u128::from(ticks) * 1_000_000 / u128::from(rt::timer_frequency().max(1))) as u64
+    }
+
+    /// What a slot held, for the boot line.
+    fn slot_text(state: SlotState) -> String {
+        match state {
+            SlotState::Valid { generation, .. } => format!("generation {generation}"),
+            SlotState::Invalid(RecordError::Blank) => "blank".into(),
+            SlotState::Invalid(e) => format!("unusable ({e})"),
+        }
+    }
+
+    /// Opens the sealed store on the board's flash; `None` (with the reason
+    /// printed) when the payment service must stay off.
+    fn open_storage(root: &[u8; 32], seed: [u8; 32]) -> Option<FlashStorage> {
+        let flash = match CfiFlash::take() {
+            Ok(flash) => flash,
+            Err(ProbeError::NotOnBoard) => {
+                println!(
+                    "secure-os: storage: the board gives this VM no secure-storage device: payment service disabled"
+                );
+                return None;
+            }
+            Err(ProbeError::NoCfiAnswer { base, got }) => {
+                println!(
+                    "secure-os: storage: no CFI flash answers at {base:#x} (query read {got:08x?}): payment service disabled"
+                );
+                return None;
+            }
+        };
+        let base = flash.base();
+        let started = rt::now();
+        // The rollback counter mvmm keeps under this image's sealing key;
+        // its read nonces come from a generator of their own.
+        let nonces =
+            ChaCha20Rng::from_seed(Sha256::digest([&seed[..], b"rpmb nonces"].concat()).into());
+        let counter = StoreCounter::new(RollbackCounter::new(HypercallLink, root), nonces);
+        let store = match Store::open(flash, counter, ChaCha20Rng::from_seed(seed), root) {
+            Ok(store) => store,
+            Err(e) => {
+                println!(
+                    "secure-os: storage: cannot open the store: {e}: payment service disabled"
+                );
+                return None;
+            }
+        };
+        let us = micros(rt::now().wrapping_sub(started));
+        let report = *store.report();
+        let [a, b] = report.slots.map(slot_text);
+        match report.current {
+            Some((slot, generation, rollback)) => println!(
+                "secure-os: storage: generation {generation} (slot {}, rollback value {rollback}, {} bytes) on flash at {base:#x}; slot A {a}, slot B {b}; opened in {us} us",
+                slot_name(slot),
+                report.payload_len
+            ),
+            None => println!(
+                "secure-os: storage: generation 0 (nothing stored yet: the first write creates it) on flash at {base:#x}; slot A {a}, slot B {b}; opened in {us} us"
+            ),
+        }
+        if report.erased_after_use {
+            println!(
+                "secure-os: storage: no record, yet the rollback counter is at {}: the storage was erased; starting empty",
+                report.counter
+            );
+        }
+        if report.counter_caught_up {
+            println!(
+                "secure-os: storage: the rollback counter caught up to {} (power was lost before its last update)",
+                report.counter
+            );
+        }
+        if !report.rollback_protected {
+            println!(
+                "secure-os: storage: NOT rollback-protected: no counter outside the flash yet, an older copy of the flash would be accepted"
+            );
+        }
+        Some(FlashStorage { store })
     }
 
     /// The entropy sources: RNDR and/or virtio-rng.

@@ -79,6 +79,47 @@ impl<L: FrameLink> RollbackCounter<L> {
     }
 }
 
+/// The counter as the secure store uses it (`secure_store::RollbackCounter`),
+/// with read nonces from `nonces`.
+pub struct StoreCounter<L: FrameLink, R> {
+    counter: RollbackCounter<L>,
+    nonces: R,
+}
+
+impl<L: FrameLink, R: rand_core::Rng> StoreCounter<L, R> {
+    pub fn new(counter: RollbackCounter<L>, nonces: R) -> Self {
+        StoreCounter { counter, nonces }
+    }
+
+    fn nonce(&mut self) -> [u8; 16] {
+        let mut nonce = [0u8; 16];
+        self.nonces.fill_bytes(&mut nonce);
+        nonce
+    }
+}
+
+impl<L: FrameLink, R: rand_core::Rng> secure_store::RollbackCounter for StoreCounter<L, R> {
+    fn read(&mut self) -> Result<u64, secure_store::CounterError> {
+        let nonce = self.nonce();
+        self.counter.read(nonce).map_err(store_error)
+    }
+
+    fn advance_to(&mut self, value: u64) -> Result<(), secure_store::CounterError> {
+        let nonce = self.nonce();
+        self.counter
+            .advance_to(value, nonce)
+            .map(|_| ())
+            .map_err(store_error)
+    }
+}
+
+fn store_error(e: RollbackError) -> secure_store::CounterError {
+    match e {
+        RollbackError::Unavailable(_) => secure_store::CounterError::Unavailable { code: 0 },
+        RollbackError::Untrusted(_) => secure_store::CounterError::Unauthenticated,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +188,52 @@ mod tests {
         assert_eq!(
             counter.read([3; 16]),
             Err(RollbackError::Untrusted(ResponseError::Replayed))
+        );
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use secure_store::RollbackCounter as _;
+
+    struct InProcess {
+        held: Counter,
+        key: Key,
+    }
+
+    impl FrameLink for &mut InProcess {
+        fn exchange(&mut self, frame: &mut [u8; FRAME_LEN]) -> Result<(), &'static str> {
+            *frame = self.held.handle(frame, &self.key, |_| true);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_store_reads_and_advances_mvmms_counter() {
+        let cdi = [6u8; 32];
+        let mut mvmm = InProcess {
+            held: Counter::default(),
+            key: Key::for_frames(&cdi),
+        };
+        let mut counter = StoreCounter::new(
+            RollbackCounter::new(&mut mvmm, &cdi),
+            ChaCha20Rng::seed_from_u64(1),
+        );
+        assert_eq!(counter.read(), Ok(0));
+        assert_eq!(counter.advance_to(3), Ok(()));
+        assert_eq!(counter.read(), Ok(3));
+        drop(counter);
+        assert_eq!(mvmm.held.value, 3);
+        let mut other = StoreCounter::new(
+            RollbackCounter::new(&mut mvmm, &[7u8; 32]),
+            ChaCha20Rng::seed_from_u64(2),
+        );
+        assert_eq!(
+            other.read(),
+            Err(secure_store::CounterError::Unauthenticated)
         );
     }
 }

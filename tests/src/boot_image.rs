@@ -244,6 +244,9 @@ pub struct Provisioning {
     /// The secure VM image's SHA-256 and security version.
     pub image_hash: [u8; 32],
     pub security_version: u32,
+    /// CDI_Seal: the secret the secure VM seals its storage under (the
+    /// storage tests read and write its records on the host).
+    pub storage_root: [u8; 32],
 }
 
 /// Creates (once) the device secret under `dir` and derives the secure
@@ -285,6 +288,7 @@ pub fn provision(dir: &Path, board: &BoardFile) -> Result<Provisioning, String> 
         security_word: device_key::security_word(&cdis.seal).to_string(),
         image_hash,
         security_version: block.security_version,
+        storage_root: cdis.seal,
     })
 }
 

@@ -46,6 +46,7 @@ pub mod boot_image;
 pub mod payment;
 pub mod qmp;
 pub mod rich;
+pub mod storage;
 
 /// One file QEMU puts in guest memory before the machine starts.
 #[derive(Clone, Debug)]
@@ -69,12 +70,119 @@ impl Load {
 pub struct Images {
     pub mvmm: PathBuf,
     pub guests: Vec<Load>,
-    pub rpmb_disk: PathBuf,
+    /// The file behind the board's `[qemu] storage` drive (the secure VM's
+    /// flash), if the board has one.
+    pub storage: Option<StorageImage>,
 }
 
-/// mvmm's disk image in an image directory (see `mvmm_core::rpmb`):
-/// created blank by `cargo xtask build`, kept across boots.
-pub const RPMB_DISK: &str = "rpmb.img";
+/// The file QEMU backs the secure VM's flash with, and whether writes reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageImage {
+    /// QEMU writes to this file: what the secure VM stores survives the run
+    /// (`cargo xtask run` and `demo`, and the persistence tests' own copies).
+    Persistent(PathBuf),
+    /// QEMU reads this file and keeps writes in a temporary overlay
+    /// (`snapshot=on`): every boot starts from the file, which never changes.
+    Throwaway(PathBuf),
+}
+
+/// The developer's flash image in an image directory: created erased by
+/// `cargo xtask build` once, never overwritten; `run` and `demo` use it.
+pub const STORAGE_IMAGE: &str = "secure-storage.img";
+/// An erased flash image that is never written (QEMU boots it with
+/// `snapshot=on`): the default for test boots.
+pub const ERASED_STORAGE_IMAGE: &str = "secure-storage-erased.img";
+
+/// Size of the board's `[qemu] storage` device, if it has one.
+pub fn storage_size(board: &BoardFile) -> Option<u64> {
+    let storage = board.qemu.as_ref()?.storage.as_ref()?;
+    board
+        .devices
+        .iter()
+        .find(|d| d.name == storage.device)
+        .map(|d| d.size)
+}
+
+/// Creates `path` as an erased flash image (every byte 0xff) of `size`
+/// bytes unless it exists; an existing file is never touched. Returns
+/// whether it was created.
+pub fn create_erased_image(path: &Path, size: u64) -> Result<bool, String> {
+    if path.exists() {
+        let len = fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if len != size {
+            return Err(format!(
+                "{} is {len} bytes, but the board's flash is {size}: move it away to start over",
+                path.display()
+            ));
+        }
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    // Written under another name and renamed, so a crash never leaves a
+    // short image behind.
+    let partial = path.with_extension("partial");
+    let chunk = vec![0xffu8; 1 << 20];
+    let mut file = fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n])
+            .map_err(|e| format!("{}: {e}", partial.display()))?;
+        left -= n as u64;
+    }
+    file.sync_all()
+        .map_err(|e| format!("{}: {e}", partial.display()))?;
+    fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(true)
+}
+
+/// The image directory's storage images for `board` (the developer's
+/// persistent one and the erased one tests boot by default), created once.
+pub fn ensure_storage_images(board: &BoardFile, dir: &Path) -> Result<(), String> {
+    if let Some(size) = storage_size(board) {
+        create_erased_image(&dir.join(STORAGE_IMAGE), size)?;
+        create_erased_image(&dir.join(ERASED_STORAGE_IMAGE), size)?;
+        for storage in [
+            StorageImage::Persistent(dir.join(STORAGE_IMAGE)),
+            StorageImage::Throwaway(dir.join(ERASED_STORAGE_IMAGE)),
+        ] {
+            create_rpmb_disk(&rpmb_disk(&storage).0)?;
+        }
+    }
+    Ok(())
+}
+
+/// A new erased flash image at `path` for one test (replacing any earlier
+/// one there), sized for the default board.
+pub fn fresh_storage(path: &Path) -> PathBuf {
+    let (board, _) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+    let size = storage_size(&board).expect("the board has a [qemu] storage drive");
+    let _ = fs::remove_file(path);
+    create_erased_image(path, size).unwrap_or_else(|e| panic!("{e}"));
+    // A fresh flash gets a fresh rollback counter.
+    let (disk, _) = rpmb_disk(&StorageImage::Persistent(path.to_path_buf()));
+    let _ = fs::remove_file(&disk);
+    create_rpmb_disk(&disk).unwrap_or_else(|e| panic!("{e}"));
+    path.to_path_buf()
+}
+
+/// mvmm's disk image (see `mvmm_core::rpmb`) that goes with a flash image:
+/// the rollback counter and the storage it protects are kept, and thrown
+/// away, together. A throwaway flash boots with a blank disk (also with
+/// `snapshot=on`), a persistent one with `<flash>.rpmb` next to it.
+pub fn rpmb_disk(storage: &StorageImage) -> (PathBuf, bool) {
+    match storage {
+        StorageImage::Persistent(flash) => (flash.with_extension("rpmb"), false),
+        StorageImage::Throwaway(flash) => (flash.with_file_name(BLANK_RPMB_DISK), true),
+    }
+}
+
+/// A blank disk for mvmm in an image directory (booted with `snapshot=on`).
+pub const BLANK_RPMB_DISK: &str = "rpmb-blank.img";
 /// Bytes of mvmm's disk image.
 pub const RPMB_DISK_SIZE: u64 = 64 * 1024;
 
@@ -108,7 +216,7 @@ impl Images {
         Ok(Images {
             mvmm: dir.join("mvmm"),
             guests,
-            rpmb_disk: dir.join(RPMB_DISK),
+            storage: Some(StorageImage::Throwaway(dir.join(ERASED_STORAGE_IMAGE))),
         })
     }
 
@@ -118,7 +226,7 @@ impl Images {
         Images {
             mvmm: dir.join("mvmm"),
             guests: rich.loads.clone(),
-            rpmb_disk: dir.join(RPMB_DISK),
+            storage: Some(StorageImage::Throwaway(dir.join(ERASED_STORAGE_IMAGE))),
         }
     }
 
@@ -138,9 +246,21 @@ impl Images {
         Images::probe(&board, &Images::dir_from_env()).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The same images with the secure VM's flash in `storage`.
+    pub fn with_storage(self, storage: StorageImage) -> Images {
+        Images {
+            storage: Some(storage),
+            ..self
+        }
+    }
+
     pub fn missing(&self) -> Vec<&Path> {
+        let storage = self.storage.as_ref().map(|s| match s {
+            StorageImage::Persistent(p) | StorageImage::Throwaway(p) => p,
+        });
         std::iter::once(&self.mvmm)
             .chain(self.guests.iter().map(|g| &g.file))
+            .chain(storage)
             .map(PathBuf::as_path)
             .filter(|p| !p.exists())
             .collect()
@@ -342,9 +462,14 @@ pub fn qemu_command(
         mvmm_core::boot_options::address(board.board.mvmm.base),
         options.encode()
     ));
-    if let Some(bus) = &qemu.rpmb_bus {
+    // mvmm's disk, paired with the secure VM's flash (see `rpmb_disk`).
+    if let (Some(bus), Some(storage)) = (&qemu.rpmb_bus, &images.storage) {
+        let (disk, snapshot) = rpmb_disk(storage);
         let mut drive = std::ffi::OsString::from("if=none,id=rpmb,format=raw,file=");
-        drive.push(&images.rpmb_disk);
+        drive.push(&disk);
+        if snapshot {
+            drive.push(",snapshot=on");
+        }
         cmd.arg("-drive").arg(drive);
         cmd.arg("-device")
             .arg(format!("virtio-blk-device,drive=rpmb,bus={bus}"));
@@ -367,6 +492,18 @@ pub fn qemu_command(
         Console::Piped => cmd.args(["-serial", "stdio", "-monitor", "none"]),
     };
     cmd.args(&qemu.extra_args);
+    // The secure VM's flash: the board names the drive, the images the file.
+    if let (Some(drive), Some(image)) = (&qemu.storage, &images.storage) {
+        let mut arg = std::ffi::OsString::from(format!("{},file=", drive.drive));
+        match image {
+            StorageImage::Persistent(file) => arg.push(file),
+            StorageImage::Throwaway(file) => {
+                arg.push(file);
+                arg.push(",snapshot=on");
+            }
+        }
+        cmd.arg("-drive").arg(arg);
+    }
     cmd
 }
 
@@ -500,12 +637,37 @@ impl Machine {
     /// Like [`Machine::boot_linux`], with the rich VM booting `source`
     /// (a user's own kernel, initramfs or command line).
     pub fn boot_rich(source: &RichSource, command: Option<&str>, work: &str) -> Machine {
+        Machine::boot_rich_with(source, command, work, None)
+    }
+
+    /// Like [`Machine::boot_linux`], with the secure VM's flash in
+    /// `storage` (QEMU writes to it, so its contents carry over to the next
+    /// boot with the same file).
+    pub fn boot_linux_with_storage(command: Option<&str>, work: &str, storage: &Path) -> Machine {
+        let dir = Images::dir_from_env();
+        Machine::boot_rich_with(
+            &RichSource::built(&dir),
+            command,
+            work,
+            Some(StorageImage::Persistent(storage.to_path_buf())),
+        )
+    }
+
+    fn boot_rich_with(
+        source: &RichSource,
+        command: Option<&str>,
+        work: &str,
+        storage: Option<StorageImage>,
+    ) -> Machine {
         let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
         let dir = Images::dir_from_env();
         let work = dir.join("work").join(work);
         let rich = prepare_rich_boot(&board, &qemu, &dir, source, command, &work)
             .unwrap_or_else(|e| panic!("{e}"));
-        let images = Images::with_rich_linux(&dir, &rich);
+        let mut images = Images::with_rich_linux(&dir, &rich);
+        if let Some(storage) = storage {
+            images = images.with_storage(storage);
+        }
         Machine::start(qemu_command(&board, &qemu, &images, Console::Piped))
     }
 
@@ -657,6 +819,22 @@ impl Machine {
         }
     }
 
+    /// Waits until the rich VM's command (`/mvmm/rich-cmd`) has reported
+    /// its exit status and the machine has powered off cleanly; returns
+    /// the transcript. Panics (a test helper) when either does not happen
+    /// within `timeout`.
+    #[track_caller]
+    pub fn finish_rich_command(&mut self, timeout: Duration) -> String {
+        if let Err(e) = self.expect("[rich] mvmm-rich: exit status", timeout) {
+            panic!("{e}");
+        }
+        let status = self
+            .wait_exit(timeout)
+            .expect("QEMU did not exit after the rich VM's SYSTEM_OFF");
+        assert!(status.success(), "QEMU exit status {status}");
+        self.transcript()
+    }
+
     /// Waits for QEMU to exit by itself; kills it after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -668,6 +846,16 @@ impl Machine {
         }
         let _ = self.child.kill();
         None
+    }
+}
+
+impl Machine {
+    /// Pulls the plug: kills QEMU at once (SIGKILL) and waits for it. What
+    /// QEMU already wrote to a storage image stays there, like data a flash
+    /// chip had programmed when the power went.
+    pub fn power_cut(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

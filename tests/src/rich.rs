@@ -46,7 +46,16 @@ pub const MODULES: &[&str] = &[
     "virtio_input",
     "evdev",
     "virtio_blk",
+    // Android's IPC; its devices come from MODPROBE_CONF (/dev/binder).
+    "binder_linux",
 ];
+
+/// `/etc/modprobe.d/mvmm.conf`: module options busybox modprobe applies.
+/// Debian's kernel has no binderfs, so `binder_linux` creates one misc
+/// device per name in `devices=` (here `/dev/binder`, what Android used
+/// before binderfs). Its built-in default is the same name; saying it here
+/// keeps the device path independent of the kernel's config.
+pub const MODPROBE_CONF: &str = "options binder_linux devices=binder\n";
 
 /// Debian's kernel metapackage, whose dependency names the current kernel.
 const KERNEL_META: &str = "linux-image-arm64";
@@ -193,7 +202,11 @@ fn initramfs_stamp(f: &Fetched) -> String {
     format!(
         "{}init-hash={:016x}\n",
         f.to_stamp(),
-        fnv1a(&[INIT.as_bytes(), PROFILE.as_bytes()])
+        fnv1a(&[
+            INIT.as_bytes(),
+            PROFILE.as_bytes(),
+            MODPROBE_CONF.as_bytes()
+        ])
     )
 }
 
@@ -710,6 +723,8 @@ fn base_initramfs(dir: &Path, f: &Fetched) -> Result<Vec<u8>> {
     c.file("init", 0o755, INIT.as_bytes());
     c.dir("etc");
     c.file("etc/profile", 0o644, PROFILE.as_bytes());
+    c.dir("etc/modprobe.d");
+    c.file("etc/modprobe.d/mvmm.conf", 0o644, MODPROBE_CONF.as_bytes());
     c.dir("etc/mvmm");
     c.file(
         "etc/mvmm/modules",

@@ -1,7 +1,11 @@
-//! QEMU tests of Android boot images in the rich VM: `mkbootimg` packs
-//! Debian's arm64 kernel and the project's ramdisk into a `boot.img`
-//! (header v2; and header v3 with a `vendor_boot.img`), mvmm boots what the
-//! `bootimg` crate takes out of it, and a payment goes through.
+//! QEMU tests of Android in the rich VM:
+//! - boot images: `mkbootimg` packs Debian's arm64 kernel and the project's
+//!   ramdisk into a `boot.img` (header v2; and header v3 with a
+//!   `vendor_boot.img`), mvmm boots what the `bootimg` crate takes out of it,
+//!   and a payment goes through;
+//! - binder: the payment HAL (`mvmm-payment-hal`, `dev.mvmm.IPayment`)
+//!   serves on `/dev/binder` (`binder_linux`) and `mvmm-pay --binder` pays
+//!   through it.
 //!
 //! Run by `cargo xtask test` (they need the images and mkbootimg:
 //! `#[ignore]` otherwise).
@@ -15,7 +19,7 @@ use mvmm_tests::payment;
 use mvmm_tests::rich::Cpio;
 use mvmm_tests::{
     Console, ConsoleError, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL, load_board,
-    qemu_command,
+    qemu_command, rich,
 };
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -169,4 +173,71 @@ fn a_boot_image_v3_with_vendor_boot_boots_to_a_payment() {
         "the vendor cmdline reached the kernel:\n{out}"
     );
     verified(&out);
+}
+
+/// Waits until the rich VM's command is done and the machine is off.
+#[track_caller]
+fn finish(m: &mut Machine) -> String {
+    m.finish_rich_command(STEP)
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn a_payment_through_the_binder_hal_returns_a_token_the_backend_accepts() {
+    // busybox has no way to run a command as another uid, so the refusal is
+    // checked the other way round: a first HAL serves only uid 1000 and the
+    // shell's uid 0, as the kernel reports it, is refused. That HAL stops
+    // (the driver frees the context manager once its process is gone), and
+    // the HAL that serves root starts in the background as the context
+    // manager of /dev/binder; mvmm-pay waits for it (like Android's
+    // waitForService). MVMM_TRANSPORT points mvmm-pay at a port nobody
+    // serves, so only the HAL can have reached the secure VM.
+    let command = format!(
+        "ls -l /dev/binder; grep -w binder /proc/misc; \
+         mvmm-payment-hal --allow-uid 1000 & hal=$!; \
+         mvmm-pay --binder status --json; echo \"refused caller exited with $?\"; \
+         kill $hal; wait $hal; sleep 1; \
+         mvmm-payment-hal & \
+         export MVMM_BINDER=1 MVMM_TRANSPORT=vsock:4:1; {}",
+        payment::script("mvmm-pay status --json")
+    );
+    let mut m = Machine::boot_linux(Some(&command), "binder-hal");
+    ok(m.expect("[rich] mvmm-rich: module binder_linux loaded", BOOT));
+    // Exit status 7: cannot reach the payment HAL (kind "binder").
+    ok(m.expect("[rich] refused caller exited with 7", BOOT));
+    ok(m.expect(
+        "[rich] mvmm-payment-hal: serving dev.mvmm.IPayment at handle 0 of /dev/binder",
+        STEP,
+    ));
+    let prompt = ok(payment::answer(&mut m, "y\r", BOOT));
+    assert!(
+        prompt.contains("[TRUSTED secure] 12.50 EUR\n"),
+        "the trusted prompt shows the amount:\n{prompt}"
+    );
+    ok(m.expect("secure-os: payment approved", STEP));
+    ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
+    let out = finish(&mut m);
+    assert!(
+        out.contains("[rich] crw-rw-rw-") && out.contains("/dev/binder"),
+        "/dev/binder is a character device open to all:\n{out}"
+    );
+    assert_eq!(rich::parse_exit_status(&out), Some(0), "{out}");
+    let json = payment::json_lines(&out);
+    let (Some(refused), Some(enroll), Some(request), Some(status)) = (
+        json.iter().find(|v| v.get("error").is_some()),
+        json.iter().find(|v| v.get("label").is_some()),
+        json.iter().find(|v| v.get("token").is_some()),
+        json.iter().find(|v| v.get("transaction_counter").is_some()),
+    ) else {
+        panic!("no refusal, enrollment, token or status:\n{out}")
+    };
+    assert_eq!(refused["kind"], "binder", "{refused}");
+    let why = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("refused this caller") && why.contains("caller uid 0 "),
+        "{why}"
+    );
+    let verified = payment::verify(enroll, request).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(verified.counter, 1);
+    assert_eq!(status["transaction_counter"], 1, "{status}");
 }

@@ -46,7 +46,8 @@ fn modified_images(name: &str, change: impl Fn(&mut Vec<u8>), resign: bool) -> P
         fs::copy(dir.join(file), copy.join(file)).unwrap();
     }
     copy_dir(&dir.join(RICH_TOOLS_DIR), &copy.join(RICH_TOOLS_DIR));
-    mvmm_tests::create_rpmb_disk(&copy.join(mvmm_tests::RPMB_DISK)).unwrap();
+    let (board, _) = load_board("qemu-virt").unwrap();
+    mvmm_tests::ensure_storage_images(&board, &copy).unwrap();
     let mut image = fs::read(dir.join(SECURE_OS_IMAGE)).unwrap();
     change(&mut image);
     fs::write(copy.join(SECURE_OS_IMAGE), &image).unwrap();

@@ -18,13 +18,9 @@ fn ok(result: Result<String, ConsoleError>) -> String {
 }
 
 /// Waits until the rich VM's command is done and the machine is off.
+#[track_caller]
 fn finish(m: &mut Machine) -> String {
-    ok(m.expect("[rich] mvmm-rich: exit status", STEP));
-    let status = m
-        .wait_exit(STEP)
-        .expect("QEMU did not exit after the rich VM's SYSTEM_OFF");
-    assert!(status.success(), "QEMU exit status {status}");
-    m.transcript()
+    m.finish_rich_command(STEP)
 }
 
 #[test]

@@ -107,6 +107,10 @@ struct TestArgs {
     /// filter), e.g. `--filter reboot`.
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
+    /// The long variants: 100 power cuts during storage writes instead of 5
+    /// (about 17 minutes on two cores).
+    #[arg(long)]
+    long: bool,
 }
 
 #[derive(clap::Args)]
@@ -307,7 +311,7 @@ fn build(board: &str) -> Result<Images> {
             .env("MVMM_BOARD", board),
     )?;
     step(&format!(
-        "building the rich VM's static tools (mvmm-pay, chan-tool) for {TARGET_LINUX}"
+        "building the rich VM's static tools (mvmm-pay, mvmm-payment-hal, chan-tool) for {TARGET_LINUX}"
     ));
     run_cmd(
         cargo()
@@ -317,6 +321,8 @@ fn build(board: &str) -> Result<Images> {
                 "android-bridge",
                 "--bin",
                 "mvmm-pay",
+                "--bin",
+                "mvmm-payment-hal",
                 "-p",
                 "chan-tool",
                 "--bin",
@@ -357,7 +363,7 @@ fn build(board: &str) -> Result<Images> {
     eprintln!("rich VM kernel {}", image.kernel_version);
     let tools = dir.join(RICH_TOOLS_DIR);
     fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
-    for tool in ["mvmm-pay", "chan-tool"] {
+    for tool in ["mvmm-pay", "mvmm-payment-hal", "chan-tool"] {
         let from = target_dir().join(TARGET_LINUX).join("release").join(tool);
         fs::copy(&from, tools.join(tool)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
@@ -378,7 +384,6 @@ fn build(board: &str) -> Result<Images> {
         secure.entry,
         security_version,
     )?;
-    mvmm_tests::create_rpmb_disk(&dir.join(mvmm_tests::RPMB_DISK))?;
     let device = provision(&dir, &file)?;
     eprintln!(
         "device key (pinned by mvmm-pay in the rich VM): {}",
@@ -397,6 +402,13 @@ fn build(board: &str) -> Result<Images> {
         .write(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("expected measurements: {}", path.display());
+    mvmm_tests::ensure_storage_images(&file, &dir)?;
+    if mvmm_tests::storage_size(&file).is_some() {
+        eprintln!(
+            "secure VM flash (kept between runs): {}",
+            dir.join(mvmm_tests::STORAGE_IMAGE).display()
+        );
+    }
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
     Images::probe(&file, &dir)
 }
@@ -437,6 +449,15 @@ fn print_images(images: &Images) {
             None => println!("  guest ELF:    {}", guest.file.display()),
         }
     }
+    match &images.storage {
+        Some(mvmm_tests::StorageImage::Persistent(file)) => {
+            println!("  secure flash: {}", file.display())
+        }
+        Some(mvmm_tests::StorageImage::Throwaway(file)) => {
+            println!("  secure flash: {} (writes discarded)", file.display())
+        }
+        None => {}
+    }
 }
 
 fn demo(answer: &str) -> Result {
@@ -458,18 +479,18 @@ fn demo(answer: &str) -> Result {
         &qemu,
         &dir,
         &RichSource::built(&dir),
-        Some(&payment::script_with_nonce(Some(&nonce), "")),
+        Some(&demo_script(&nonce)),
         &dir.join("work").join("demo"),
     )?;
     step(
-        "demo: booting mvmm, secure-os and Linux; mvmm-pay will enroll a card and ask to pay 12.50 EUR to Corner Cafe",
+        "demo: booting mvmm, secure-os and Linux; mvmm-pay will enroll a card (unless the secure VM's storage already holds one) and ask to pay 12.50 EUR to Corner Cafe",
     );
     let out = target_dir().join("demo");
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut cmd = qemu_command(
         &file,
         &qemu,
-        &Images::with_rich_linux(&dir, &rich),
+        &Images::with_rich_linux(&dir, &rich).with_storage(persistent_storage(&dir)),
         Console::Piped,
     );
     // A QMP socket, to save the screens the demo goes through.
@@ -507,12 +528,45 @@ fn demo(answer: &str) -> Result {
     m.wait_exit(std::time::Duration::from_secs(60));
     let transcript = m.transcript();
     let json = payment::json_lines(&transcript);
-    let (Some(enroll), Some(request)) = (json.first(), json.get(1)) else {
-        return Err("demo: mvmm-pay printed no enrollment and payment result".into());
+    // The backend's record of the card: from this run's enrollment, or the
+    // one an earlier demo saved (the secure VM's storage kept the card).
+    let enrollment_file = out.join("enrollment.json");
+    let enrolled = json.iter().find(|j| j.get("signature").is_some()).cloned();
+    let enroll = match enrolled {
+        Some(enroll) => {
+            fs::write(&enrollment_file, enroll.to_string()).map_err(|e| e.to_string())?;
+            enroll
+        }
+        None => {
+            let text = fs::read_to_string(&enrollment_file).map_err(|e| {
+                format!(
+                    "demo: the secure VM kept a card but {} is missing ({e}): delete target/images/qemu-virt/secure-storage.* to start over",
+                    enrollment_file.display()
+                )
+            })?;
+            println!("demo: the card enrolled by an earlier run pays (no enrollment this time)");
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{}: {e}", enrollment_file.display()))?
+        }
     };
-    let Some(token) = request.get("token").and_then(|t| t.as_str()) else {
-        return Err(format!("demo: no authorization: {request}"));
+    let enroll = &enroll;
+    let Some(request) = json.iter().find(|j| j.get("token").is_some()) else {
+        return Err(format!(
+            "demo: mvmm-pay printed no authorization: {:?}",
+            json.last()
+        ));
     };
+    let token = request
+        .get("token")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default();
+    if request.get("credential") != enroll.get("credential") {
+        return Err(format!(
+            "demo: the payment used credential {:?}, not the enrolled {:?}",
+            request.get("credential"),
+            enroll.get("credential")
+        ));
+    }
     for path in &screens {
         println!("screen saved: {}", path.display());
     }
@@ -592,6 +646,25 @@ fn run_bench(board: &str) -> Result {
         .map_err(|e| e.to_string())
 }
 
+/// The developer's flash image of `dir`: what the secure VM stores in
+/// `run` and `demo` is there at the next run.
+fn persistent_storage(dir: &Path) -> mvmm_tests::StorageImage {
+    mvmm_tests::StorageImage::Persistent(dir.join(mvmm_tests::STORAGE_IMAGE))
+}
+
+/// The demo's rich-VM command: enroll a card unless the secure VM already
+/// holds one, then pay with the backend's nonce.
+fn demo_script(nonce: &str) -> String {
+    use mvmm_tests::payment::{AMOUNT, CURRENCY, LABEL, MERCHANT};
+    format!(
+        "if mvmm-pay list --json | grep -q '\"public_key\"'; then \
+             echo 'demo: the secure VM already holds a card'; \
+         else mvmm-pay enroll --label '{LABEL}' --json; fi; \
+         mvmm-pay request --amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}' --nonce {nonce} --json; \
+         echo \"mvmm-pay request exited with $?\""
+    )
+}
+
 /// Error text that carries the exit status of `--rich-cmd` (not a failure
 /// of xtask itself).
 const CMD_FAILED: &str = "rich-cmd-status:";
@@ -641,6 +714,7 @@ fn run(args: &RunArgs) -> Result {
         )?;
         Images::with_rich_linux(&dir, &rich)
     };
+    let images = images.with_storage(persistent_storage(&dir));
     print_images(&images);
     if let Some(cmd) = &args.rich_cmd {
         let mut machine = Machine::start(qemu_command(&file, &qemu, &images, Console::Piped));
@@ -827,6 +901,9 @@ fn qemu_tests(args: &TestArgs) -> Result {
         if let Some(filter) = &args.filter {
             cmd.arg(filter);
         }
+        if args.long {
+            cmd.env("MVMM_POWER_CUTS", "100");
+        }
         run_cmd(cmd.env(IMAGE_DIR_VAR, &dir))
             .map_err(|e| format!("QEMU tests, round {round}: {e}"))?;
     }
@@ -835,7 +912,7 @@ fn qemu_tests(args: &TestArgs) -> Result {
 
 /// The QEMU test files of tests/tests (each test boots its own machine).
 const QEMU_SUITES: &[&str] = &[
-    "system", "linux", "payment", "console", "android", "boot", "display",
+    "system", "linux", "payment", "console", "android", "boot", "display", "storage",
 ];
 
 /// Each broken board file must stop mvmm's build with a message naming the
@@ -853,15 +930,21 @@ fn check_bad_boards() -> Result {
         ),
         (
             "network device in the secure VM",
-            "devices = [\"rng0\"]",
-            "devices = [\"rng0\", \"net0\"]",
+            "devices = [\"rng0\", \"flash1\"]",
+            "devices = [\"rng0\", \"flash1\", \"net0\"]",
             "vm 'secure' is a secure VM and must not own network device 'net0'",
         ),
         (
             "a device given to two VMs",
-            "devices = [\"rng0\"]",
-            "devices = [\"rng0\", \"rtc\"]",
+            "devices = [\"rng0\", \"flash1\"]",
+            "devices = [\"rng0\", \"flash1\", \"rtc\"]",
             "device 'rtc' is given to two VMs: 'rich' and 'secure'",
+        ),
+        (
+            "secure storage given to the rich VM",
+            "devices = [\"rtc\", \"net0\"]",
+            "devices = [\"rtc\", \"net0\", \"flash1\"]",
+            "vm 'rich' is not a secure VM and must not own secure-storage device 'flash1'",
         ),
         (
             "a CPU given twice",

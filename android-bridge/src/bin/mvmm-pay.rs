@@ -6,13 +6,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use android_bridge::amount::{currency, format_amount, parse_amount};
-use android_bridge::{Bridge, BridgeError, DeviceKey, PaymentRequest, Timeouts, Transport};
+use android_bridge::{
+    Attestation, Authorization, Bridge, BridgeError, CredentialId, CredentialInfo, DeviceKey,
+    DeviceStatus, EnrollmentRecord, Nonce, PaymentRequest, Timeouts, Transport,
+};
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 const AFTER_HELP: &str = "\
-Environment: MVMM_TRANSPORT (default vsock:4:7100), MVMM_DEVICE_KEY (default /etc/mvmm/device.pub).
+Environment: MVMM_TRANSPORT (default vsock:4:7100), MVMM_DEVICE_KEY (default /etc/mvmm/device.pub),
+MVMM_BINDER (1: the same as --binder), MVMM_BINDER_DEVICE (default /dev/binder).
 
 Exit status:
   0  success
@@ -22,7 +26,7 @@ Exit status:
   4  busy (another approval is in progress)
   5  refused by policy (limit exceeded, locked) or by the secure VM (unknown credential, invalid field, storage)
   6  authentication failed or protocol version mismatch
-  7  cannot reach the secure VM (connect error, transport closed)
+  7  cannot reach the secure VM (connect error, transport closed) or the payment HAL (binder)
   8  any other error";
 
 /// Ask the secure VM's payment app for approvals, credentials and attestations.
@@ -37,6 +41,19 @@ struct Args {
         default_value = "vsock:4:7100"
     )]
     transport: Transport,
+    /// Go through the payment HAL (dev.mvmm.IPayment, mvmm-payment-hal) over
+    /// binder instead of opening a session over --transport.
+    #[arg(long, global = true, env = "MVMM_BINDER", value_parser = clap::builder::BoolishValueParser::new())]
+    binder: bool,
+    /// The binder device the payment HAL serves on (with --binder).
+    #[arg(
+        long,
+        global = true,
+        env = "MVMM_BINDER_DEVICE",
+        value_name = "DEVICE",
+        default_value = "/dev/binder"
+    )]
+    binder_device: String,
     /// The pinned device public key (hex SEC1).
     #[arg(
         long,
@@ -152,6 +169,8 @@ impl From<BridgeError> for Failure {
             B::TransportClosed => (7, "transport_closed"),
             B::Connect { .. } => (7, "connect"),
             B::BadDeviceKey(_) => (2, "device_key"),
+            B::Hal { code, .. } => hal_failure(*code),
+            B::Binder(_) => (7, "binder"),
             _ => (8, "error"),
         };
         Failure {
@@ -160,6 +179,91 @@ impl From<BridgeError> for Failure {
             message: e.to_string(),
         }
     }
+}
+
+/// Exit status and kind of a payment HAL error code that has no bridge
+/// error of its own (see `ErrorCode.aidl`).
+#[cfg(target_os = "linux")]
+fn hal_failure(code: i32) -> (u8, &'static str) {
+    use payment_aidl::ErrorCode as E;
+    use rsbinder::ServiceSpecificError as _;
+    match E::from_code(code) {
+        Some(E::INVALID_ARGUMENT) => (2, "usage"),
+        Some(E::TIMED_OUT) => (3, "timed_out"),
+        Some(E::SECURE_VM_UNREACHABLE) => (7, "connect"),
+        Some(E::AUTHENTICATION_FAILED) => (6, "authentication_failed"),
+        _ => (8, "error"),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn hal_failure(_code: i32) -> (u8, &'static str) {
+    (8, "error")
+}
+
+/// What `mvmm-pay` asks of the secure VM, whichever the path: a session of
+/// its own ([`Bridge`]) or the payment HAL over binder.
+trait Payments {
+    fn enroll(&mut self, label: &str) -> Result<EnrollmentRecord, BridgeError>;
+    fn list_credentials(&mut self) -> Result<Vec<CredentialInfo>, BridgeError>;
+    fn delete_credential(&mut self, credential: &CredentialId) -> Result<(), BridgeError>;
+    fn request_payment(&mut self, request: &PaymentRequest) -> Result<Authorization, BridgeError>;
+    fn attest(&mut self, nonce: &Nonce) -> Result<Attestation, BridgeError>;
+    fn status(&mut self) -> Result<DeviceStatus, BridgeError>;
+}
+
+/// One `impl Payments` forwarding every call to the type's own method.
+macro_rules! forward_payments {
+    ($ty:ty) => {
+        impl Payments for $ty {
+            fn enroll(&mut self, label: &str) -> Result<EnrollmentRecord, BridgeError> {
+                <$ty>::enroll(self, label)
+            }
+            fn list_credentials(&mut self) -> Result<Vec<CredentialInfo>, BridgeError> {
+                <$ty>::list_credentials(self)
+            }
+            fn delete_credential(&mut self, credential: &CredentialId) -> Result<(), BridgeError> {
+                <$ty>::delete_credential(self, credential)
+            }
+            fn request_payment(
+                &mut self,
+                request: &PaymentRequest,
+            ) -> Result<Authorization, BridgeError> {
+                <$ty>::request_payment(self, request)
+            }
+            fn attest(&mut self, nonce: &Nonce) -> Result<Attestation, BridgeError> {
+                <$ty>::attest(self, nonce)
+            }
+            fn status(&mut self) -> Result<DeviceStatus, BridgeError> {
+                <$ty>::status(self)
+            }
+        }
+    };
+}
+
+forward_payments!(Bridge);
+#[cfg(target_os = "linux")]
+forward_payments!(android_bridge::hal::HalClient);
+
+fn open(args: &Args, key: &DeviceKey) -> Result<Box<dyn Payments>, Failure> {
+    let timeouts = Timeouts {
+        call: Duration::from_secs(args.timeout),
+        approval: Duration::from_secs(args.approval_timeout),
+    };
+    if args.binder {
+        let device = &args.binder_device;
+        #[cfg(target_os = "linux")]
+        {
+            // Wait for the HAL as long as for any other answer.
+            let client = android_bridge::hal::HalClient::connect(device, key, timeouts.call)?;
+            return Ok(Box::new(client));
+        }
+        #[cfg(not(target_os = "linux"))]
+        return Err(BridgeError::Binder(format!("{device}: binder needs Linux or Android")).into());
+    }
+    let mut bridge = Bridge::connect(&args.transport, key)?;
+    bridge.set_timeouts(timeouts);
+    Ok(Box::new(bridge))
 }
 
 fn usage(message: String) -> Failure {
@@ -226,11 +330,7 @@ fn run(args: &Args) -> Result<Value, Failure> {
         _ => None,
     };
     let key = DeviceKey::load(&args.device_key)?;
-    let mut bridge = Bridge::connect(&args.transport, &key)?;
-    bridge.set_timeouts(Timeouts {
-        call: Duration::from_secs(args.timeout),
-        approval: Duration::from_secs(args.approval_timeout),
-    });
+    let mut bridge = open(args, &key)?;
     match &args.command {
         Command::Request {
             merchant,

@@ -106,6 +106,22 @@ pub struct QemuSection {
     /// `virtio-mmio-bus.1`; the harness attaches the disk image there.
     #[serde(default)]
     pub rpmb_bus: Option<String>,
+    /// The QEMU drive behind the secure VM's storage device.
+    #[serde(default)]
+    pub storage: Option<QemuStorage>,
+}
+
+/// The drive QEMU backs a `secure-storage` device with. The board names the
+/// device and the `-drive` options; whoever starts QEMU (xtask, the tests)
+/// supplies the file: `-drive <drive>,file=<image>`. The image is exactly
+/// the device's size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuStorage {
+    /// The `[[device]]` (class `secure-storage`) this drive backs.
+    pub device: String,
+    /// `-drive` options without `file=`, e.g. `if=pflash,unit=1,format=raw`.
+    pub drive: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -304,6 +320,21 @@ impl BoardFile {
             display: b.display.as_ref().map(DisplayEntry::display),
         };
         board.validate()?;
+        if let Some(storage) = self.qemu.as_ref().and_then(|q| q.storage.as_ref()) {
+            let class = board.device(&storage.device).map(|d| d.class);
+            if class != Some(DeviceClass::SecureStorage) {
+                return Err(ConfigError::Partition(format!(
+                    "qemu storage names device '{}', which is not a secure-storage device of the board",
+                    storage.device
+                )));
+            }
+            if storage.drive.split(',').any(|o| o.starts_with("file=")) {
+                return Err(ConfigError::Partition(format!(
+                    "qemu storage for '{}': drive must not name a file (the harness supplies it)",
+                    storage.device
+                )));
+            }
+        }
         if let Some(display) = board.display {
             // What the loader puts into a VM must not land in a framebuffer.
             for (v, vm) in self.vms.iter().zip(&vms) {
@@ -535,6 +566,41 @@ entry = 0x4100_0000
         assert_eq!(
             err,
             "device 'net0' is given to two VMs: 'rich' and 'secure'"
+        );
+    }
+
+    #[test]
+    fn the_qemu_storage_drive_must_back_a_secure_storage_device() {
+        let good = GOOD.replace("0x0a00_3e00", "0x0a00_3000").replace(
+            "[[device]]",
+            "[qemu]\nmachine = \"virt\"\ncpu = \"cortex-a57\"\nmemory = \"1G\"\n\
+             storage = { device = \"flash1\", drive = \"if=pflash,unit=1,format=raw\" }\n\n\
+             [[device]]\nname = \"flash1\"\nclass = \"secure-storage\"\nbase = 0x0400_0000\nsize = 0x0400_0000\n\n\
+             [[device]]",
+        );
+        let good = good.replace(
+            "entry = 0x4100_0000",
+            "entry = 0x4100_0000\ndevices = [\"flash1\"]",
+        );
+        generate(&good).unwrap();
+        let err = generate(&good.replace("device = \"flash1\"", "device = \"net0\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "qemu storage names device 'net0', which is not a secure-storage device of the board"
+        );
+        let err = generate(&good.replace("format=raw", "format=raw,file=x.img"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must not name a file"), "{err}");
+        let err =
+            generate(&good.replace("devices = [\"net0\"]", "devices = [\"net0\", \"flash1\"]"))
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            err,
+            "vm 'rich' is not a secure VM and must not own secure-storage device 'flash1'"
         );
     }
 

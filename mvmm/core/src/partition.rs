@@ -75,6 +75,9 @@ pub enum DeviceClass {
     Input,
     Display,
     Rng,
+    /// Persistent storage that holds a secure VM's sealed state (e.g. NOR
+    /// flash). Only a secure VM may own it, and it must not be able to DMA.
+    SecureStorage,
     /// Anything else the board wants to hand to a VM as is.
     Other,
 }
@@ -88,6 +91,7 @@ impl DeviceClass {
             "input" => DeviceClass::Input,
             "display" => DeviceClass::Display,
             "rng" => DeviceClass::Rng,
+            "secure-storage" => DeviceClass::SecureStorage,
             "other" => DeviceClass::Other,
             _ => return None,
         })
@@ -101,6 +105,7 @@ impl DeviceClass {
             DeviceClass::Input => "input",
             DeviceClass::Display => "display",
             DeviceClass::Rng => "rng",
+            DeviceClass::SecureStorage => "secure-storage",
             DeviceClass::Other => "other",
         }
     }
@@ -373,6 +378,10 @@ pub enum PartitionError<'a> {
         vm: &'a str,
         device: &'a str,
     },
+    SecureStorageInRichVm {
+        vm: &'a str,
+        device: &'a str,
+    },
     DeviceOverlap {
         device: &'a str,
         other: &'a str,
@@ -493,6 +502,10 @@ impl fmt::Display for PartitionError<'_> {
             NetworkInSecureVm { vm, device } => write!(
                 f,
                 "vm '{vm}' is a secure VM and must not own network device '{device}'"
+            ),
+            SecureStorageInRichVm { vm, device } => write!(
+                f,
+                "vm '{vm}' is not a secure VM and must not own secure-storage device '{device}'"
             ),
             DeviceOverlap { device, other } => {
                 write!(f, "device '{device}' overlaps device '{other}'")
@@ -833,6 +846,12 @@ impl<'a> Board<'a> {
                     device: name,
                 });
             }
+            if vm.kind != VmKind::Secure && dev.class == DeviceClass::SecureStorage {
+                return Err(SecureStorageInRichVm {
+                    vm: vm.name,
+                    device: name,
+                });
+            }
         }
         Ok(())
     }
@@ -1049,6 +1068,49 @@ pub(crate) mod tests {
             with_vms(&[rich, secure]).unwrap_err(),
             "vm 'secure' is a secure VM and must not own network device 'net0'"
         );
+    }
+
+    #[test]
+    fn secure_storage_belongs_to_a_secure_vm_only() {
+        let devices: &'static [Device<'static>] = Box::leak(Box::new([
+            DEVICES[0],
+            DEVICES[1],
+            Device {
+                name: "flash1",
+                class: DeviceClass::SecureStorage,
+                mmio: MemRange::new(0x0400_0000, 0x0400_0000),
+                irqs: &[],
+            },
+        ]));
+        let with = |rich: &'static [&'static str], secure: &'static [&'static str]| {
+            let vms: &'static [Vm<'static>] = Box::leak(Box::new([
+                Vm {
+                    devices: rich,
+                    ..VMS[0]
+                },
+                Vm {
+                    devices: secure,
+                    ..VMS[1]
+                },
+            ]));
+            Board {
+                devices,
+                vms,
+                ..BOARD
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(with(&["rtc", "net0"], &["flash1"]), Ok(()));
+        assert_eq!(
+            with(&["rtc", "net0", "flash1"], &[]).unwrap_err(),
+            "vm 'rich' is not a secure VM and must not own secure-storage device 'flash1'"
+        );
+        assert_eq!(
+            DeviceClass::from_name("secure-storage"),
+            Some(DeviceClass::SecureStorage)
+        );
+        assert_eq!(DeviceClass::SecureStorage.name(), "secure-storage");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod board {
 pub mod console;
 pub mod entropy;
 mod exception;
+pub mod flash;
 pub mod framebuffer;
 pub mod gic;
 pub mod heap;
