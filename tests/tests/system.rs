@@ -55,10 +55,10 @@ fn power_off(mut m: Machine) {
 fn mvmm_boots_secure_os_to_its_banner_on_its_own_cpu() {
     let mut m = Machine::boot();
     ok(m.expect("[mvmm] mVMM 0.1.0 on board 'qemu-virt': 3 CPUs", BOOT));
-    // The secure VM runs on its own CPU; its only device is its entropy
-    // source (no network device).
+    // The secure VM runs on its own CPU; its devices are its entropy source
+    // and its flash (no network device).
     let line = ok(m.expect(
-        "[mvmm] vm 'secure' (VMID 2): cpus [2], ram 0x41000000..0x43000000, devices [\"rng0\"]",
+        "[mvmm] vm 'secure' (VMID 2): cpus [2], ram 0x41000000..0x43000000, devices [\"rng0\", \"flash1\"]",
         STEP,
     ));
     let secure_line = line.lines().last().unwrap_or_default();
