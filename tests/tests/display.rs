@@ -97,7 +97,7 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
         "echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null; \
          echo \"rich fb0: $(cat /sys/class/graphics/fb0/name)\"; \
          mvmm-pay enroll --label '{label}' --json; \
-         (while [ ! -e /tmp/stop ]; do dd if=/dev/urandom of=/dev/fb0 bs=3200 count=480 2>/dev/null && echo w >> /tmp/fbwrites; sleep 0.2; done) & \
+         (while [ ! -e /tmp/stop ]; do dd if=/dev/urandom of=/dev/fb0 bs=3200 count=480 2>/dev/null && echo w >> /tmp/fbwrites && echo 'rich fb written'; sleep 0.2; done) & \
          mvmm-pay request --amount {amount} --currency {currency} --merchant '{merchant}' --json; \
          echo \"mvmm-pay request exited with $?\"; \
          touch /tmp/stop; wait; \
@@ -127,13 +127,12 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
         "mvmm switched the scan-out before secure-os reported it:\n{line}"
     );
     ok(m.expect(PROMPT, STEP));
-    // Screenshots a second apart while the rich VM writes its framebuffer:
-    // both are exactly trusted-ui's screen.
-    for (i, wait) in [Duration::from_millis(500), Duration::from_millis(1500)]
-        .into_iter()
-        .enumerate()
-    {
-        sleep(wait);
+    // A screenshot after each of two writes the rich VM made to its
+    // framebuffer while the prompt is up (waiting for the writes, not for a
+    // time, so a slow host changes nothing): both are exactly trusted-ui's
+    // screen.
+    for i in 0..2 {
+        ok(m.expect("[rich] rich fb written", STEP));
         let path = work.join(format!("approval-{i}.png"));
         let shot = qmp.screendump(&path).unwrap();
         assert_same(
