@@ -44,6 +44,23 @@ fn main() {
         );
         fs::write(out.join("memory.ld"), memory)
             .unwrap_or_else(|e| fail(format!("cannot write memory.ld: {e}")));
+        // mvmm's EL2 page tables, built by the linker (mvmm_core::el2_map).
+        let range =
+            |r: &mvmm_core::config::RangeEntry| mvmm_core::partition::MemRange::new(r.base, r.size);
+        let layout = mvmm_core::el2_map::El2Layout {
+            mvmm: range(mvmm),
+            image_store: parsed.board.image_store.as_ref().map(range),
+            vm_ram: parsed
+                .vms
+                .iter()
+                .flat_map(|vm| vm.ram.iter().map(range))
+                .collect(),
+        };
+        let tables = layout
+            .linker_tables()
+            .unwrap_or_else(|e| fail(e.to_string()));
+        fs::write(out.join("el2_tables.ld"), tables)
+            .unwrap_or_else(|e| fail(format!("cannot write el2_tables.ld: {e}")));
         println!("cargo:rustc-link-search={}", out.display());
         println!(
             "cargo:rustc-link-arg=-T{}",

@@ -60,11 +60,6 @@ fn main() {
             ));
         }
     }
-    let rng = secure
-        .into_iter()
-        .flat_map(|v| v.devices.iter())
-        .filter_map(|name| board.devices.iter().find(|d| &d.name == name))
-        .find(|d| d.class == "rng");
     // The secure VM's private framebuffer (all 0 when the board has no
     // display: secure-os then shows only the text prompt).
     let display = b.display.map(|d| d.display());
@@ -91,8 +86,6 @@ fn main() {
              /// The secure VM's vsock device (the VMM channel) and its interrupt.\n\
              pub const VSOCK_BASE: usize = {vsock_base:#x};\n\
              pub const VSOCK_INTID: u32 = {vsock_irq};\n\
-             /// The secure VM's entropy device (a virtio-rng in the first slot of its `rng` device).\n\
-             pub const RNG_BASE: usize = {rng_base:#x};\n\
              /// The secure VM's private framebuffer (XRGB8888, no row padding;\n\
              /// width 0: the board has no display).\n\
              pub const FRAMEBUFFER_BASE: usize = {fb_base:#x};\n\
@@ -108,7 +101,6 @@ fn main() {
             gicd = b.gic.distributor.base,
             vsock_base = vsock.map_or(0, |v| v.base),
             vsock_irq = vsock.map_or(0, |v| v.irq),
-            rng_base = rng.map_or(0, |d| d.base),
             flash_base = flash.map_or(0, |d| d.base),
             flash_size = flash.map_or(0, |d| d.size),
         ),

@@ -35,6 +35,7 @@
 //! This belongs to the protocol crate; it lives here until it moves there.
 
 use alloc::vec::Vec;
+use zeroize::Zeroize as _;
 
 use p256::ecdsa::SigningKey;
 use protocol::session::{self, Session};
@@ -323,7 +324,7 @@ impl<S: Storage> Service<S> {
             .get(..len)
             .ok_or(ErrorCode::Internal)
             .and_then(|bytes| decode_request(bytes).map_err(ErrorCode::from));
-        plain.fill(0);
+        plain.zeroize();
         let response = match inner {
             Err(code) => Err(code),
             Ok(request) if request.allowed_in_clear() => Err(ErrorCode::InvalidRequest {
@@ -401,7 +402,7 @@ fn seal(session: &mut Session, response: &Response) -> Vec<u8> {
     };
     let mut record = [0u8; protocol::session::MAX_RECORD_LEN];
     let sealed = session.seal(encoded, &mut record);
-    plain.fill(0);
+    plain.zeroize();
     let Ok(len) = sealed else {
         return clear(&Err(ErrorCode::Internal));
     };

@@ -29,6 +29,7 @@ use core::fmt::Write as _;
 use hkdf::Hkdf;
 use p256::ecdsa::SigningKey;
 use sha2::Sha256;
+use zeroize::Zeroize as _;
 
 /// The first 8 bytes of the provisioning page.
 pub const PROVISION_MAGIC: [u8; 8] = *b"MVMMDEV1";
@@ -166,8 +167,7 @@ pub fn derive_device_key(secret: &[u8; SECRET_LEN]) -> Result<SigningKey, NoVali
             return Err(NoValidScalar);
         }
         let key = SigningKey::from_slice(&scalar);
-        scalar.fill(0);
-        core::hint::black_box(&mut scalar);
+        scalar.zeroize();
         if let Ok(key) = key {
             return Ok(key);
         }

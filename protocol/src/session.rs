@@ -31,6 +31,7 @@ use p256::elliptic_curve::Generate;
 use p256::elliptic_curve::sec1::ToSec1Point;
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize as _;
 
 use crate::message::{MAX_MESSAGE_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::signed::SESSION_CONTEXT;
@@ -98,7 +99,7 @@ impl Direction {
         let _ = kdf.expand_multi_info(&[info, b" key"], &mut key);
         let _ = kdf.expand_multi_info(&[info, b" iv"], &mut iv);
         let cipher = Aes256Gcm::new(&key.into());
-        key.fill(0);
+        key.zeroize();
         Direction {
             cipher,
             iv,
@@ -195,7 +196,7 @@ impl Session {
             .decrypt_inout_detached(&self.recv.nonce(seq), header, plain.into(), &tag)
             .is_err()
         {
-            plain.fill(0);
+            plain.zeroize();
             return Err(RecordError::Tampered);
         }
         self.recv.next_seq = seq.saturating_add(1);

@@ -38,6 +38,7 @@ mod image {
     use secure_os::{println, rt};
     use secure_store::{RecordError, SlotState, Store, slot_name};
     use sha2::{Digest, Sha256};
+    use zeroize::Zeroize as _;
 
     secure_os::entry!(main);
 
@@ -46,12 +47,11 @@ mod image {
     /// Timer interrupts per second (the idle polling rate).
     const TICK_HZ: u64 = 100;
 
-    // The vsock device, the virtual GIC distributor and the entropy device
-    // come from the board file (boards/<board>/board.toml).
-    use secure_os::arch::board::{GICD_BASE, RNG_BASE, VSOCK_BASE, VSOCK_INTID};
+    // The vsock device and the virtual GIC distributor come from the board
+    // file (boards/<board>/board.toml).
+    use secure_os::arch::board::{GICD_BASE, VSOCK_BASE, VSOCK_INTID};
     /// One virtio-mmio register window.
     const VSOCK_SIZE: usize = mvmm_core::partition::VIRTIO_MMIO_SLOT as usize;
-    const RNG_SIZE: usize = VSOCK_SIZE;
     /// Receive buffer per vsock connection (our credit to the peer).
     const CONNECTION_BUFFER: u32 = 64 * 1024;
     /// Largest payload per vsock packet we send (fits a 4 KiB RX buffer
@@ -222,8 +222,7 @@ mod image {
         let (Some(vsock), Some((key, word, measurements)), Some(mut entropy), Some(seed), true) =
             (vsock, identity, entropy, seed, ok)
         else {
-            storage_root.fill(0);
-            core::hint::black_box(&mut storage_root);
+            storage_root.zeroize();
             return None;
         };
         let storage = match entropy.fresh() {
@@ -235,8 +234,7 @@ mod image {
                 None
             }
         };
-        storage_root.fill(0);
-        core::hint::black_box(&mut storage_root);
+        storage_root.zeroize();
         let storage = storage?;
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut app = match PaymentApp::new(key.clone(), storage, Policy::default()) {
@@ -401,43 +399,43 @@ mod image {
         Some(FlashStorage { store })
     }
 
-    /// The entropy sources: RNDR and/or virtio-rng.
+    /// The entropy sources: RNDR and/or mvmm's TRNG (Arm's SMCCC TRNG
+    /// interface, backed by the entropy device mvmm drives: a DMA-capable
+    /// virtio-rng no VM may own without an IOMMU).
     struct Entropy {
         rndr: bool,
-        device: Option<virtio::Rng>,
+        trng: bool,
     }
 
     impl Entropy {
         /// Finds the sources; prints why and returns `None` when there is none.
         fn probe() -> Option<Entropy> {
             let rndr = entropy::rndr_available();
-            let device = match virtio::probe_mmio(RNG_BASE, RNG_SIZE, Kind::EntropySource) {
-                Ok(transport) => match virtio::Rng::new(transport) {
-                    Ok(rng) => Some(rng),
-                    Err(e) => {
-                        println!("secure-os: virtio-rng at {RNG_BASE:#010x} failed to start ({e})");
-                        None
-                    }
-                },
-                Err(e) => {
-                    println!("secure-os: virtio-rng missing at {RNG_BASE:#010x} ({e})");
-                    None
+            let trng = match hypercall::trng_version() {
+                Some(version) => {
+                    println!(
+                        "secure-os: mvmm TRNG version {}.{}",
+                        version >> 16,
+                        version & 0xffff
+                    );
+                    true
                 }
+                None => false,
             };
-            if !rndr && device.is_none() {
+            if !rndr && !trng {
                 println!(
-                    "secure-os: no entropy source (no RNDR on this CPU, no virtio-rng): payment service disabled"
+                    "secure-os: no entropy source (no RNDR on this CPU, no TRNG from mvmm): payment service disabled"
                 );
                 return None;
             }
-            Some(Entropy { rndr, device })
+            Some(Entropy { rndr, trng })
         }
 
         fn describe(&self) -> &'static str {
-            match (self.rndr, self.device.is_some()) {
-                (true, true) => "RNDR and virtio-rng",
+            match (self.rndr, self.trng) {
+                (true, true) => "RNDR and mvmm's TRNG",
                 (true, false) => "RNDR",
-                _ => "virtio-rng",
+                _ => "mvmm's TRNG",
             }
         }
 
@@ -464,24 +462,28 @@ mod image {
                     }
                     got = true;
                 }
+                words.zeroize();
             }
-            if let Some(device) = self.device.as_mut() {
-                let mut bytes = [0u8; 64];
+            if self.trng {
+                // Three calls of 192 bits: 72 bytes.
+                let mut words = [0u64; 9];
                 let mut filled = 0;
-                for _ in 0..16 {
-                    if filled == bytes.len() {
+                for _ in 0..8 {
+                    if filled == words.len() {
                         break;
                     }
-                    match device.request_entropy(&mut bytes[filled..]) {
-                        Ok(n) => filled += n.min(bytes.len() - filled),
-                        Err(_) => break,
+                    if let Some(three) = hypercall::trng_rnd64() {
+                        words[filled..filled + 3].copy_from_slice(&three);
+                        filled += 3;
                     }
                 }
-                if filled == bytes.len() && !stuck_bytes(&bytes) {
-                    hash.update(bytes);
+                if filled == words.len() && !stuck_words(&words) {
+                    for w in words {
+                        hash.update(w.to_le_bytes());
+                    }
                     got = true;
                 }
-                bytes.fill(0);
+                words.zeroize();
             }
             got.then(|| hash.finalize().into())
         }
@@ -489,14 +491,6 @@ mod image {
 
     fn stuck_words(words: &[u64]) -> bool {
         words.windows(2).all(|w| w[0] == w[1])
-    }
-
-    fn stuck_bytes(bytes: &[u8]) -> bool {
-        bytes
-            .chunks(8)
-            .collect::<Vec<_>>()
-            .windows(2)
-            .all(|w| w[0] == w[1])
     }
 
     impl Services {

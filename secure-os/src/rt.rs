@@ -7,7 +7,7 @@ pub use arch::gic::enable_spi;
 pub use arch::hypercall::{console_focus, display};
 pub use arch::probe::{Abort, WriteError, read32 as peek32, write32 as poke32};
 pub use arch::psci::{cpu_off, cpu_on, system_off, system_reset, version as psci_version};
-pub use arch::timer::{now, start_tick, ticks};
+pub use arch::timer::{arm_physical, now, physical_fired, start_tick, ticks};
 pub use arch::{cpu_index, current_el, halt, timer_frequency, wait_for_interrupt};
 
 /// Prints formatted text on the console (used by `print!`/`println!`).

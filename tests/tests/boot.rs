@@ -155,3 +155,133 @@ fn the_attestation_states_what_mvmm_measured_and_a_modified_secure_os_is_refused
         other => panic!("a modified secure-os was not refused by its measurement: {other:?}"),
     }
 }
+
+/// One mapping of mvmm's EL2 tables: [start, end) with its permissions.
+#[derive(Debug)]
+struct El2Mapping {
+    start: u64,
+    end: u64,
+    writable: bool,
+    executable: bool,
+}
+
+/// Walks the EL2 page tables as the MMU would, from the built mvmm image
+/// (`__el2_l1`, which TTBR0_EL2 points to; 4 KiB granule, 39-bit VA).
+fn el2_mappings(elf: &[u8]) -> Vec<El2Mapping> {
+    use mvmm_core::el2_map::bits;
+    let (base, image) = boot_image::flatten_elf(elf).unwrap();
+    let l1 = boot_image::elf_symbol(elf, "__el2_l1").expect("mvmm has EL2 tables");
+    let entry = |table: u64, i: u64| {
+        let at = (table - base + i * 8) as usize;
+        u64::from_le_bytes(image[at..at + 8].try_into().unwrap())
+    };
+    let mut out = Vec::new();
+    let mut walk = |table: u64, level: u32, va: u64, next: &mut dyn FnMut(u64, u32, u64)| {
+        let span = 1u64 << (12 + 9 * (3 - level));
+        for i in 0..512 {
+            let d = entry(table, i);
+            let va = va + i * span;
+            if d & 1 == 0 {
+                continue;
+            }
+            if level < 3 && d & 0b10 != 0 {
+                next(d & bits::ADDRESS, level + 1, va);
+                continue;
+            }
+            assert_eq!(
+                d & bits::ADDRESS & !(span - 1),
+                va,
+                "EL2 map is not an identity map at {va:#x}"
+            );
+            out.push(El2Mapping {
+                start: va,
+                end: va + span,
+                writable: d & bits::READ_ONLY == 0,
+                executable: d & bits::XN == 0,
+            });
+        }
+    };
+    // Tables still to walk (levels 1 to 3).
+    let mut stack = vec![(l1, 1u32, 0u64)];
+    while let Some((table, level, va)) = stack.pop() {
+        walk(table, level, va, &mut |t, l, v| stack.push((t, l, v)));
+    }
+    out.sort_by_key(|m| m.start);
+    out
+}
+
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn mvmm_maps_only_its_code_executable_and_no_ram_it_does_not_use() {
+    let elf = fs::read(Images::dir_from_env().join("mvmm")).unwrap();
+    let symbol = |name| boot_image::elf_symbol(&elf, name).unwrap_or_else(|| panic!("no {name}"));
+    let (text, text_end, ro_end) = (
+        symbol("__text_start"),
+        symbol("__text_end"),
+        symbol("__ro_end"),
+    );
+    let mappings = el2_mappings(&elf);
+    let (board, _) = load_board("qemu-virt").unwrap();
+    let find = |addr: u64| mappings.iter().find(|m| m.start <= addr && addr < m.end);
+    for m in &mappings {
+        assert!(
+            !(m.writable && m.executable),
+            "writable and executable at EL2: {m:x?}"
+        );
+        if m.executable {
+            assert!(
+                m.start >= text && m.end <= text_end.next_multiple_of(4096),
+                "executable outside mvmm's code: {m:x?}"
+            );
+        }
+    }
+    // Code, read-only data and the tables themselves are read-only.
+    for page in (text..ro_end).step_by(4096) {
+        let m = find(page).unwrap_or_else(|| panic!("{page:#x} of mvmm's image unmapped"));
+        assert!(
+            !m.writable,
+            "mvmm's image page {page:#x} is writable: {m:x?}"
+        );
+    }
+    assert!(
+        find(text).unwrap().executable,
+        "mvmm's code is not executable"
+    );
+    // Its data and stacks are writable.
+    let bss = symbol("__bss_start");
+    assert!(find(bss).unwrap().writable);
+    // Guest RAM: reachable, never executable.
+    for vm in &board.vms {
+        for r in &vm.ram {
+            for addr in [r.base, r.base + r.size - 1] {
+                let m =
+                    find(addr).unwrap_or_else(|| panic!("vm '{}' RAM {addr:#x} unmapped", vm.name));
+                assert!(
+                    m.writable && !m.executable,
+                    "vm '{}' RAM {addr:#x}: {m:x?}",
+                    vm.name
+                );
+            }
+        }
+    }
+    // The image store: read-only.
+    let store = board.board.image_store.as_ref().unwrap();
+    assert!(
+        !find(store.base).unwrap().writable,
+        "the image store is writable at EL2"
+    );
+    // RAM past every owner is not mapped at all.
+    let ram_end = board.board.ram.base + board.board.ram.size;
+    assert!(find(ram_end).is_none(), "RAM beyond the board's is mapped");
+    let total: u64 = mappings
+        .iter()
+        .filter(|m| m.executable)
+        .map(|m| m.end - m.start)
+        .sum();
+    eprintln!(
+        "EL2 map: {} mappings, {} KiB executable (code {} KiB)",
+        mappings.len(),
+        total / 1024,
+        (text_end - text) / 1024
+    );
+}

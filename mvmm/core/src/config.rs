@@ -58,6 +58,10 @@ pub struct BoardSection {
     /// secure VM's rollback counter).
     #[serde(default)]
     pub rpmb: Option<RangeEntry>,
+    /// mvmm's entropy device (a virtio-rng in a virtio-mmio slot no VM
+    /// maps), served to the secure VM through the TRNG calls.
+    #[serde(default)]
+    pub entropy: Option<RangeEntry>,
     /// The scan-out mvmm drives and the two framebuffers it shows.
     #[serde(default)]
     pub display: Option<DisplayEntry>,
@@ -317,6 +321,7 @@ impl BoardFile {
             vsock_rules: &rules,
             image_store: b.image_store.as_ref().map(range),
             rpmb: b.rpmb.as_ref().map(range),
+            entropy: b.entropy.as_ref().map(range),
             display: b.display.as_ref().map(DisplayEntry::display),
         };
         board.validate()?;
@@ -459,6 +464,13 @@ fn codegen(board: &Board<'_>) -> String {
         "    image_store: {},",
         board
             .image_store
+            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
+    );
+    let _ = writeln!(
+        s,
+        "    entropy: {},",
+        board
+            .entropy
             .map_or("None".to_string(), |m| format!("Some({})", r(m)))
     );
     let _ = writeln!(

@@ -15,6 +15,8 @@ pub mod console;
 pub mod devicetree;
 pub mod dice;
 pub mod display;
+#[cfg(feature = "config")]
+pub mod el2_map;
 pub mod hypercall;
 pub mod image_store;
 pub mod partition;
@@ -23,6 +25,7 @@ pub mod psci;
 pub mod rpmb;
 pub mod stage2;
 pub mod trap;
+pub mod trng;
 pub mod vgic;
 pub mod virtio;
 pub mod vuart;

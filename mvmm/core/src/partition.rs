@@ -223,6 +223,11 @@ pub struct Board<'a> {
     /// counter, see [`crate::rpmb`]), if the board has one: in a page no VM
     /// maps.
     pub rpmb: Option<MemRange>,
+    /// The virtio-mmio slot of mvmm's entropy device (a virtio-rng it
+    /// drives and serves to the secure VM through the TRNG calls, see
+    /// [`crate::trng`]), if the board has one: in a page no VM maps, since
+    /// the device does DMA.
+    pub entropy: Option<MemRange>,
     /// The scan-out mvmm drives and the framebuffers it switches between
     /// (see [`Display`]), if the board has a display.
     pub display: Option<Display>,
@@ -350,8 +355,10 @@ pub enum PartitionError<'a> {
         vm: &'a str,
         other: &'a str,
     },
-    /// The rpmb disk's window lies in RAM or in a page a VM may map.
-    RpmbReachable {
+    /// A device mvmm drives itself (`name`: rpmb, entropy) is not one
+    /// virtio-mmio slot, or lies in RAM or in a page a VM may map.
+    MvmmSlotReachable {
+        name: &'static str,
         range: MemRange,
     },
     ImageStoreInvalid {
@@ -472,9 +479,9 @@ impl fmt::Display for PartitionError<'_> {
             VsockShared { vm, other } => {
                 write!(f, "vm '{vm}' and vm '{other}' have the same vsock cid")
             }
-            RpmbReachable { range } => write!(
+            MvmmSlotReachable { name, range } => write!(
                 f,
-                "board rpmb {range} must be one virtio-mmio slot (0x200 bytes) outside RAM and outside every page a VM owns (no VM may reach mvmm's disk)"
+                "board {name} {range} must be one virtio-mmio slot (0x200 bytes) outside RAM and outside every page a VM owns (the device is mvmm's own: no VM may reach it)"
             ),
             ImageStoreInvalid { range } => write!(
                 f,
@@ -589,19 +596,24 @@ impl<'a> Board<'a> {
             }
         }
         self.validate_vsock()?;
-        if let Some(rpmb) = self.rpmb {
-            let page = MemRange::new(rpmb.base & !0xfff, 0x1000);
-            let reachable = self.ram.overlaps(&rpmb)
+        let own = [("rpmb", self.rpmb), ("entropy", self.entropy)];
+        for (name, slot) in own {
+            let Some(range) = slot else { continue };
+            let page = MemRange::new(range.base & !0xfff, 0x1000);
+            let reachable = self.ram.overlaps(&range)
                 || self.devices.iter().any(|d| d.mmio.overlaps(&page))
                 || self
                     .vms
                     .iter()
-                    .any(|vm| vm.vsock.is_some_and(|v| v.mmio.overlaps(&rpmb)));
-            let slot = rpmb.size == 0x200
-                && rpmb.base.is_multiple_of(0x200)
-                && rpmb.base.checked_add(rpmb.size).is_some();
-            if !slot || reachable {
-                return Err(RpmbReachable { range: rpmb });
+                    .any(|vm| vm.vsock.is_some_and(|v| v.mmio.overlaps(&range)))
+                || own
+                    .iter()
+                    .any(|&(other, r)| other != name && r.is_some_and(|r| r.overlaps(&range)));
+            let is_slot = range.size == 0x200
+                && range.base.is_multiple_of(0x200)
+                && range.base.checked_add(range.size).is_some();
+            if !is_slot || reachable {
+                return Err(MvmmSlotReachable { name, range });
             }
         }
         if let Some(display) = self.display {
@@ -631,7 +643,8 @@ impl<'a> Board<'a> {
                 .vms
                 .iter()
                 .any(|vm| vm.vsock.is_some_and(|v| v.mmio.overlaps(&fw_cfg)))
-            || self.rpmb.is_some_and(|r| r.overlaps(&fw_cfg));
+            || self.rpmb.is_some_and(|r| r.overlaps(&fw_cfg))
+            || self.entropy.is_some_and(|r| r.overlaps(&fw_cfg));
         if reachable {
             return Err(
                 "fw_cfg must lie outside RAM and every device (its DMA reaches all memory: no VM may own it)",
@@ -966,6 +979,7 @@ pub(crate) mod tests {
         }],
         image_store: Some(MemRange::new(0x4300_0000, 0x0d00_0000)),
         rpmb: Some(MemRange::new(0x0a00_0200, 0x200)),
+        entropy: None,
         display: Some(Display {
             fw_cfg: MemRange::new(0x0902_0000, 0x1000),
             width: 800,
@@ -1280,6 +1294,33 @@ pub(crate) mod tests {
             MemRange::new(0x0a00_0200, 0x100),
         ] {
             assert!(with(bad).unwrap_err().contains("board rpmb"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mvmms_entropy_device_must_be_unreachable_from_every_vm() {
+        let with = |entropy| {
+            Board {
+                entropy: Some(entropy),
+                ..BOARD
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(with(MemRange::new(0x0a00_0400, 0x200)), Ok(()));
+        for bad in [
+            // mvmm's disk, the vsock slot, a page a VM owns, RAM, not a slot.
+            MemRange::new(0x0a00_0200, 0x200),
+            MemRange::new(0x0a00_0000, 0x200),
+            MemRange::new(0x0a00_3000, 0x200),
+            MemRange::new(0x4100_0000, 0x200),
+            MemRange::new(0x0a00_0400, 0x1000),
+        ] {
+            let err = with(bad).unwrap_err();
+            assert!(
+                err.contains("board entropy") || err.contains("board rpmb"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -43,6 +43,34 @@ impl SysRegAccess {
 pub mod sysreg {
     /// ACTLR_EL1: implementation defined auxiliary control.
     pub const ACTLR_EL1: (u8, u8, u8, u8, u8) = (3, 0, 1, 0, 1);
+
+    /// Whether `(op0, op1, CRn, CRm, op2)` is a register of the debug,
+    /// trace, performance-monitor or statistical-profiling extensions.
+    ///
+    /// mvmm gives these to no guest: MDCR_EL2 traps them (TDA, TDOSA, TDRA,
+    /// TPM, TPMCR, TPMS), and a trapped access reads as zero and ignores
+    /// writes. So a guest cannot make the cycle counter or an event counter
+    /// count at EL2 (PMEVTYPER/PMCCFILTR's NSH bit), which would time mvmm's
+    /// work for the other VM, nor arm a breakpoint or watchpoint that
+    /// matches at EL2. Linux copes: it sees no PMU counters
+    /// (PMCR_EL0.N reads 0) and its hardware breakpoints never fire.
+    pub const fn is_debug_or_monitor(encoding: (u8, u8, u8, u8, u8)) -> bool {
+        let (op0, op1, crn, crm, _op2) = encoding;
+        match (op0, op1, crn) {
+            // Every op0 = 2 register: debug (MDSCR_EL1, DBGB*/DBGW*, OSLAR,
+            // OSDLR, MDRAR, DBGCLAIM*, MDCCSR, DBGDTR*) and trace.
+            (2, _, _) => true,
+            // PMINTENSET_EL1, PMINTENCLR_EL1, PMMIR_EL1 (CRm 14) and the
+            // profiling buffer and sampling registers (CRm 9, 10).
+            (3, 0, 9) => matches!(crm, 9 | 10 | 14),
+            // PMCR_EL0 .. PMOVSSET_EL0 (CRm 12 to 14).
+            (3, 3, 9) => matches!(crm, 12..=14),
+            // PMEVCNTR<n>_EL0, PMEVTYPER<n>_EL0, PMCCFILTR_EL0 (CRm 8 to
+            // 15); CRm 0 to 3 are the generic timer, not trapped here.
+            (3, 3, 14) => crm >= 8,
+            _ => false,
+        }
+    }
 }
 
 /// A data abort from the guest, with the fields mvmm needs to emulate the
@@ -304,5 +332,36 @@ mod tests {
         assert_eq!(load_value(&a(1, true, true), 0x80), 0xffff_ffff_ffff_ff80);
         assert_eq!(load_value(&a(1, true, false), 0x80), 0xffff_ff80);
         assert_eq!(load_value(&a(8, false, true), u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn debug_and_monitor_registers_are_recognised_and_timers_are_not() {
+        use super::sysreg::is_debug_or_monitor as dm;
+        // MDSCR_EL1, OSLAR_EL1, DBGBCR0_EL1, MDCCINT_EL1.
+        assert!(dm((2, 0, 0, 2, 2)));
+        assert!(dm((2, 0, 1, 0, 4)));
+        assert!(dm((2, 0, 0, 0, 5)));
+        assert!(dm((2, 0, 0, 2, 0)));
+        // PMCR_EL0, PMCCNTR_EL0, PMUSERENR_EL0, PMCCFILTR_EL0, PMEVTYPER0_EL0.
+        assert!(dm((3, 3, 9, 12, 0)));
+        assert!(dm((3, 3, 9, 13, 0)));
+        assert!(dm((3, 3, 9, 14, 0)));
+        assert!(dm((3, 3, 14, 15, 7)));
+        assert!(dm((3, 3, 14, 12, 0)));
+        // PMINTENSET_EL1, PMSCR_EL1.
+        assert!(dm((3, 0, 9, 14, 1)));
+        assert!(dm((3, 0, 9, 9, 0)));
+        // Not these: CNTP_CTL_EL0, CNTV_CVAL_EL0, CNTFRQ_EL0, ACTLR_EL1,
+        // ICC_SGI1R_EL1, MAIR_EL1 (CRn 10).
+        for enc in [
+            (3, 3, 14, 2, 1),
+            (3, 3, 14, 3, 2),
+            (3, 3, 14, 0, 0),
+            (3, 0, 1, 0, 1),
+            (3, 0, 12, 11, 5),
+            (3, 0, 10, 2, 0),
+        ] {
+            assert!(!dm(enc), "{enc:?}");
+        }
     }
 }

@@ -13,6 +13,11 @@ use crate::partition::MAX_CPUS;
 
 /// The EL1 virtual timer's PPI.
 pub const VTIMER_INTID: u32 = 27;
+/// The EL1 physical timer's PPI (a guest may use it: CNTHCTL_EL2.EL1PCEN).
+pub const PTIMER_INTID: u32 = 30;
+/// The per-CPU timer interrupts mvmm forwards to the vCPU on the CPU with
+/// the HW bit (the guest's deactivation ends the physical interrupt).
+pub const FORWARDED_TIMERS: [u32; 2] = [VTIMER_INTID, PTIMER_INTID];
 /// The GIC maintenance interrupt's PPI.
 pub const MAINTENANCE_INTID: u32 = 25;
 /// ICC_SGI1R_EL1, trapped when a guest sends an SGI (op0, op1, CRn, CRm, op2).

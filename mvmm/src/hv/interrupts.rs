@@ -20,10 +20,10 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         stop_here(vm_index, vcpu);
     }
     while let Some(intid) = arch::ack_interrupt() {
-        // The virtual timer and passed-through devices are forwarded with
-        // the HW bit: priority drop only here, the guest's deactivation
-        // ends the physical interrupt too.
-        if intid == vgic::VTIMER_INTID || device_irqs(vm).any(|(irq, _)| irq == intid) {
+        // The EL1 timers and passed-through devices are forwarded with the
+        // HW bit: priority drop only here, the guest's deactivation ends the
+        // physical interrupt too.
+        if vgic::FORWARDED_TIMERS.contains(&intid) || device_irqs(vm).any(|(irq, _)| irq == intid) {
             arch::end_of_interrupt(intid, false);
             if arch::inject_virtual(intid, true, FORWARDED_PRIORITY) != arch::Injected::Loaded {
                 arch::end_of_interrupt(intid, true);

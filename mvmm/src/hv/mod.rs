@@ -32,6 +32,7 @@ use spin::Mutex;
 mod channel;
 mod console;
 mod display;
+mod entropy;
 mod handover;
 mod interrupts;
 mod power;
@@ -45,6 +46,7 @@ pub use traps::{guest_sync, guest_unexpected};
 use channel::{configure_switch, vsock_access};
 use console::{console_flush, feed_input, set_focus, update_uart_irq};
 use display::{display_call, secure_display_ends, start_display};
+use entropy::{start_entropy, trng_call};
 use handover::{prepare_handover, write_handover};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
 use power::{load_images, power_call, stop_here, stop_if_asked};
@@ -233,6 +235,7 @@ fn boot(dtb: u64) {
     }
     drop(uds);
     start_display();
+    start_entropy();
     configure_switch();
     arch::init_distributor();
     // Typed input interrupts the CPU of the VM with focus.

@@ -49,6 +49,10 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
         };
         return;
     }
+    if let Some(call) = mvmm_core::trng::decode(regs.x[0], regs.x[1]) {
+        regs.x[..4].copy_from_slice(&trng_call(vm, call));
+        return;
+    }
     let call = Call::decode([regs.x[0], regs.x[1], regs.x[2], regs.x[3]]);
     let mut state = VMS[vm_index].lock();
     match state.power.psci(call, vcpu, vm.ram) {

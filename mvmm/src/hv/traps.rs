@@ -42,6 +42,14 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
             send_sgi(regs, vm_index, vcpu, vm, &access);
             regs.elr += 4;
         }
+        Exit::SysReg(access) if sysreg::is_debug_or_monitor(access.encoding()) => {
+            // No guest has the debug or performance-monitor registers
+            // (MDCR_EL2 traps them): reads as zero, writes ignored.
+            if access.read {
+                regs.set(access.rt, 0);
+            }
+            regs.elr += 4;
+        }
         Exit::SysReg(access) if access.op0 == 1 => {
             // DC ISW/CSW/CISW (set/way maintenance, trapped by HCR.TSW):
             // a guest must not clean or invalidate caches by set/way on a

@@ -33,6 +33,12 @@ pub enum Command<'a> {
     Off,
     /// `reset`: PSCI SYSTEM_RESET.
     Reset,
+    /// `ptimer`: arm the EL1 physical timer for 10 ms and wait for its
+    /// interrupt (up to a second of counter time).
+    PhysicalTimer,
+    /// `monitors`: try to make the cycle counter count at EL2 around a
+    /// hypercall and to enable debug exceptions; print what reads back.
+    Monitors,
     /// A known command with wrong arguments; holds its usage text.
     Usage(&'static str),
     /// Not a command; holds the first word (or the whole line if it is not
@@ -67,6 +73,8 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         ("display", [None, ..]) => Command::Display,
         ("off", [None, ..]) => Command::Off,
         ("reset", [None, ..]) => Command::Reset,
+        ("monitors", [None, ..]) => Command::Monitors,
+        ("ptimer", [None, ..]) => Command::PhysicalTimer,
         ("psci-version" | "cpu-on" | "focus" | "display" | "off" | "reset", _) => {
             Command::Usage(NO_ARGS_USAGE)
         }
@@ -110,6 +118,8 @@ mod tests {
         assert_eq!(parse(b"cpu-on"), Command::CpuOn);
         assert_eq!(parse(b"off"), Command::Off);
         assert_eq!(parse(b"reset"), Command::Reset);
+        assert_eq!(parse(b"monitors"), Command::Monitors);
+        assert_eq!(parse(b"ptimer"), Command::PhysicalTimer);
         assert_eq!(parse(b"\toff\t"), Command::Off);
     }
 

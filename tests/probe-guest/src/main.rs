@@ -90,6 +90,28 @@ mod image {
                 let status = rt::system_reset();
                 println!("probe: SYSTEM_RESET failed: {status}");
             }
+            Command::PhysicalTimer => {
+                let hz = rt::timer_frequency();
+                let before = rt::physical_fired();
+                let start = rt::now();
+                rt::arm_physical(u32::try_from(hz / 100).unwrap_or(u32::MAX));
+                while rt::physical_fired() == before && rt::now() - start < hz {
+                    rt::wait_for_interrupt();
+                }
+                let waited_us = (rt::now() - start) * 1_000_000 / hz.max(1);
+                if rt::physical_fired() > before {
+                    println!("probe: physical timer fired after {waited_us} us");
+                } else {
+                    println!("probe: physical timer never fired ({waited_us} us)");
+                }
+            }
+            Command::Monitors => {
+                let m = monitors();
+                println!(
+                    "probe: monitors pmcr {:#x} cycles {:#x}..{:#x} mdscr {:#x}",
+                    m.pmcr, m.before, m.after, m.mdscr
+                );
+            }
             Command::Usage(usage) => println!("probe: usage: {usage}"),
             Command::Unknown(word) => println!("probe: unknown command '{}'", word.escape_debug()),
         }
@@ -101,6 +123,62 @@ mod image {
             abort.esr, abort.far
         );
         println!("probe: alive after abort");
+    }
+
+    /// What the performance monitors and debug control read back.
+    struct Monitors {
+        pmcr: u64,
+        before: u64,
+        after: u64,
+        mdscr: u64,
+    }
+
+    /// Asks the cycle counter to count at every exception level, EL2
+    /// included (PMCCFILTR_EL0.NSH), reads it around a hypercall, and sets
+    /// MDSCR_EL1.MDE (debug exceptions on). On hardware without a
+    /// hypervisor's traps the counter moves and the bits stick; under mvmm
+    /// every one of these registers reads as zero.
+    fn monitors() -> Monitors {
+        use core::arch::asm;
+        let (pmcr, before, after, mdscr): (u64, u64, u64, u64);
+        // SAFETY: these registers only configure and read the performance
+        // monitors and the debug control of this vCPU; no memory is touched.
+        unsafe {
+            asm!(
+                "msr pmccfiltr_el0, {nsh}",
+                "msr pmcntenset_el0, {c}",
+                "msr pmcr_el0, {e}",
+                "isb",
+                "mrs {before}, pmccntr_el0",
+                nsh = in(reg) 1u64 << 27,
+                c = in(reg) 1u64 << 31,
+                e = in(reg) 0b101u64,
+                before = out(reg) before,
+                options(nostack),
+            )
+        };
+        let _ = rt::psci_version();
+        // SAFETY: as above.
+        unsafe {
+            asm!(
+                "mrs {after}, pmccntr_el0",
+                "mrs {pmcr}, pmcr_el0",
+                "msr mdscr_el1, {mde}",
+                "isb",
+                "mrs {mdscr}, mdscr_el1",
+                mde = in(reg) 1u64 << 15,
+                after = out(reg) after,
+                pmcr = out(reg) pmcr,
+                mdscr = out(reg) mdscr,
+                options(nostack),
+            )
+        };
+        Monitors {
+            pmcr,
+            before,
+            after,
+            mdscr,
+        }
     }
 
     /// Runs on the vCPU started by `cpu-on`.

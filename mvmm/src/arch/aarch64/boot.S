@@ -44,8 +44,8 @@ cpu_common:
     msr     mair_el2, x9
     ldr     x9, ={TCR}
     msr     tcr_el2, x9
-    adrp    x9, BOOT_PAGE_TABLE
-    add     x9, x9, :lo12:BOOT_PAGE_TABLE
+    adrp    x9, __el2_l1
+    add     x9, x9, :lo12:__el2_l1
     msr     ttbr0_el2, x9
     isb
     tlbi    alle2

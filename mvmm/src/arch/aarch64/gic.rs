@@ -9,7 +9,7 @@ use aarch64_cpu::registers::{
 };
 use core::arch::asm;
 use core::ptr;
-use mvmm_core::vgic::{MAINTENANCE_INTID, VTIMER_INTID};
+use mvmm_core::vgic::{FORWARDED_TIMERS, MAINTENANCE_INTID};
 
 const GICD_CTLR: usize = 0x0000;
 const GICD_CTLR_RWP: u32 = 1 << 31;
@@ -78,7 +78,12 @@ pub fn init_cpu_interface(cpu: usize) {
     }
     let sgi = rd + SGI_FRAME;
     mmio_write(sgi + GICR_IGROUPR0, u32::MAX);
-    let private = [KICK_INTID, MAINTENANCE_INTID, VTIMER_INTID];
+    let private = [
+        KICK_INTID,
+        MAINTENANCE_INTID,
+        FORWARDED_TIMERS[0],
+        FORWARDED_TIMERS[1],
+    ];
     for intid in private {
         set_priority(sgi + GICR_IPRIORITYR, intid);
     }

@@ -1,11 +1,13 @@
 //! AArch64 at EL2: boot, vectors, MMU, vCPU entry and the devices mvmm owns.
 
 mod disk;
+mod dma;
 mod firmware;
 mod fwcfg;
 mod gic;
 mod guestmem;
 mod pl011;
+mod rng;
 mod vcpu;
 
 pub use disk::{Disk, SECTOR};
@@ -18,6 +20,7 @@ pub use gic::{
 };
 pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
+pub use rng::Entropy;
 pub use vcpu::{
     counter, counter_frequency, enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm,
     reset_el1, send_event, set_el1_exception, this_cpu, wait_for_event, wait_for_interrupt,
@@ -79,29 +82,11 @@ const MAIR: u64 = 0xff << 8 | 0x04;
 /// inner-shareable walks, 4 KiB granule, 40-bit PA, RES1 bits 23 and 31.
 const TCR: u64 = 25 | 1 << 8 | 1 << 10 | 3 << 12 | 2 << 16 | 1 << 23 | 1 << 31;
 /// SCTLR_EL2: MMU, data and instruction caches, stack alignment check,
-/// plus the RES1 bits.
-const SCTLR: u64 = 0x30c5_0830 | 1 << 0 | 1 << 2 | 1 << 3 | 1 << 12;
-
-/// Level-1 block descriptor bits for the EL2 identity map.
-const BLOCK: u64 = 0b01;
-const AF: u64 = 1 << 10;
-const AP_RES1: u64 = 1 << 6;
-const SH_INNER: u64 = 3 << 8;
-const ATTR_NORMAL: u64 = 1 << 2;
-const XN: u64 = 1 << 54;
-
-#[repr(C, align(4096))]
-pub struct PageTable([u64; 512]);
-
-/// EL2's identity map: 0..1 GiB devices (never executable), 1..2 GiB RAM.
-/// A constant, so the MMU can be turned on before any Rust code runs.
-#[unsafe(no_mangle)]
-static BOOT_PAGE_TABLE: PageTable = {
-    let mut t = [0u64; 512];
-    t[0] = BLOCK | AF | AP_RES1 | XN;
-    t[1] = 0x4000_0000 | BLOCK | AF | AP_RES1 | SH_INNER | ATTR_NORMAL;
-    PageTable(t)
-};
+/// WXN (no writable page is executable, whatever its descriptor says), plus
+/// the RES1 bits. The tables themselves (`__el2_l1`, built by the linker
+/// from the board: mvmm_core::el2_map) map mvmm's code read-only, its data
+/// and all guest RAM never executable, and no RAM that mvmm does not use.
+const SCTLR: u64 = 0x30c5_0830 | 1 << 0 | 1 << 2 | 1 << 3 | 1 << 12 | 1 << 19;
 
 const STACK_SIZE: u64 = match u64::from_str_radix(env!("MVMM_STACK_SIZE"), 10) {
     Ok(v) => v,

@@ -8,9 +8,9 @@
 use super::{GuestRegs, stack_top};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    CNTFRQ_EL0, CNTHCTL_EL2, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2, ELR_EL1, ESR_EL1,
-    FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, MIDR_EL1, Readable, SCTLR_EL1, SPSR_EL1, TPIDR_EL2,
-    VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
+    CNTFRQ_EL0, CNTHCTL_EL2, CNTP_CTL_EL0, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2,
+    ELR_EL1, ESR_EL1, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, MIDR_EL1, Readable, SCTLR_EL1,
+    SPSR_EL1, TPIDR_EL2, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
 };
 use core::arch::asm;
 use mvmm_core::stage2::IPA_BITS;
@@ -32,6 +32,21 @@ const HCR: u64 = 1 << 0 // VM
     | 1 << 31 // RW
     | 1 << 40 // APK
     | 1 << 41; // API
+
+/// MDCR_EL2 for every guest: its accesses to the debug registers (TDA),
+/// the OS lock and power-down registers (TDOSA), the debug ROM address
+/// (TDRA), the performance monitors (TPM, TPMCR) and statistical profiling
+/// (TPMS) trap to mvmm, which reads them as zero
+/// (`mvmm_core::trap::sysreg::is_debug_or_monitor`): no guest counts EL2
+/// cycles or events, nor arms a breakpoint at EL2. TDE stays clear, so a
+/// guest's own BRK and single-step still go to its EL1. HPMN (bits 4:0)
+/// is moot with every PMU access trapped.
+const MDCR: u64 = 1 << 5 // TPMCR
+    | 1 << 6 // TPM
+    | 1 << 9 // TDA
+    | 1 << 10 // TDOSA
+    | 1 << 11 // TDRA
+    | 1 << 14; // TPMS
 
 /// VTCR_EL2: 32-bit IPA, walk starts at level 1, write-back
 /// inner-shareable walks, 4 KiB granule, 40-bit PA, RES1 bit 31.
@@ -64,6 +79,8 @@ pub fn install_vm(vmid: u16, stage2_root: u64, vcpu: usize) {
     CNTVOFF_EL2.set(0);
     // No FP/SIMD trap (TFP clear); SVE (TZ) trapped; RES1 bits set.
     CPTR_EL2.set(0x33ff);
+    // SAFETY: MDCR_EL2 only sets which debug and monitor registers trap.
+    unsafe { asm!("msr mdcr_el2, {}", in(reg) MDCR, options(nostack)) };
     barrier::isb(barrier::SY);
     // SAFETY: invalidates this VMID's stale stage-1+2 TLB entries on all
     // CPUs of the inner-shareable domain; no memory is touched.
@@ -74,8 +91,9 @@ pub fn install_vm(vmid: u16, stage2_root: u64, vcpu: usize) {
 pub fn reset_el1() {
     SCTLR_EL1.set(SCTLR_EL1_RESET);
     VBAR_EL1.set(0);
-    // The virtual timer off: a restarted guest sets it up again.
+    // Both EL1 timers off: a restarted guest sets them up again.
     CNTV_CTL_EL0.set(0);
+    CNTP_CTL_EL0.set(0);
     barrier::isb(barrier::SY);
 }
 

@@ -90,6 +90,8 @@ fn handle_irq() {
     }
     if intid == timer::VIRTUAL_TIMER_INTID {
         timer::on_interrupt();
+    } else if intid == timer::PHYSICAL_TIMER_INTID {
+        timer::on_physical_interrupt();
     }
     gic::end_of_interrupt(intid);
 }

@@ -12,15 +12,24 @@ pub use mvmm_core::hypercall::{CONSOLE_FOCUS, DISPLAY, NOT_SUPPORTED};
 /// The call must not make mvmm change memory of this VM other than what the
 /// caller hands it through `argument` (and owns for the call's duration).
 unsafe fn hvc(function: u64, argument: u64) -> u64 {
-    let ret: u64;
+    // SAFETY: the caller's contract is `hvc4`'s.
+    unsafe { hvc4(function, argument)[0] }
+}
+
+/// [`hvc`], returning x0..x3 (SMCCC returns up to four results).
+///
+/// # Safety
+/// As for [`hvc`].
+unsafe fn hvc4(function: u64, argument: u64) -> [u64; 4] {
+    let (x0, x1, x2, x3): (u64, u64, u64, u64);
     // SAFETY: the register use is SMCCC's; what mvmm does to this VM's
     // memory is the caller's contract (see `# Safety`).
     unsafe {
         asm!(
             "hvc #0",
-            inout("x0") function => ret,
-            inout("x1") argument => _,
-            out("x2") _, out("x3") _,
+            inout("x0") function => x0,
+            inout("x1") argument => x1,
+            out("x2") x2, out("x3") x3,
             out("x4") _, out("x5") _, out("x6") _, out("x7") _,
             out("x8") _, out("x9") _, out("x10") _, out("x11") _,
             out("x12") _, out("x13") _, out("x14") _, out("x15") _,
@@ -28,7 +37,24 @@ unsafe fn hvc(function: u64, argument: u64) -> u64 {
             options(nostack),
         );
     }
-    ret
+    [x0, x1, x2, x3]
+}
+
+/// The version of mvmm's TRNG (Arm's SMCCC TRNG interface, see
+/// `mvmm_core::trng`), `None` when this VM has none.
+pub fn trng_version() -> Option<u64> {
+    use mvmm_core::trng::{VERSION_1_0, fid};
+    // SAFETY: TRNG_VERSION touches no memory.
+    let version = unsafe { hvc(fid::VERSION, 0) };
+    (version as i64 >= VERSION_1_0 as i64).then_some(version)
+}
+
+/// 192 random bits from mvmm's TRNG, `None` when it has no entropy now.
+pub fn trng_rnd64() -> Option<[u64; 3]> {
+    use mvmm_core::trng::{MAX_BITS_64, fid, ret};
+    // SAFETY: TRNG_RND64 returns its bits in x1..x3 and touches no memory.
+    let [status, a, b, c] = unsafe { hvc4(fid::RND64, MAX_BITS_64) };
+    (status == ret::SUCCESS).then_some([a, b, c])
 }
 
 /// Asks mvmm for (`take`) or returns the console input focus. Returns x0:

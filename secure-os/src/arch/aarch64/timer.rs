@@ -1,11 +1,19 @@
 //! The EL1 virtual timer as a periodic tick (PPI 27, delivered by mvmm as a
 //! virtual interrupt).
 
-use aarch64_cpu::registers::{CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVCT_EL0, Readable, Writeable};
+use aarch64_cpu::registers::{
+    CNTP_CTL_EL0, CNTP_TVAL_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVCT_EL0, Readable, Writeable,
+};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// INTID of the EL1 virtual timer.
 pub const VIRTUAL_TIMER_INTID: u32 = 27;
+
+/// INTID of the EL1 physical timer.
+pub const PHYSICAL_TIMER_INTID: u32 = 30;
+
+/// Physical-timer interrupts taken (see [`arm_physical`]).
+static PHYSICAL_FIRED: AtomicU64 = AtomicU64::new(0);
 
 /// Counter ticks between interrupts; 0 while the tick is off.
 static PERIOD: AtomicU64 = AtomicU64::new(0);
@@ -46,4 +54,22 @@ pub(super) fn on_interrupt() {
         next = now.wrapping_add(period);
     }
     CNTV_CVAL_EL0.set(next);
+}
+
+/// Arms the EL1 physical timer once, `ticks` counter ticks from now.
+pub fn arm_physical(ticks: u32) {
+    CNTP_TVAL_EL0.set(u64::from(ticks));
+    CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::CLEAR);
+}
+
+/// Physical-timer interrupts taken so far.
+pub fn physical_fired() -> u64 {
+    PHYSICAL_FIRED.load(Ordering::Relaxed)
+}
+
+/// Called from the IRQ path for INTID 30: counts it and turns the one-shot
+/// timer off (its condition would hold the interrupt high).
+pub(super) fn on_physical_interrupt() {
+    CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::CLEAR + CNTP_CTL_EL0::IMASK::SET);
+    PHYSICAL_FIRED.fetch_add(1, Ordering::Relaxed);
 }

@@ -14,7 +14,6 @@ use alloc::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
 use core::fmt;
 use core::ptr::NonNull;
 use spin::Mutex;
-use virtio_drivers::device::rng::VirtIORng;
 use virtio_drivers::device::socket::{VirtIOSocket, VsockConnectionManager};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
@@ -76,8 +75,6 @@ pub const VSOCK_RX_BUFFER: usize = 4096;
 pub type Vsock = VsockConnectionManager<IdentityHal, Transport, VSOCK_RX_BUFFER>;
 /// The raw vsock driver.
 pub type VsockDriver = VirtIOSocket<IdentityHal, Transport, VSOCK_RX_BUFFER>;
-/// The entropy device driver.
-pub type Rng = VirtIORng<IdentityHal, Transport>;
 pub use virtio_drivers::device::socket::{SocketError, VsockAddr, VsockEventType};
 pub use virtio_drivers::{Error, transport::DeviceType as Kind};
 
