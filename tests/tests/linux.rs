@@ -111,8 +111,14 @@ fn outside_the_rich_partition() -> Vec<(String, u64)> {
     let secure = board.vms.iter().find(|vm| vm.kind == "secure").unwrap();
     let mut targets = vec![
         ("the secure VM's code".to_string(), secure.entry),
-        ("mvmm's image".into(), b.mvmm.base + mvmm_core::boot_options::IMAGE_OFFSET),
-        ("mvmm's device-secret page".into(), mvmm_core::dice::uds_address(b.mvmm.base)),
+        (
+            "mvmm's image".into(),
+            b.mvmm.base + mvmm_core::boot_options::IMAGE_OFFSET,
+        ),
+        (
+            "mvmm's device-secret page".into(),
+            mvmm_core::dice::uds_address(b.mvmm.base),
+        ),
         ("the QEMU DTB mvmm read".into(), b.mvmm.base),
     ];
     if let Some(page) = secure.provision {
@@ -125,7 +131,10 @@ fn outside_the_rich_partition() -> Vec<(String, u64)> {
         targets.push(("the secure framebuffer".into(), display.secure_framebuffer));
         targets.push(("fw_cfg (DMA to all memory)".into(), display.fw_cfg.base));
     }
-    for (name, slot) in [("mvmm's disk", &b.rpmb), ("mvmm's entropy device", &b.entropy)] {
+    for (name, slot) in [
+        ("mvmm's disk", &b.rpmb),
+        ("mvmm's entropy device", &b.entropy),
+    ] {
         if let Some(slot) = slot {
             targets.push((name.into(), slot.base));
         }

@@ -157,6 +157,30 @@ fn psci_is_emulated_per_vm() {
     m.send("display\n");
     ok(m.expect("[mvmm] vm 'rich': asked for the display; denied", STEP));
     ok(m.expect("[rich] probe: display returned 0xfffffffffffffffd", STEP));
+    // CPU_ON of a CPU that is not this VM's (the secure VM runs on
+    // physical CPU 2; the rich VM has vCPUs 0 and 1): INVALID_PARAMETERS.
+    m.send("cpu-on 0x2\n");
+    ok(m.expect("[rich] probe: cpu-on mpidr 0x2 returned -2", STEP));
+    m.send("cpu-on\n");
+    ok(m.expect("[rich] probe: vcpu 1 up", STEP));
+    // Both vCPUs call SYSTEM_RESET at once: the VM restarts exactly once.
+    m.send("reset-both\n");
+    ok(m.expect(
+        "[mvmm] vm 'rich': SYSTEM_RESET: restarting at 0x50000000",
+        STEP,
+    ));
+    ok(m.expect("[rich] probe: ready", BOOT));
+    ok(m.expect("[secure] secure-os: heartbeat", HEARTBEAT));
+    let out = m.transcript();
+    let since = out
+        .rfind("probe: system reset from both vcpus")
+        .unwrap_or(0);
+    assert_eq!(
+        out[since..].matches("SYSTEM_RESET: restarting").count(),
+        1,
+        "the VM restarted more or less than once:\n{}",
+        &out[since..]
+    );
     m.send("cpu-on\n");
     ok(m.expect("[rich] probe: vcpu 1 up", STEP));
     // Resetting the rich VM restarts it alone.

@@ -23,8 +23,11 @@ pub enum Command<'a> {
     Poke { address: u64, value: u32 },
     /// `psci-version`.
     PsciVersion,
-    /// `cpu-on`: start vCPU 1.
-    CpuOn,
+    /// `cpu-on [<hexmpidr>]`: start vCPU 1 (or the CPU with that MPIDR,
+    /// which may not be this VM's).
+    CpuOn { target: u64 },
+    /// `reset-both`: vCPU 1 and vCPU 0 call SYSTEM_RESET at the same time.
+    ResetBoth,
     /// `focus`: ask mvmm for console input focus (only a secure VM may).
     Focus,
     /// `display`: ask mvmm for the display (only a secure VM may).
@@ -68,24 +71,32 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         },
         ("poke", _) => Command::Usage(POKE_USAGE),
         ("psci-version", [None, ..]) => Command::PsciVersion,
-        ("cpu-on", [None, ..]) => Command::CpuOn,
+        ("cpu-on", [None, ..]) => Command::CpuOn { target: 1 },
+        ("cpu-on", [Some(t), None, None]) => match parse_hex_u64(t) {
+            Some(target) => Command::CpuOn { target },
+            None => Command::Usage(CPU_ON_USAGE),
+        },
+        ("cpu-on", _) => Command::Usage(CPU_ON_USAGE),
+        ("reset-both", [None, ..]) => Command::ResetBoth,
         ("focus", [None, ..]) => Command::Focus,
         ("display", [None, ..]) => Command::Display,
         ("off", [None, ..]) => Command::Off,
         ("reset", [None, ..]) => Command::Reset,
         ("monitors", [None, ..]) => Command::Monitors,
         ("ptimer", [None, ..]) => Command::PhysicalTimer,
-        ("psci-version" | "cpu-on" | "focus" | "display" | "off" | "reset", _) => {
-            Command::Usage(NO_ARGS_USAGE)
-        }
+        (
+            "psci-version" | "focus" | "display" | "off" | "reset" | "reset-both" | "monitors"
+            | "ptimer",
+            _,
+        ) => Command::Usage(NO_ARGS_USAGE),
         (other, _) => Command::Unknown(other),
     }
 }
 
 const PEEK_USAGE: &str = "peek <hexaddr>";
 const POKE_USAGE: &str = "poke <hexaddr> <hexvalue>";
-const NO_ARGS_USAGE: &str =
-    "psci-version | cpu-on | focus | display | off | reset take no arguments";
+const CPU_ON_USAGE: &str = "cpu-on [<hexmpidr>]";
+const NO_ARGS_USAGE: &str = "psci-version | focus | display | off | reset | reset-both | monitors | ptimer take no arguments";
 
 #[cfg(test)]
 mod tests {
@@ -115,7 +126,10 @@ mod tests {
         assert_eq!(parse(b"psci-version"), Command::PsciVersion);
         assert_eq!(parse(b"focus"), Command::Focus);
         assert_eq!(parse(b"display"), Command::Display);
-        assert_eq!(parse(b"cpu-on"), Command::CpuOn);
+        assert_eq!(parse(b"cpu-on"), Command::CpuOn { target: 1 });
+        assert_eq!(parse(b"cpu-on 0x2"), Command::CpuOn { target: 2 });
+        assert_eq!(parse(b"cpu-on zz"), Command::Usage(CPU_ON_USAGE));
+        assert_eq!(parse(b"reset-both"), Command::ResetBoth);
         assert_eq!(parse(b"off"), Command::Off);
         assert_eq!(parse(b"reset"), Command::Reset);
         assert_eq!(parse(b"monitors"), Command::Monitors);

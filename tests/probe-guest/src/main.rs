@@ -76,9 +76,19 @@ mod image {
                 let status = rt::display(true);
                 println!("probe: display returned {status:#x}");
             }
-            Command::CpuOn => {
-                let status = rt::cpu_on(SECONDARY_VCPU, secondary);
-                println!("probe: cpu-on vcpu {SECONDARY_VCPU} returned {status}");
+            Command::CpuOn { target } => {
+                let status = rt::cpu_on(target, secondary);
+                if target == SECONDARY_VCPU {
+                    println!("probe: cpu-on vcpu {SECONDARY_VCPU} returned {status}");
+                } else {
+                    println!("probe: cpu-on mpidr {target:#x} returned {status}");
+                }
+            }
+            Command::ResetBoth => {
+                println!("probe: system reset from both vcpus");
+                let _ = rt::cpu_on(SECONDARY_VCPU, secondary_reset);
+                let status = rt::system_reset();
+                println!("probe: SYSTEM_RESET failed: {status}");
             }
             Command::Off => {
                 println!("probe: system off");
@@ -179,6 +189,14 @@ mod image {
             after,
             mdscr,
         }
+    }
+
+    /// Runs on vCPU 1 for `reset-both`: resets the VM at once, racing
+    /// vCPU 0's own SYSTEM_RESET.
+    extern "C" fn secondary_reset(_cpu: u64) -> ! {
+        let status = rt::system_reset();
+        println!("probe: vcpu 1: SYSTEM_RESET failed: {status}");
+        rt::halt()
     }
 
     /// Runs on the vCPU started by `cpu-on`.
