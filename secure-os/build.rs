@@ -83,6 +83,9 @@ fn main() {
              pub const RAM_SIZE: u64 = {ram_size:#x};\n\
              /// The distributor of the virtual GIC mvmm emulates.\n\
              pub const GICD_BASE: usize = {gicd:#x};\n\
+             /// vCPU 0's redistributor of the virtual GIC, and the distance to the next vCPU's.\n\
+             pub const GICR_BASE: usize = {gicr:#x};\n\
+             pub const GICR_STRIDE: usize = {gicr_stride:#x};\n\
              /// The secure VM's vsock device (the VMM channel) and its interrupt.\n\
              pub const VSOCK_BASE: usize = {vsock_base:#x};\n\
              pub const VSOCK_INTID: u32 = {vsock_irq};\n\
@@ -99,6 +102,8 @@ fn main() {
             ram_base = b.ram.base,
             ram_size = b.ram.size,
             gicd = b.gic.distributor.base,
+            gicr = b.gic.redistributors.base,
+            gicr_stride = b.gic.redistributor_stride,
             vsock_base = vsock.map_or(0, |v| v.base),
             vsock_irq = vsock.map_or(0, |v| v.irq),
             flash_base = flash.map_or(0, |d| d.base),

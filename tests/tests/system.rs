@@ -143,6 +143,13 @@ fn psci_is_emulated_per_vm() {
     // delivered (a 10 ms timer, waited for up to a second).
     m.send("ptimer\n");
     ok(m.expect("[rich] probe: physical timer fired after", STEP));
+    // The pending and active state of a forwarded interrupt read back
+    // through the redistributor as on hardware.
+    m.send("irqstate\n");
+    ok(m.expect(
+        "[rich] probe: irqstate ptimer before ack pending after ack active after eoi idle (iar 30)",
+        STEP,
+    ));
     m.send("monitors\n");
     ok(m.expect(
         "[rich] probe: monitors pmcr 0x0 cycles 0x0..0x0 mdscr 0x0",

@@ -134,7 +134,25 @@ const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
 const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 
 /// A one-bit-per-IRQ register: its offset and the field it reads.
-type BitReader<'a> = (u64, &'a dyn Fn(&Irq) -> bool);
+type BitReader<'a> = (u64, &'a dyn Fn(&Irq, Live) -> bool);
+
+/// What the hardware holds of an interrupt beyond this model: it is pending
+/// or active in a list register of the CPU that runs its vCPU (from
+/// injection until the guest deactivates it), or, for one forwarded with
+/// the HW bit (the timers, passed-through SPIs), in the physical GIC. The
+/// arch layer supplies it to [`Vgic::dist_read_live`] and
+/// [`Vgic::redist_read_live`] so that ISPENDR and ISACTIVER read back as on
+/// hardware.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    pub pending: bool,
+    pub active: bool,
+}
+
+/// No live state known (every interrupt reads as the model has it).
+pub fn no_live_state(_vcpu: usize, _intid: u32) -> Live {
+    Live::default()
+}
 /// A one-bit-per-IRQ register: its offset and what a written bit does.
 type BitWriter<'a> = (u64, &'a dyn Fn(&mut Irq, u32));
 
@@ -303,6 +321,17 @@ impl Vgic {
 
     /// A guest read of the distributor.
     pub fn dist_read(&mut self, offset: u64, size: u8) -> Result<u64, BadAccess> {
+        self.dist_read_live(offset, size, &no_live_state)
+    }
+
+    /// [`Vgic::dist_read`] with the hardware's view of each interrupt
+    /// (`live(vcpu, intid)`, for the vCPU an SPI is routed to).
+    pub fn dist_read_live(
+        &mut self,
+        offset: u64,
+        size: u8,
+        live: &dyn Fn(usize, u32) -> Live,
+    ) -> Result<u64, BadAccess> {
         Self::check(offset, size, offset >= gicd::IROUTER)?;
         if size == 1
             && !(gicd::IPRIORITYR..gicd::IPRIORITYR + u64::from(SPI_LIMIT)).contains(&offset)
@@ -324,7 +353,7 @@ impl Vgic {
                     None => 0,
                 }
             }
-            o => u64::from(self.bank_read(0, o, true)) & Self::mask(size),
+            o => u64::from(self.bank_read(0, o, true, live)) & Self::mask(size),
         })
     }
 
@@ -362,6 +391,18 @@ impl Vgic {
 
     /// A guest read of vCPU `vcpu`'s redistributor frames.
     pub fn redist_read(&mut self, vcpu: usize, offset: u64, size: u8) -> Result<u64, BadAccess> {
+        self.redist_read_live(vcpu, offset, size, &no_live_state)
+    }
+
+    /// [`Vgic::redist_read`] with the hardware's view of each private
+    /// interrupt of `vcpu` (`live(vcpu, intid)`).
+    pub fn redist_read_live(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        size: u8,
+        live: &dyn Fn(usize, u32) -> Live,
+    ) -> Result<u64, BadAccess> {
         Self::check(offset, size, offset == gicr::TYPER)?;
         if vcpu >= self.vcpus {
             return Err(BadAccess);
@@ -375,7 +416,7 @@ impl Vgic {
         }
         if in_sgi {
             return Ok(
-                u64::from(self.bank_read(vcpu, offset - gicr::SGI, false)) & Self::mask(size)
+                u64::from(self.bank_read(vcpu, offset - gicr::SGI, false, live)) & Self::mask(size),
             );
         }
         Ok(match offset {
@@ -437,24 +478,36 @@ impl Vgic {
     }
 
     /// Reads a one-bit-per-IRQ, priority or config register.
-    fn bank_read(&self, vcpu: usize, offset: u64, spis: bool) -> u32 {
-        let bits = |first: u32, f: &dyn Fn(&Irq) -> bool| -> u32 {
+    fn bank_read(
+        &self,
+        vcpu: usize,
+        offset: u64,
+        spis: bool,
+        live: &dyn Fn(usize, u32) -> Live,
+    ) -> u32 {
+        let bits = |first: u32, f: &dyn Fn(&Irq, Live) -> bool| -> u32 {
             (0..32)
                 .filter(|i| {
                     let intid = first + i;
-                    Self::covers(intid, spis) && self.irq_ref(vcpu, intid).is_some_and(f)
+                    let owner = self.target(intid).unwrap_or(vcpu);
+                    Self::covers(intid, spis)
+                        && self
+                            .irq_ref(vcpu, intid)
+                            .is_some_and(|irq| f(irq, live(owner, intid)))
                 })
                 .fold(0, |acc, i| acc | 1 << i)
         };
+        // Pending: still here (not yet in a list register) or pending in
+        // the hardware; active only in the hardware.
         let one_bit: &[BitReader<'_>] = &[
-            (gicd::IGROUPR, &|i| i.group1),
-            (gicd::ISENABLER, &|i| i.enabled),
-            (gicd::ICENABLER, &|i| i.enabled),
-            (gicd::ISPENDR, &|i| i.pending),
-            (gicd::ICPENDR, &|i| i.pending),
-            (gicd::ISACTIVER, &|_| false),
-            (gicd::ICACTIVER, &|_| false),
-            (gicd::IGRPMODR, &|_| false),
+            (gicd::IGROUPR, &|i, _| i.group1),
+            (gicd::ISENABLER, &|i, _| i.enabled),
+            (gicd::ICENABLER, &|i, _| i.enabled),
+            (gicd::ISPENDR, &|i, l| i.pending || l.pending),
+            (gicd::ICPENDR, &|i, l| i.pending || l.pending),
+            (gicd::ISACTIVER, &|_, l| l.active),
+            (gicd::ICACTIVER, &|_, l| l.active),
+            (gicd::IGRPMODR, &|_, _| false),
         ];
         for (base, f) in one_bit {
             if let Some(first) = bitfield(offset, *base, 1) {
@@ -665,5 +718,54 @@ mod tests {
         assert_eq!(g.dist_read(gicd::ISENABLER + 12, 4), Ok(0));
         assert_eq!(g.raise(0, 200), None);
         assert_eq!(g.raise(5, 1), None);
+    }
+
+    #[test]
+    fn pending_and_active_read_back_from_the_hardware_once_delivered() {
+        let mut g = Vgic::new(2);
+        // The virtual timer of vCPU 1 raised and loaded into a list
+        // register: no longer pending in the model.
+        assert_eq!(g.raise(1, VTIMER_INTID), Some(1));
+        g.delivered(1, VTIMER_INTID);
+        let ispendr0 = gicr::SGI + gicd::ISPENDR;
+        let isactiver0 = gicr::SGI + gicd::ISACTIVER;
+        assert_eq!(
+            g.redist_read(1, ispendr0, 4),
+            Ok(0),
+            "the model alone forgets it"
+        );
+        // The list register says pending, then (after the guest's
+        // acknowledge) active.
+        let pending = |v: usize, i: u32| Live {
+            pending: v == 1 && i == VTIMER_INTID,
+            active: false,
+        };
+        let active = |v: usize, i: u32| Live {
+            pending: false,
+            active: v == 1 && i == VTIMER_INTID,
+        };
+        assert_eq!(
+            g.redist_read_live(1, ispendr0, 4, &pending),
+            Ok(1 << VTIMER_INTID)
+        );
+        assert_eq!(g.redist_read_live(1, isactiver0, 4, &pending), Ok(0));
+        assert_eq!(
+            g.redist_read_live(1, isactiver0, 4, &active),
+            Ok(1 << VTIMER_INTID)
+        );
+        assert_eq!(
+            g.redist_read_live(1, gicr::SGI + gicd::ICACTIVER, 4, &active),
+            Ok(1 << VTIMER_INTID)
+        );
+        // vCPU 0's redistributor asks about vCPU 0 only.
+        assert_eq!(g.redist_read_live(0, isactiver0, 4, &active), Ok(0));
+        // A passed-through SPI (34, the RTC's on qemu-virt), routed to vCPU
+        // 0, active in the physical distributor.
+        let rtc = |v: usize, i: u32| Live {
+            pending: false,
+            active: v == 0 && i == 34,
+        };
+        assert_eq!(g.dist_read_live(gicd::ISACTIVER + 4, 4, &rtc), Ok(1 << 2));
+        assert_eq!(g.dist_read(gicd::ISACTIVER + 4, 4), Ok(0));
     }
 }

@@ -51,6 +51,36 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
     }
 }
 
+/// What the hardware holds of interrupt `intid` of vCPU `target` of VM
+/// `vm_index` (see `vgic::Live`): this CPU's list registers when `target`
+/// runs here; for an interrupt forwarded with the HW bit, the physical GIC;
+/// nothing else (another CPU's list registers cannot be read from here).
+fn live_state(vm_index: usize, vm: &Vm<'static>, target: usize, intid: u32) -> vgic::Live {
+    let here = current().is_some_and(|(v, vcpu, _)| v == vm_index && vcpu == target);
+    if here {
+        let (pending, active) = arch::list_register_state(intid);
+        if pending || active {
+            return vgic::Live { pending, active };
+        }
+    }
+    let forwarded =
+        vgic::FORWARDED_TIMERS.contains(&intid) || device_irqs(vm).any(|(irq, _)| irq == intid);
+    match vm.cpus.get(target) {
+        Some(&cpu) if forwarded => {
+            let (pending, active) = arch::physical_state(intid, cpu);
+            // On this CPU and in no list register: at most pending in the
+            // GIC, not yet taken by mvmm. On another CPU: active there means
+            // injected into its list registers, pending or active for the
+            // guest (those cannot be read from here).
+            vgic::Live {
+                pending,
+                active: active && !here,
+            }
+        }
+        _ => vgic::Live::default(),
+    }
+}
+
 /// The physical interrupts of the devices passed through to `vm`.
 pub(super) fn device_irqs<'v>(
     vm: &'v Vm<'static>,
@@ -141,7 +171,9 @@ pub(super) fn gic_access(
         } else {
             state
                 .vgic
-                .dist_read(offset, abort.size)
+                .dist_read_live(offset, abort.size, &|target, intid| {
+                    live_state(vm_index, vm, target, intid)
+                })
                 .map(|v| regs.set(abort.register, trap::load_value(abort, v)))
         }
     } else {
@@ -157,7 +189,9 @@ pub(super) fn gic_access(
         } else {
             state
                 .vgic
-                .redist_read(target, offset, abort.size)
+                .redist_read_live(target, offset, abort.size, &|target, intid| {
+                    live_state(vm_index, vm, target, intid)
+                })
                 .map(|v| regs.set(abort.register, trap::load_value(abort, v)))
         }
     };

@@ -39,6 +39,10 @@ pub enum Command<'a> {
     /// `ptimer`: arm the EL1 physical timer for 10 ms and wait for its
     /// interrupt (up to a second of counter time).
     PhysicalTimer,
+    /// `irqstate`: with interrupts masked, let the physical timer fire, and
+    /// read its pending and active bits back through the redistributor
+    /// before the acknowledge, after it and after the end of interrupt.
+    IrqState,
     /// `monitors`: try to make the cycle counter count at EL2 around a
     /// hypercall and to enable debug exceptions; print what reads back.
     Monitors,
@@ -84,9 +88,10 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         ("reset", [None, ..]) => Command::Reset,
         ("monitors", [None, ..]) => Command::Monitors,
         ("ptimer", [None, ..]) => Command::PhysicalTimer,
+        ("irqstate", [None, ..]) => Command::IrqState,
         (
             "psci-version" | "focus" | "display" | "off" | "reset" | "reset-both" | "monitors"
-            | "ptimer",
+            | "ptimer" | "irqstate",
             _,
         ) => Command::Usage(NO_ARGS_USAGE),
         (other, _) => Command::Unknown(other),
@@ -96,7 +101,7 @@ pub fn parse(line: &[u8]) -> Command<'_> {
 const PEEK_USAGE: &str = "peek <hexaddr>";
 const POKE_USAGE: &str = "poke <hexaddr> <hexvalue>";
 const CPU_ON_USAGE: &str = "cpu-on [<hexmpidr>]";
-const NO_ARGS_USAGE: &str = "psci-version | focus | display | off | reset | reset-both | monitors | ptimer take no arguments";
+const NO_ARGS_USAGE: &str = "psci-version | focus | display | off | reset | reset-both | monitors | ptimer | irqstate take no arguments";
 
 #[cfg(test)]
 mod tests {
@@ -134,6 +139,7 @@ mod tests {
         assert_eq!(parse(b"reset"), Command::Reset);
         assert_eq!(parse(b"monitors"), Command::Monitors);
         assert_eq!(parse(b"ptimer"), Command::PhysicalTimer);
+        assert_eq!(parse(b"irqstate"), Command::IrqState);
         assert_eq!(parse(b"\toff\t"), Command::Off);
     }
 

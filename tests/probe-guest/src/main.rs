@@ -115,6 +115,15 @@ mod image {
                     println!("probe: physical timer never fired ({waited_us} us)");
                 }
             }
+            Command::IrqState => {
+                let [before, acked, ended, iar] = irq_state();
+                println!(
+                    "probe: irqstate ptimer before ack {} after ack {} after eoi {} (iar {iar})",
+                    state_text(before),
+                    state_text(acked),
+                    state_text(ended)
+                );
+            }
             Command::Monitors => {
                 let m = monitors();
                 println!(
@@ -133,6 +142,66 @@ mod image {
             abort.esr, abort.far
         );
         println!("probe: alive after abort");
+    }
+
+    /// "pending" / "active" / "both" / "idle".
+    fn state_text(bits: u32) -> &'static str {
+        match bits {
+            0b01 => "pending",
+            0b10 => "active",
+            0b11 => "both",
+            _ => "idle",
+        }
+    }
+
+    /// The physical timer's PPI (30) as the guest's redistributor reports
+    /// it (bit 0 pending, bit 1 active): after it fired with interrupts
+    /// masked, after the guest acknowledged it, after its end of
+    /// interrupt; and the INTID the acknowledge returned.
+    fn irq_state() -> [u32; 4] {
+        use core::arch::asm;
+        use secure_os::arch::board::GICR_BASE;
+        const SGI_FRAME: usize = 0x1_0000;
+        const PPI: u32 = 30;
+        let read = |offset: usize| {
+            // SAFETY: vCPU 0's redistributor SGI frame (board data): mvmm
+            // traps and emulates every access; reading has no side effect.
+            unsafe { core::ptr::read_volatile((GICR_BASE + SGI_FRAME + offset) as *const u32) }
+        };
+        let state = || (read(0x200) >> PPI & 1) | (read(0x300) >> PPI & 1) << 1;
+        let hz = rt::timer_frequency();
+        // SAFETY: masks IRQs at this vCPU (PSTATE.I); no memory is touched.
+        unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
+        rt::arm_physical(u32::try_from(hz / 1000).unwrap_or(1).max(1));
+        let start = rt::now();
+        while rt::now() - start < hz / 100 {
+            core::hint::spin_loop();
+        }
+        // The timer's condition off again (IMASK): only the fired interrupt
+        // remains.
+        // SAFETY: CNTP_CTL_EL0 only controls this vCPU's physical timer.
+        unsafe { asm!("msr cntp_ctl_el0, {}", "isb", in(reg) 0b11u64, options(nomem, nostack)) };
+        let before = state();
+        let iar: u64;
+        // SAFETY: acknowledging the highest-priority interrupt (IRQs stay
+        // masked, so the handler does not run); ended below.
+        unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nomem, nostack)) };
+        let acked = state();
+        // SAFETY: ends the interrupt acknowledged above (EOImode 0: drop
+        // and deactivate), then turns the timer off.
+        unsafe {
+            asm!(
+                "msr icc_eoir1_el1, {iar}",
+                "isb",
+                "msr cntp_ctl_el0, xzr",
+                iar = in(reg) iar,
+                options(nomem, nostack)
+            )
+        };
+        let ended = state();
+        // SAFETY: unmasks IRQs at this vCPU again.
+        unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
+        [before, acked, ended, (iar & 0xff_ffff) as u32]
     }
 
     /// What the performance monitors and debug control read back.

@@ -21,6 +21,10 @@ const SGI_FRAME: usize = 0x1_0000;
 const GICR_IGROUPR0: usize = 0x0080;
 const GICR_ISENABLER0: usize = 0x0100;
 const GICR_IPRIORITYR: usize = 0x0400;
+/// Set-pending and set-active registers, one bit per INTID (the same
+/// offsets in the distributor and in a redistributor's SGI frame).
+const GIC_ISPENDR: usize = 0x0200;
+const GIC_ISACTIVER: usize = 0x0300;
 const GICD_IGROUPR: usize = 0x0080;
 const GICD_ISENABLER: usize = 0x0100;
 const GICD_IPRIORITYR: usize = 0x0400;
@@ -315,4 +319,44 @@ pub fn set_spi_enabled(intid: u32, enabled: bool) {
         GICD_ICENABLER
     };
     mmio_write(base + reg + word, 1u32 << (intid % 32));
+}
+
+/// (pending, active) of `intid` in this CPU's list registers: where a
+/// virtual interrupt lives from its injection until the guest deactivates
+/// it. (false, false) when no list register holds it.
+pub fn list_register_state(intid: u32) -> (bool, bool) {
+    let elrsr: u64;
+    // SAFETY: reading ICH_ELRSR_EL2 (which list registers are empty) has no
+    // side effects and touches no memory.
+    unsafe { asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nostack)) };
+    for n in 0..lr_count() {
+        if elrsr & (1 << n) != 0 {
+            continue;
+        }
+        let lr = read_lr(n);
+        if lr & 0xffff_ffff == u64::from(intid) {
+            let state = lr >> LR_STATE_SHIFT;
+            return (state & 0b01 != 0, state & 0b10 != 0);
+        }
+    }
+    (false, false)
+}
+
+/// (pending, active) of physical interrupt `intid` as the GIC holds it: a
+/// private one in physical CPU `cpu`'s redistributor, an SPI in the
+/// distributor. For an interrupt forwarded with the HW bit this is the
+/// guest's view too: it stays active until the guest deactivates it.
+pub fn physical_state(intid: u32, cpu: usize) -> (bool, bool) {
+    let block = if intid < 32 {
+        (BOARD.gic.redistributors.base + BOARD.gic.redistributor_stride * cpu as u64) as usize
+            + SGI_FRAME
+    } else {
+        BOARD.gic.distributor.base as usize
+    };
+    let word = (intid as usize / 32) * 4;
+    let bit = 1u32 << (intid % 32);
+    (
+        mmio_read(block + GIC_ISPENDR + word) & bit != 0,
+        mmio_read(block + GIC_ISACTIVER + word) & bit != 0,
+    )
 }
