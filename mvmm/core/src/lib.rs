@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot_options;
+pub mod bus;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod console;

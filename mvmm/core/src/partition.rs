@@ -365,6 +365,12 @@ pub enum PartitionError<'a> {
         range: MemRange,
     },
     /// The board's display breaks a rule (`why` says which).
+    /// A VM's emulated devices cannot form its device bus (they overlap
+    /// each other or its RAM).
+    BusInvalid {
+        vm: &'a str,
+        why: crate::bus::BusError,
+    },
     DisplayInvalid {
         why: &'static str,
     },
@@ -488,6 +494,7 @@ impl fmt::Display for PartitionError<'_> {
                 "board image_store {range} must be aligned board RAM that neither mvmm's image nor any VM uses"
             ),
             DisplayInvalid { why } => write!(f, "board display: {why}"),
+            BusInvalid { vm, why } => write!(f, "vm '{vm}': {why}"),
             VsockRuleVm { rule, vm } => write!(
                 f,
                 "vsock rule {rule} names vm '{vm}', which does not exist or has no vsock"
@@ -619,6 +626,9 @@ impl<'a> Board<'a> {
         if let Some(display) = self.display {
             self.validate_display(&display)
                 .map_err(|why| DisplayInvalid { why })?;
+        }
+        for vm in self.vms {
+            crate::bus::Bus::for_vm(self, vm).map_err(|why| BusInvalid { vm: vm.name, why })?;
         }
         Ok(())
     }

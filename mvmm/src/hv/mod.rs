@@ -13,6 +13,7 @@ use crate::board::{BOARD, CONSOLE_PREFIXES};
 use crate::log;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use mvmm_core::boot_options::BootOptions;
+use mvmm_core::bus::{Bus, Emulated};
 use mvmm_core::console::{ConsoleMux, InputQueue};
 use mvmm_core::dice;
 use mvmm_core::hypercall::{self, Hypercall};
@@ -103,6 +104,9 @@ static CONSOLE: Mutex<ConsoleMux<'static>> = Mutex::new(ConsoleMux::new(CONSOLE_
 static INPUT: Mutex<InputQueue> = Mutex::new(InputQueue::new());
 /// The VMM channel: every VM's vsock device and the switch between them.
 static SWITCH: Mutex<Switch> = Mutex::new(Switch::new());
+/// Each VM's device bus: which emulated device answers which address
+/// (`mvmm_core::bus`), built from the board at boot.
+static BUSES: spin::Once<[Bus; MAX_VMS]> = spin::Once::new();
 /// The VM whose vUART receives what is typed on the physical console.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 
@@ -137,6 +141,20 @@ fn boot(dtb: u64) {
             ""
         }
     );
+    BUSES.call_once(|| {
+        core::array::from_fn(
+            |i| match BOARD.vms.get(i).map(|vm| (vm, Bus::for_vm(&BOARD, vm))) {
+                Some((_, Ok(bus))) => bus,
+                Some((vm, Err(e))) => {
+                    // The build validated the board: unreachable, and then
+                    // fail closed (every access of the VM faults).
+                    log!("vm '{}': no device bus: {e}", vm.name);
+                    Bus::new()
+                }
+                None => Bus::new(),
+            },
+        )
+    });
     let options = BootOptions::decode(arch::read_boot_options(BOARD.mvmm));
     CONSOLE.lock().set_level(options.console_level);
     let rich = BOARD

@@ -93,7 +93,8 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
     }
 }
 
-/// A stage-2 data abort: the virtual UART, or an access outside the VM.
+/// A stage-2 data abort: an emulated device on the VM's bus
+/// (`mvmm_core::bus`), or an access outside the VM.
 pub(super) fn data_abort(
     regs: &mut GuestRegs,
     vm_index: usize,
@@ -101,76 +102,82 @@ pub(super) fn data_abort(
     abort: &DataAbort,
 ) {
     let (ipa, va) = arch::fault_address();
-    let uart = BOARD.uart.mmio;
-    let gic = BOARD.gic;
+    // Only an access the syndrome describes fully can be emulated.
     let emulable = abort.syndrome_valid && !abort.stage1_walk;
-    let redist_span = gic.redistributor_stride * vm.cpus.len() as u64;
-    if emulable
-        && (gic.distributor.contains(ipa)
-            || (ipa >= gic.redistributors.base && ipa - gic.redistributors.base < redist_span))
-    {
-        gic_access(regs, vm_index, vm, abort, ipa, va);
-        return;
-    }
-    if let Some(slot) = vm.vsock.filter(|s| s.mmio.contains(ipa))
-        && emulable
-    {
-        vsock_access(regs, vm_index, vm, abort, ipa - slot.mmio.base, va);
-        return;
-    }
-    if uart.contains(ipa) && emulable {
-        let offset = ipa - uart.base;
-        if !abort.write {
-            // Reading input or flags: show the prompt it answers first, and
-            // refill the receive FIFO from what was typed.
-            console_flush(vm_index + 1);
-            feed_input(vm_index);
+    let device = BUSES
+        .get()
+        .and_then(|buses| buses.get(vm_index))
+        .and_then(|bus| bus.lookup(ipa))
+        .filter(|_| emulable);
+    match device {
+        Some((Emulated::GicDistributor | Emulated::GicRedistributors, _)) => {
+            gic_access(regs, vm_index, vm, abort, ipa, va);
         }
-        let mut state = VMS[vm_index].lock();
-        let result = if abort.write {
-            state
-                .uart
-                .write(offset, abort.size, regs.get(abort.register) as u32)
-        } else {
-            state.uart.read(offset, abort.size).map(|raw| {
-                regs.set(abort.register, trap::load_value(abort, u64::from(raw)));
-                None
-            })
-        };
-        let raised = update_uart_irq(&mut state);
-        drop(state);
-        if let Some(target) = raised {
-            deliver(vm_index, vm, target);
+        Some((Emulated::Vsock, offset)) => vsock_access(regs, vm_index, vm, abort, offset, va),
+        Some((Emulated::Uart, offset)) => uart_access(regs, vm_index, vm, abort, offset, va),
+        None => {
+            report(
+                vm_index,
+                vm,
+                regs,
+                format_args!(
+                    "stage-2 fault: {} at IPA {ipa:#x} (VA {va:#x}) outside its partition; injecting an abort",
+                    if abort.write { "write" } else { "read" }
+                ),
+            );
+            inject(
+                regs,
+                vm_index,
+                vm,
+                Fault::DataAbort { write: abort.write },
+                Some(va),
+            );
         }
-        match result {
-            Ok(output) => {
-                if let Some(byte) = output {
-                    console_write(vm_index + 1, &[byte]);
-                }
-                regs.elr += 4;
+    }
+}
+
+/// An access to the VM's virtual PL011 at `offset`.
+fn uart_access(
+    regs: &mut GuestRegs,
+    vm_index: usize,
+    vm: &Vm<'static>,
+    abort: &DataAbort,
+    offset: u64,
+    va: u64,
+) {
+    if !abort.write {
+        // Reading input or flags: show the prompt it answers first, and
+        // refill the receive FIFO from what was typed.
+        console_flush(vm_index + 1);
+        feed_input(vm_index);
+    }
+    let mut state = VMS[vm_index].lock();
+    let result = if abort.write {
+        state
+            .uart
+            .write(offset, abort.size, regs.get(abort.register) as u32)
+    } else {
+        state.uart.read(offset, abort.size).map(|raw| {
+            regs.set(abort.register, trap::load_value(abort, u64::from(raw)));
+            None
+        })
+    };
+    let raised = update_uart_irq(&mut state);
+    drop(state);
+    if let Some(target) = raised {
+        deliver(vm_index, vm, target);
+    }
+    match result {
+        Ok(output) => {
+            if let Some(byte) = output {
+                console_write(vm_index + 1, &[byte]);
             }
-            Err(_) => {
-                refuse_access(regs, vm_index, vm, abort, "UART", offset, va);
-            }
+            regs.elr += 4;
         }
-        return;
+        Err(_) => {
+            refuse_access(regs, vm_index, vm, abort, "UART", offset, va);
+        }
     }
-    report(
-        vm_index,
-        vm,
-        regs,
-        format_args!(
-            "stage-2 fault: {} at IPA {ipa:#x} (VA {va:#x}) outside its partition; injecting an abort",
-            if abort.write { "write" } else { "read" }
-        ),
-    );
-    inject(
-        regs,
-        vm_index,
-        vm,
-        Fault::DataAbort { write: abort.write },
-        Some(va),
-    );
 }
 
 /// A guest access to an emulated device that the device refuses (bad size
