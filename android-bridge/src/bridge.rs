@@ -424,7 +424,7 @@ fn channel_error(e: ChannelError, operation: &'static str, after: Duration) -> B
         ChannelError::TimedOut => BridgeError::Timeout { operation, after },
         ChannelError::FrameTooLong(len) => BridgeError::Protocol(format!(
             "the secure VM announced a {len}-byte frame (max {})",
-            payment_app::service::MAX_FRAME_LEN
+            protocol::framing::MAX_FRAME_LEN
         )),
         ChannelError::Io(e) => BridgeError::Io(e),
     }

@@ -2,7 +2,7 @@
 //! rich VM) or a Unix socket (the host simulator).
 //!
 //! Each packet travels as `u32 BE length || packet`, length at most
-//! [`payment_app::service::MAX_FRAME_LEN`] (the secure side's framing).
+//! [`protocol::framing::MAX_FRAME_LEN`] (the framing both sides use).
 //! No `unsafe` here: AF_VSOCK comes from the `vsock` crate.
 
 use std::fmt;
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use payment_app::service::{FRAME_HEADER_LEN, decode_frame_header, encode_frame_header};
+use protocol::framing::{FRAME_HEADER_LEN, decode_frame_header, encode_frame_header};
 
 use crate::BridgeError;
 

@@ -5,6 +5,7 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::elliptic_curve::Generate;
 use protocol::eat::BootState;
 use protocol::session::sec1;
+use protocol::signed::{ApprovalText, ApprovalView, approval_text};
 use protocol::signed::{AuthorizationClaims, enrollment_statement};
 use protocol::{
     Attestation, CredentialId, CredentialInfo, Currency, DeviceStatus, EnrollmentRecord, ErrorCode,
@@ -14,7 +15,6 @@ use protocol::{
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use trusted_ui::{ApprovalText, ApprovalView, approval_text};
 
 use crate::cose::{Attester, sign_token};
 use crate::storage::{MAX_STATE_LEN, PersistentState, PinRecord, Storage, StoredCredential};

@@ -30,9 +30,8 @@
 //!
 //! # Framing
 //! On a byte stream (vsock `SOCK_STREAM`, Unix socket) each packet travels as
-//! `u32 BE length || packet` with `length <= MAX_FRAME_LEN`
-//! ([`encode_frame_header`], [`decode_frame_header`], [`FrameReader`]).
-//! This belongs to the protocol crate; it lives here until it moves there.
+//! `u32 BE length || packet` (`protocol::framing`); [`FrameReader`]
+//! reassembles packets from the pieces a stream delivers.
 
 use alloc::vec::Vec;
 use zeroize::Zeroize as _;
@@ -50,10 +49,9 @@ use crate::storage::Storage;
 
 /// Most sessions the service keeps at once.
 pub const MAX_SESSIONS: usize = 4;
-/// Bytes of a frame header on a byte stream.
-pub const FRAME_HEADER_LEN: usize = 4;
-/// Largest packet a frame may carry.
-pub const MAX_FRAME_LEN: usize = MAX_PACKET_LEN;
+pub use protocol::framing::{
+    FRAME_HEADER_LEN, FrameTooLong, MAX_FRAME_LEN, decode_frame_header, encode_frame_header,
+};
 
 /// Names one connection of the transport (a vsock peer port, a socket).
 /// The transport chooses it; the service only compares it.
@@ -430,30 +428,6 @@ fn seal_internal(session: &mut Session) -> Vec<u8> {
             None => fallback(),
         },
         Err(_) => fallback(),
-    }
-}
-
-/// A frame header announced a packet longer than [`MAX_FRAME_LEN`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameTooLong {
-    /// The announced length.
-    pub len: u32,
-}
-
-/// The 4-byte header for a packet of `len` bytes; `None` when too long.
-pub fn encode_frame_header(len: usize) -> Option<[u8; FRAME_HEADER_LEN]> {
-    if len > MAX_FRAME_LEN {
-        return None;
-    }
-    u32::try_from(len).ok().map(u32::to_be_bytes)
-}
-
-/// The packet length a frame header announces, checked against the bound.
-pub fn decode_frame_header(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, FrameTooLong> {
-    let len = u32::from_be_bytes(header);
-    match usize::try_from(len) {
-        Ok(n) if n <= MAX_FRAME_LEN => Ok(n),
-        _ => Err(FrameTooLong { len }),
     }
 }
 

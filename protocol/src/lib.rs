@@ -6,6 +6,7 @@
 //!   and the authorization token's CWT claims.
 //! - [`eat`]: the attestation evidence (EAT) and attestation-key certificate claims.
 //! - [`cbor`]: the deterministic CBOR those claims are written in.
+//! - [`framing`]: how packets travel on a byte stream (length-prefixed).
 //! - [`currency`]: the accepted ISO 4217 currencies.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ pub mod cbor;
 pub mod currency;
 pub mod device_key;
 pub mod eat;
+pub mod framing;
 pub mod message;
 pub mod session;
 pub mod signed;

@@ -8,6 +8,10 @@
 //! in CBOR's core deterministic form: [`AuthorizationClaims`], with the claim
 //! keys in [`claim`]. Attestation evidence lives in [`crate::eat`].
 
+pub mod approval;
+
+pub use approval::{ApprovalText, ApprovalView, approval_text};
+
 use core::fmt;
 
 use heapless::Vec;

@@ -1,7 +1,7 @@
 //! The malformed records `chan-tool flood` sends to the payment service
 //! (`u32 BE length || packet` framing, payment-app/src/service.rs).
 
-/// The payment service's largest frame (`payment_app::service::MAX_FRAME_LEN`:
+/// The payment service's largest frame (`protocol::framing::MAX_FRAME_LEN`:
 /// record header 8 + message 1024 + tag 16, plus 16). A unit test checks it
 /// against the crate.
 pub const MAX_FRAME_LEN: u32 = 1064;
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn bound_matches_the_payment_service() {
-        assert_eq!(MAX_FRAME_LEN as usize, payment_app::service::MAX_FRAME_LEN);
+        assert_eq!(MAX_FRAME_LEN as usize, protocol::framing::MAX_FRAME_LEN);
     }
 
     #[test]
