@@ -929,10 +929,28 @@ fn check_bad_boards() -> Result {
             "vm 'secure' ram[0] 0x50000000..0x52000000 overlaps vm 'rich' ram[0]",
         ),
         (
-            "network device in the secure VM",
+            "PCIe host bridge in the secure VM",
             "devices = [\"rng0\", \"flash1\"]",
-            "devices = [\"rng0\", \"flash1\", \"net0\"]",
-            "vm 'secure' is a secure VM and must not own network device 'net0'",
+            "devices = [\"rng0\", \"flash1\", \"pcie0\"]",
+            "vm 'secure' is a secure VM and must not own PCIe host bridge 'pcie0'",
+        ),
+        (
+            "a virtio-mmio device given to a VM with no IOMMU (the DMA rule)",
+            "transitional_unconfined_dma = true\n",
+            "",
+            "vm 'secure' must not own device 'rng0': it does DMA that no IOMMU of the board confines",
+        ),
+        (
+            "a PCIe bus whose DMA no SMMU confines",
+            ", smmu_streams = { first = 0, count = 0x100 }",
+            "",
+            "vm 'rich' must not own device 'pcie0': it does DMA that no IOMMU of the board confines",
+        ),
+        (
+            "the SMMU in a page a VM owns",
+            "smmu = { base = 0x0905_0000",
+            "smmu = { base = 0x0901_0000",
+            "board smmu 0x9010000..0x9030000 must be page aligned, outside RAM",
         ),
         (
             "a device given to two VMs",
@@ -942,8 +960,8 @@ fn check_bad_boards() -> Result {
         ),
         (
             "secure storage given to the rich VM",
-            "devices = [\"rtc\", \"net0\"]",
-            "devices = [\"rtc\", \"net0\", \"flash1\"]",
+            "devices = [\"rtc\", \"pcie0\"]",
+            "devices = [\"rtc\", \"pcie0\", \"flash1\"]",
             "vm 'rich' is not a secure VM and must not own secure-storage device 'flash1'",
         ),
         (
