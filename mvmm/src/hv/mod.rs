@@ -32,6 +32,7 @@ use spin::Mutex;
 mod channel;
 mod console;
 mod display;
+mod dma;
 mod handover;
 mod interrupts;
 mod power;
@@ -45,6 +46,7 @@ pub use traps::{guest_sync, guest_unexpected};
 use channel::{configure_switch, vsock_access};
 use console::{console_flush, feed_input, set_focus, update_uart_irq};
 use display::{display_call, secure_display_ends, start_display};
+use dma::{is_smmu_irq, route_smmu_irq, smmu_events, start_smmu};
 use handover::{prepare_handover, write_handover};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
 use power::{load_images, power_call, stop_here, stop_if_asked};
@@ -232,6 +234,8 @@ fn boot(dtb: u64) {
         }
     }
     drop(uds);
+    // Before any VM runs: QEMU 7.2's SMMU lets DMA through until enabled.
+    start_smmu();
     start_display();
     configure_switch();
     arch::init_distributor();
@@ -239,6 +243,7 @@ fn boot(dtb: u64) {
     if let Some(&cpu) = BOARD.vms.get(rich).and_then(|vm| vm.cpus.first()) {
         arch::route_spi(BOARD.uart.irq, cpu, true);
         arch::enable_rx_interrupt();
+        route_smmu_irq(cpu);
     }
     // Passed-through device interrupts go to the CPU of the owner's vCPU 0,
     // disabled until the guest enables them in its virtual GIC.
