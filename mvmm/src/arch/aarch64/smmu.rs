@@ -202,14 +202,20 @@ impl Smmu {
         // FMT 0: linear.
         smmu.write(STRTAB_BASE_CFG, STREAM_TABLE_LOG2);
 
-        let cmdq_pa = (&raw const CMDQ.lock().0) as u64;
+        let cmdq_pa = {
+            let queue = CMDQ.lock();
+            (&raw const queue.0) as u64
+        };
         smmu.write64(CMDQ_BASE, BASE_RA_WA | (cmdq_pa & QUEUE_ADDR_MASK) | u64::from(CMDQ_LOG2));
         smmu.write(CMDQ_PROD, 0);
         smmu.write(CMDQ_CONS, 0);
         smmu.set_cr0(CR0_CMDQEN)?;
         smmu.run_commands(&INVALIDATE_ALL)?;
 
-        let evtq_pa = (&raw const EVTQ.lock().0) as u64;
+        let evtq_pa = {
+            let queue = EVTQ.lock();
+            (&raw const queue.0) as u64
+        };
         smmu.write64(EVTQ_BASE, BASE_RA_WA | (evtq_pa & QUEUE_ADDR_MASK) | u64::from(EVTQ_LOG2));
         smmu.write(EVTQ_PROD, 0);
         smmu.write(EVTQ_CONS, 0);
