@@ -311,7 +311,7 @@ fn build(board: &str) -> Result<Images> {
             .env("MVMM_BOARD", board),
     )?;
     step(&format!(
-        "building the rich VM's static tools (mvmm-pay, mvmm-payment-hal, chan-tool) for {TARGET_LINUX}"
+        "building the rich VM's static tools (mvmm-pay, mvmm-payment-hal, chan-tool, dma-attack) for {TARGET_LINUX}"
     ));
     run_cmd(
         cargo()
@@ -327,6 +327,8 @@ fn build(board: &str) -> Result<Images> {
                 "chan-tool",
                 "--bin",
                 "chan-tool",
+                "-p",
+                "dma-attack",
             ]),
     )?;
     let authority = boot_image::authority_key(&target_dir().join("keys"))?;
@@ -363,7 +365,7 @@ fn build(board: &str) -> Result<Images> {
     eprintln!("rich VM kernel {}", image.kernel_version);
     let tools = dir.join(RICH_TOOLS_DIR);
     fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
-    for tool in ["mvmm-pay", "mvmm-payment-hal", "chan-tool"] {
+    for tool in ["mvmm-pay", "mvmm-payment-hal", "chan-tool", "dma-attack"] {
         let from = target_dir().join(TARGET_LINUX).join("release").join(tool);
         fs::copy(&from, tools.join(tool)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
@@ -912,7 +914,7 @@ fn qemu_tests(args: &TestArgs) -> Result {
 
 /// The QEMU test files of tests/tests (each test boots its own machine).
 const QEMU_SUITES: &[&str] = &[
-    "system", "linux", "payment", "console", "android", "boot", "display", "storage",
+    "system", "linux", "payment", "console", "android", "boot", "display", "storage", "dma",
 ];
 
 /// Each broken board file must stop mvmm's build with a message naming the
