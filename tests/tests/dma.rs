@@ -127,6 +127,9 @@ fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
     m.wait_exit(STEP);
     let out = m.transcript();
 
+    // The NIC's DMA cannot be taken past the SMMU by a driver that does not
+    // accept VIRTIO_F_ACCESS_PLATFORM.
+    assert!(out.contains("dma-attack: without ACCESS_PLATFORM: refused"), "{out}");
     for (((addr, what), b), a) in TARGETS.iter().zip(&before).zip(&after) {
         assert_eq!(b, a, "{what} at {addr:#x} changed");
         // The device got nothing to complete: no used entry for any attack.

@@ -421,6 +421,14 @@ impl BoardFile {
                 )));
             }
         }
+        if let Some(qemu) = &self.qemu
+            && let Some(device) = qemu_dma_bypass(&qemu.extra_args)
+        {
+            return Err(ConfigError::Partition(format!(
+                "qemu device '{device}': a virtio PCI device needs iommu_platform=on, \
+                 or QEMU sends its DMA past the SMMU straight to memory"
+            )));
+        }
         if let Some(display) = board.display {
             // What the loader puts into a VM must not land in a framebuffer.
             for (v, vm) in self.vms.iter().zip(&vms) {
@@ -437,6 +445,22 @@ impl BoardFile {
         }
         Ok(f(&board))
     }
+}
+
+/// The first `-device virtio-…-pci` of a QEMU command line that lacks
+/// `iommu_platform=on`: QEMU sends such a device's DMA to memory directly,
+/// past the SMMU (no real PCIe device can do that).
+fn qemu_dma_bypass(args: &[String]) -> Option<&str> {
+    args.windows(2)
+        .filter(|w| w[0] == "-device")
+        .map(|w| w[1].as_str())
+        .find(|d| {
+            let mut options = d.split(',');
+            let driver = options.next().unwrap_or("");
+            driver.starts_with("virtio-")
+                && driver.contains("-pci")
+                && !options.any(|o| o == "iommu_platform=on" || o == "iommu_platform=true")
+        })
 }
 
 /// For build scripts: the board file to build for (`MVMM_BOARD_FILE`, else
@@ -777,5 +801,23 @@ entry = 0x4100_0000
             .unwrap_err()
             .to_string();
         assert_eq!(err, "device 'pcie0' declares SMMU stream ids but the board declares no smmu");
+        // A virtio PCI device in QEMU must send its DMA through the SMMU.
+        let qemu = |device: &str| {
+            pcie.replace(
+                "[[device]]",
+                &format!(
+                    "[qemu]\nmachine = \"virt\"\ncpu = \"cortex-a57\"\nmemory = \"1G\"\n\
+                     extra_args = [\"-device\", \"{device}\"]\n\n[[device]]"
+                ),
+            )
+        };
+        generate(&qemu("virtio-net-pci,netdev=n,iommu_platform=on")).unwrap();
+        generate(&qemu("virtio-rng-device,bus=virtio-mmio-bus.16")).unwrap();
+        let err = generate(&qemu("virtio-net-pci,netdev=n")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "qemu device 'virtio-net-pci,netdev=n': a virtio PCI device needs iommu_platform=on, \
+             or QEMU sends its DMA past the SMMU straight to memory"
+        );
     }
 }

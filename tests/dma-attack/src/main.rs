@@ -205,9 +205,10 @@ mod linux {
         }
     }
 
-    /// Resets the device and brings it to DRIVER_OK with one TX queue whose
-    /// descriptor table, avail and used rings are at the given addresses.
-    fn start_tx(bar: &Map, l: &Layout, desc: u64, avail: u64, used: u64) -> Result<usize> {
+    /// Resets the device and offers it features 32 and up in `high`
+    /// (bit 0: VIRTIO_F_VERSION_1, bit 1: VIRTIO_F_ACCESS_PLATFORM); true
+    /// when the device accepts them (FEATURES_OK stays set).
+    fn negotiate(bar: &Map, l: &Layout, high: u32) -> bool {
         let c = l.common;
         bar.write::<u8>(c + DEVICE_STATUS, 0);
         for _ in 0..100 {
@@ -221,10 +222,19 @@ mod linux {
         bar.write::<u32>(c + DRIVER_FEATURE_SELECT, 0);
         bar.write::<u32>(c + DRIVER_FEATURE, 0);
         bar.write::<u32>(c + DRIVER_FEATURE_SELECT, 1);
-        bar.write::<u32>(c + DRIVER_FEATURE, 1); // VIRTIO_F_VERSION_1
+        bar.write::<u32>(c + DRIVER_FEATURE, high);
         bar.write::<u8>(c + DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
-        if bar.read::<u8>(c + DEVICE_STATUS) & FEATURES_OK == 0 {
-            return Err("the device refused VIRTIO_F_VERSION_1 alone".into());
+        bar.read::<u8>(c + DEVICE_STATUS) & FEATURES_OK != 0
+    }
+
+    /// Resets the device and brings it to DRIVER_OK with one TX queue whose
+    /// descriptor table, avail and used rings are at the given addresses.
+    fn start_tx(bar: &Map, l: &Layout, desc: u64, avail: u64, used: u64) -> Result<usize> {
+        let c = l.common;
+        // A device that offers ACCESS_PLATFORM must be accepted with it;
+        // one that does not (its DMA bypasses any IOMMU) takes VERSION_1.
+        if !negotiate(bar, l, 0b11) && !negotiate(bar, l, 0b01) {
+            return Err("the device refused our features".into());
         }
         bar.write::<u16>(c + QUEUE_SELECT, TX_QUEUE);
         bar.write::<u16>(c + QUEUE_SIZE, QUEUE_LEN);
@@ -260,6 +270,13 @@ mod linux {
         // legitimate frame at 0x800.
         let (desc, avail, used, data) = (pa, pa + 0x200, pa + 0x400, 0x800usize);
         println!("dma-attack: {dev}: BAR {} page at {pa:#x}", l.bar);
+        // Can a driver make the device's DMA bypass the IOMMU by not
+        // accepting ACCESS_PLATFORM?
+        let bypass = negotiate(&bar, &l, 0b01);
+        println!(
+            "dma-attack: without ACCESS_PLATFORM: {}",
+            if bypass { "accepted" } else { "refused" }
+        );
         for &target in targets {
             for kind in ["read", "write"] {
                 for off in (0..0x800).step_by(8) {
