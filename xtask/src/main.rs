@@ -329,6 +329,8 @@ fn build(board: &str) -> Result<Images> {
                 "chan-tool",
                 "-p",
                 "dma-attack",
+                "--bin",
+                "dma-attack",
             ]),
     )?;
     let authority = boot_image::authority_key(&target_dir().join("keys"))?;
