@@ -261,7 +261,29 @@ mod linux {
         f
     }
 
+    /// Turns on memory decoding and bus mastering in the PCI command
+    /// register (the driver's unbind turned mastering off): the device may
+    /// DMA again, as far as PCI is concerned.
+    fn enable_bus_master(dev: &str) -> Result<()> {
+        use std::io::Write;
+        let path = format!("/sys/bus/pci/devices/{dev}/config");
+        let mut config = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{path}: {e}"))?;
+        let mut command = [0u8; 2];
+        config.seek(SeekFrom::Start(4)).map_err(|e| e.to_string())?;
+        config.read_exact(&mut command).map_err(|e| e.to_string())?;
+        let command = u16::from_le_bytes(command) | 0x6;
+        config.seek(SeekFrom::Start(4)).map_err(|e| e.to_string())?;
+        config
+            .write_all(&command.to_le_bytes())
+            .map_err(|e| format!("{path}: {e}"))
+    }
+
     pub fn run(dev: &str, targets: &[u64]) -> Result<()> {
+        enable_bus_master(dev)?;
         let l = layout(dev)?;
         let bar = Map::bar(dev, l.bar)?;
         let page = Map::page()?;
