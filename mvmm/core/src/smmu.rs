@@ -309,26 +309,52 @@ impl fmt::Display for Event {
     }
 }
 
-/// Events logged before mvmm only counts them: a guest that makes its
-/// device fault in a loop must not flood the console.
+/// Distinct events logged before mvmm only counts them: a guest that makes
+/// its device fault in a loop must not flood the console.
 pub const EVENT_LOG_LIMIT: u32 = 32;
 
-/// What mvmm does with the events it drains: the first
-/// [`EVENT_LOG_LIMIT`] are logged, the rest counted.
+/// What mvmm does with the events it drains: an event like the one before
+/// it (same kind, stream, direction and 4 KiB page: one DMA faulting word
+/// by word) is counted; a new one is logged, up to [`EVENT_LOG_LIMIT`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventLog {
+    /// Events seen.
     pub seen: u32,
+    /// Events logged.
+    pub logged: u32,
+    last: Option<(EventKind, u32, bool, Option<u64>)>,
 }
 
 impl EventLog {
     pub const fn new() -> EventLog {
-        EventLog { seen: 0 }
+        EventLog {
+            seen: 0,
+            logged: 0,
+            last: None,
+        }
     }
 
     /// Counts one event; true when it should be logged.
-    pub fn record(&mut self) -> bool {
+    pub fn record(&mut self, event: &Event) -> bool {
         self.seen = self.seen.saturating_add(1);
-        self.seen <= EVENT_LOG_LIMIT
+        let key = (
+            event.kind,
+            event.stream,
+            event.write,
+            event.address.map(|a| a >> 12),
+        );
+        let new = self.last != Some(key);
+        self.last = Some(key);
+        if new && self.logged < EVENT_LOG_LIMIT {
+            self.logged += 1;
+            return true;
+        }
+        false
+    }
+
+    /// True once the log limit is reached (later events are only counted).
+    pub const fn full(&self) -> bool {
+        self.logged >= EVENT_LOG_LIMIT
     }
 }
 
@@ -512,11 +538,30 @@ mod tests {
     }
 
     #[test]
-    fn the_event_log_is_bounded() {
+    fn the_event_log_is_bounded_and_skips_repeats() {
+        let event = |address: u64, write: bool| Event {
+            kind: EventKind::Translation,
+            stream: 8,
+            address: Some(address),
+            write,
+        };
         let mut log = EventLog::new();
-        let logged = (0..1000).filter(|_| log.record()).count();
-        assert_eq!(logged, EVENT_LOG_LIMIT as usize);
-        assert_eq!(log.seen, 1000);
+        // One DMA faulting word by word: logged once.
+        let logged = (0..64)
+            .filter(|i| log.record(&event(0x4100_0000 + 4 * i, false)))
+            .count();
+        assert_eq!(logged, 1);
+        // Another direction, page or stream is news.
+        assert!(log.record(&event(0x4100_0000, true)));
+        assert!(log.record(&event(0x4300_0000, true)));
+        assert!(log.record(&Event { stream: 9, ..event(0x4300_0000, true) }));
+        // A guest alternating addresses for ever: bounded.
+        let more = (0..1000u64)
+            .filter(|i| log.record(&event(0x4000_0000 + (i % 2) * 0x10_0000, false)))
+            .count();
+        assert_eq!(more as u32, EVENT_LOG_LIMIT - 4);
+        assert!(log.full());
+        assert_eq!(log.seen, 1067);
     }
 
     #[test]

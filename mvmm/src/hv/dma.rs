@@ -57,8 +57,8 @@ pub(super) fn is_smmu_irq(intid: u32) -> bool {
     BOARD.smmu.is_some_and(|s| s.event_irq == intid)
 }
 
-/// Drains the event queue: each fault logged (the first
-/// [`EVENT_LOG_LIMIT`]; the rest counted) with its stream id, owner and
+/// Drains the event queue: each new fault logged (repeats and everything
+/// past [`EVENT_LOG_LIMIT`] only counted) with its stream id, owner and
 /// address.
 pub(super) fn smmu_events() {
     let mut guard = SMMU.lock();
@@ -67,7 +67,8 @@ pub(super) fn smmu_events() {
     };
     let (overflow, errors) = smmu.drain_events(|record| {
         let event = Event::decode(record);
-        if events.record() {
+        let was_full = events.full();
+        if events.record(&event) {
             match BOARD.stream_owner(event.stream) {
                 Some((vm, dev)) => log!(
                     "smmu: DMA refused: {event} (vm '{}', device '{}'); nothing reached memory",
@@ -76,11 +77,11 @@ pub(super) fn smmu_events() {
                 ),
                 None => log!("smmu: DMA refused: {event} (no VM owns this stream)"),
             }
-        } else if events.seen == EVENT_LOG_LIMIT + 1 {
-            log!("smmu: further events are counted, not logged");
+        } else if events.full() && !was_full {
+            log!("smmu: {EVENT_LOG_LIMIT} events logged; further ones are counted, not logged");
         }
     });
-    if overflow && events.seen <= EVENT_LOG_LIMIT {
+    if overflow && !events.full() {
         log!("smmu: the event queue overflowed; some events were lost");
     }
     if errors != 0 {
