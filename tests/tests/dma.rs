@@ -112,7 +112,10 @@ fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
             format!("filter-dump,id=wire,netdev=nic0,file={}", wire.display()),
         ],
     );
-    ok(m.expect("[mvmm] smmu at 0x9050000..0x9070000: on; DMA of vm 'rich' confined to its RAM", BOOT));
+    ok(m.expect(
+        "[mvmm] smmu at 0x9050000..0x9070000: on; DMA of vm 'rich' confined to its RAM",
+        BOOT,
+    ));
     ok(m.expect("[rich] mvmm-rich: network eth0 10.0.2.15", BOOT));
     ok(m.expect("[rich] mvmm-rich: ready (2 cpus online)", BOOT));
     ok(m.expect("[rich] mvmm-host-service: healthy", STEP));
@@ -129,7 +132,10 @@ fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
 
     // The NIC's DMA cannot be taken past the SMMU by a driver that does not
     // accept VIRTIO_F_ACCESS_PLATFORM.
-    assert!(out.contains("dma-attack: without ACCESS_PLATFORM: refused"), "{out}");
+    assert!(
+        out.contains("dma-attack: without ACCESS_PLATFORM: refused"),
+        "{out}"
+    );
     for (((addr, what), b), a) in TARGETS.iter().zip(&before).zip(&after) {
         assert_eq!(b, a, "{what} at {addr:#x} changed");
         // Both attacks ran (the device may complete a TX whose buffer it
@@ -169,5 +175,8 @@ fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
         "the capture holds the NIC's traffic"
     );
     // Both VMs kept running: no fault, no stop.
-    assert!(!out.contains("vm 'secure': PSCI SYSTEM_OFF") && !out.contains("PANIC"), "{out}");
+    assert!(
+        !out.contains("vm 'secure': PSCI SYSTEM_OFF") && !out.contains("PANIC"),
+        "{out}"
+    );
 }

@@ -759,11 +759,21 @@ entry = 0x4100_0000
         );
         // The transitional flag lets it through, and is refused where there
         // is nothing to excuse.
-        let flagged = virtio.replace("slot_size = 0x200", "slot_size = 0x200\ntransitional_unconfined_dma = true");
-        assert!(generate(&flagged).unwrap().contains("dma: Dma::UnconfinedTransitional"));
-        let err = generate(&good.replace("irqs = [79]", "irqs = [79]\ntransitional_unconfined_dma = true"))
-            .unwrap_err()
-            .to_string();
+        let flagged = virtio.replace(
+            "slot_size = 0x200",
+            "slot_size = 0x200\ntransitional_unconfined_dma = true",
+        );
+        assert!(
+            generate(&flagged)
+                .unwrap()
+                .contains("dma: Dma::UnconfinedTransitional")
+        );
+        let err = generate(&good.replace(
+            "irqs = [79]",
+            "irqs = [79]\ntransitional_unconfined_dma = true",
+        ))
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "device 'net0': transitional_unconfined_dma is set but its DMA is not unconfined"
@@ -790,17 +800,28 @@ entry = 0x4100_0000
             src.contains("dma: Dma::Smmu { streams: StreamIds { first: 0, count: 256 } }, pcie: Some(PcieHost { ecam: MemRange::new(0x3f000000, 0x1000000)"),
             "{src}"
         );
-        assert!(src.contains("smmu: Some(Smmu { mmio: MemRange::new(0x9050000, 0x20000), event_irq: 106 })"));
+        assert!(src.contains(
+            "smmu: Some(Smmu { mmio: MemRange::new(0x9050000, 0x20000), event_irq: 106 })"
+        ));
         // Without its stream ids the bridge's DMA is unconfined.
         let err = generate(&pcie.replace(", smmu_streams = { first = 0, count = 0x100 }", ""))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("vm 'rich' must not own device 'pcie0'"), "{err}");
+        assert!(
+            err.starts_with("vm 'rich' must not own device 'pcie0'"),
+            "{err}"
+        );
         // Without the SMMU, the stream ids mean nothing.
-        let err = generate(&pcie.replace("smmu = { base = 0x0905_0000, size = 0x2_0000, event_irq = 106 }\n", ""))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(err, "device 'pcie0' declares SMMU stream ids but the board declares no smmu");
+        let err = generate(&pcie.replace(
+            "smmu = { base = 0x0905_0000, size = 0x2_0000, event_irq = 106 }\n",
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "device 'pcie0' declares SMMU stream ids but the board declares no smmu"
+        );
         // A virtio PCI device in QEMU must send its DMA through the SMMU.
         let qemu = |device: &str| {
             pcie.replace(
@@ -813,7 +834,9 @@ entry = 0x4100_0000
         };
         generate(&qemu("virtio-net-pci,netdev=n,iommu_platform=on")).unwrap();
         generate(&qemu("virtio-rng-device,bus=virtio-mmio-bus.16")).unwrap();
-        let err = generate(&qemu("virtio-net-pci,netdev=n")).unwrap_err().to_string();
+        let err = generate(&qemu("virtio-net-pci,netdev=n"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "qemu device 'virtio-net-pci,netdev=n': a virtio PCI device needs iommu_platform=on, \

@@ -219,7 +219,9 @@ fn pcie_node(fdt: &mut FdtWriter, dev: &DeviceEntry, pcie: &PcieEntry) -> Result
     let ecam_buses = (pcie.ecam.size / ECAM_BUS_SIZE).max(1);
     let buses = pcie
         .smmu_streams
-        .map_or(ecam_buses, |s| (u64::from(s.first) + u64::from(s.count)) / 256)
+        .map_or(ecam_buses, |s| {
+            (u64::from(s.first) + u64::from(s.count)) / 256
+        })
         .clamp(1, ecam_buses);
     fdt.property_array_u32("bus-range", &[0, (buses - 1) as u32])?;
     fdt.property_null("dma-coherent")?;
@@ -230,9 +232,20 @@ fn pcie_node(fdt: &mut FdtWriter, dev: &DeviceEntry, pcie: &PcieEntry) -> Result
     fdt.property_array_u32(
         "ranges",
         &[
-            PCI_SPACE_IO, 0, 0, hi(io.base), lo(io.base), hi(io.size), lo(io.size),
-            PCI_SPACE_MEM32, hi(mem.base), lo(mem.base), hi(mem.base), lo(mem.base),
-            hi(mem.size), lo(mem.size),
+            PCI_SPACE_IO,
+            0,
+            0,
+            hi(io.base),
+            lo(io.base),
+            hi(io.size),
+            lo(io.size),
+            PCI_SPACE_MEM32,
+            hi(mem.base),
+            lo(mem.base),
+            hi(mem.base),
+            lo(mem.base),
+            hi(mem.size),
+            lo(mem.size),
         ],
     )?;
     // INTx: slot s, pin p (1..4) raises irqs[(s + p - 1) % 4] (the standard
@@ -357,15 +370,37 @@ mod tests {
         // The bridge's windows: ECAM reg, then I/O and 32-bit memory ranges.
         let cells = |v: &[u32]| v.iter().flat_map(|c| c.to_be_bytes()).collect::<Vec<u8>>();
         let ranges = cells(&[
-            0x0100_0000, 0, 0, 0, 0x3eff_0000, 0, 0x1_0000,
-            0x0200_0000, 0, 0x1000_0000, 0, 0x1000_0000, 0, 0x2eff_0000,
+            0x0100_0000,
+            0,
+            0,
+            0,
+            0x3eff_0000,
+            0,
+            0x1_0000,
+            0x0200_0000,
+            0,
+            0x1000_0000,
+            0,
+            0x1000_0000,
+            0,
+            0x2eff_0000,
         ]);
-        assert!(dtb.windows(ranges.len()).any(|w| w == ranges), "pcie ranges");
-        assert!(dtb.windows(16).any(|w| w == cells(&[0, 0x3f00_0000, 0, 0x0100_0000])), "ecam");
+        assert!(
+            dtb.windows(ranges.len()).any(|w| w == ranges),
+            "pcie ranges"
+        );
+        assert!(
+            dtb.windows(16)
+                .any(|w| w == cells(&[0, 0x3f00_0000, 0, 0x0100_0000])),
+            "ecam"
+        );
         // Slot 1, INTB is wired to the third irq (SPI 5), level high.
         let intx = cells(&[1 << 11, 0, 0, 2, GIC_PHANDLE, GIC_SPI, 5, IRQ_LEVEL_HIGH]);
         assert!(dtb.windows(intx.len()).any(|w| w == intx), "interrupt-map");
-        assert!(dtb.windows(8).any(|w| w == cells(&[0, 0])), "bus-range 0..0");
+        assert!(
+            dtb.windows(8).any(|w| w == cells(&[0, 0])),
+            "bus-range 0..0"
+        );
         let initrd_end = 0x5800_0000u64 + 0x10_0000;
         assert!(
             dtb.windows(8).any(|w| w == initrd_end.to_be_bytes()),
@@ -386,9 +421,7 @@ mod tests {
         .unwrap();
         let text = strings(&dtb);
         assert!(text.contains("memory@41000000"));
-        assert!(
-            !text.contains("pl031") && !text.contains("cpu@1") && !text.contains("pcie")
-        );
+        assert!(!text.contains("pl031") && !text.contains("cpu@1") && !text.contains("pcie"));
         assert!(text.contains("mmio@a002000"), "its rng slot");
         assert!(!text.contains("linux,initrd-start"));
         assert!(!text.contains("framebuffer"), "secure-os knows its own");

@@ -765,15 +765,18 @@ impl<'a> Board<'a> {
             .iter()
             .any(|r| r.overlaps(&m))
             || self.devices.iter().any(|d| d.mmio.overlaps(&m))
-            || self
-                .vms
-                .iter()
-                .any(|vm| vm.vsock.is_some_and(|v| v.mmio.overlaps(&m) || v.irq == smmu.event_irq))
+            || self.vms.iter().any(|vm| {
+                vm.vsock
+                    .is_some_and(|v| v.mmio.overlaps(&m) || v.irq == smmu.event_irq)
+            })
             || self.rpmb.is_some_and(|r| r.overlaps(&m))
             || self.display.is_some_and(|d| d.fw_cfg.overlaps(&m));
         let irq_clash = !(32..1020).contains(&smmu.event_irq)
             || smmu.event_irq == self.uart.irq
-            || self.devices.iter().any(|d| d.irqs.contains(&smmu.event_irq));
+            || self
+                .devices
+                .iter()
+                .any(|d| d.irqs.contains(&smmu.event_irq));
         if !m.well_formed() || reachable || irq_clash {
             return Err(PartitionError::SmmuReachable { range: m });
         }
@@ -1111,7 +1114,9 @@ impl<'a> Board<'a> {
 /// none overlapping another, ECAM a whole number of 1 MiB buses.
 fn pcie_problem(dev: &Device<'_>) -> Option<&'static str> {
     match (dev.class, dev.pcie) {
-        (DeviceClass::PcieHost, None) => Some("a pcie-host device needs its pcie windows (ecam, mmio, io)"),
+        (DeviceClass::PcieHost, None) => {
+            Some("a pcie-host device needs its pcie windows (ecam, mmio, io)")
+        }
         (DeviceClass::PcieHost, Some(p)) => {
             let windows = [p.ecam, p.mmio, p.io];
             if windows
@@ -1127,7 +1132,9 @@ fn pcie_problem(dev: &Device<'_>) -> Option<&'static str> {
                 return Some("its ecam window must be a whole number of 1 MiB buses");
             }
             if dev.irqs.len() != 4 {
-                return Some("a pcie host raises four INTx interrupts (INTA..INTD): give four irqs");
+                return Some(
+                    "a pcie host raises four INTx interrupts (INTA..INTD): give four irqs",
+                );
             }
             if dev.dma == Dma::None {
                 return Some("the devices on a PCIe bus do DMA: declare its stream ids");
@@ -1722,15 +1729,24 @@ pub(crate) mod tests {
                 .starts_with("vm 'secure' must not own device 'rng0': it does DMA")
         );
         // Declared on the board but given to no VM: fine.
-        assert_eq!(board_with(&[DEVICES[0], rng], &["rtc"], &[], BOARD.smmu), Ok(()));
+        assert_eq!(
+            board_with(&[DEVICES[0], rng], &["rtc"], &[], BOARD.smmu),
+            Ok(())
+        );
         // The transitional flag, until the secure VM's entropy moves to mvmm.
         let flagged = Device {
             dma: Dma::UnconfinedTransitional,
             ..rng
         };
-        assert_eq!(board_with(&[DEVICES[0], flagged], &["rtc"], &["rng0"], BOARD.smmu), Ok(()));
+        assert_eq!(
+            board_with(&[DEVICES[0], flagged], &["rtc"], &["rng0"], BOARD.smmu),
+            Ok(())
+        );
         // Behind the SMMU: fine, but only if the board has one.
-        assert_eq!(board_with(&[DEVICES[0], PCIE], &["rtc", "pcie0"], &[], BOARD.smmu), Ok(()));
+        assert_eq!(
+            board_with(&[DEVICES[0], PCIE], &["rtc", "pcie0"], &[], BOARD.smmu),
+            Ok(())
+        );
         assert_eq!(
             board_with(&[DEVICES[0], PCIE], &["rtc", "pcie0"], &[], None).unwrap_err(),
             "device 'pcie0' declares SMMU stream ids but the board declares no smmu"
@@ -1746,8 +1762,13 @@ pub(crate) mod tests {
             ..PCIE
         };
         for (first, count) in [(0, 0), (200, 57), (u32::MAX, 2)] {
-            let err = board_with(&[DEVICES[0], streams(first, count)], &["pcie0"], &[], BOARD.smmu)
-                .unwrap_err();
+            let err = board_with(
+                &[DEVICES[0], streams(first, count)],
+                &["pcie0"],
+                &[],
+                BOARD.smmu,
+            )
+            .unwrap_err();
             assert!(err.starts_with("device 'pcie0': stream ids"), "{err}");
         }
         // net0 (ids 8..16) and a bridge on 0..256 would share ids 8..16.
@@ -1768,7 +1789,10 @@ pub(crate) mod tests {
             ..BOARD
         };
         assert_eq!(board.validate(), Ok(()));
-        assert_eq!(board.stream_owner(0x08).map(|(vm, d)| (vm, d.name)), Some((0, "pcie0")));
+        assert_eq!(
+            board.stream_owner(0x08).map(|(vm, d)| (vm, d.name)),
+            Some((0, "pcie0"))
+        );
         assert_eq!(board.stream_owner(0x100), None);
     }
 
@@ -1801,8 +1825,20 @@ pub(crate) mod tests {
             "device 'pcie0': its ecam window must be a whole number of 1 MiB buses"
         );
         assert!(check(Device { pcie: None, ..PCIE }).contains("needs its pcie windows"));
-        assert!(check(Device { irqs: &[35], ..PCIE }).contains("four INTx"));
-        assert!(check(Device { dma: Dma::None, ..PCIE }).contains("declare its stream ids"));
+        assert!(
+            check(Device {
+                irqs: &[35],
+                ..PCIE
+            })
+            .contains("four INTx")
+        );
+        assert!(
+            check(Device {
+                dma: Dma::None,
+                ..PCIE
+            })
+            .contains("declare its stream ids")
+        );
     }
 
     #[test]
@@ -1816,13 +1852,13 @@ pub(crate) mod tests {
         let ok = board_with(DEVICES, &["rtc", "net0"], &[], smmu(0x0905_0000, 106));
         assert_eq!(ok, Ok(()));
         for (base, irq) in [
-            (0x0901_0000, 106),  // over the rtc
-            (0x0900_0000, 106),  // over the UART
-            (0x5000_0000, 106),  // in RAM
-            (0x0905_0800, 106),  // unaligned
-            (0x0905_0000, 34),   // the rtc's interrupt
-            (0x0905_0000, 48),   // the vsock's
-            (0x0905_0000, 20),   // not an SPI
+            (0x0901_0000, 106), // over the rtc
+            (0x0900_0000, 106), // over the UART
+            (0x5000_0000, 106), // in RAM
+            (0x0905_0800, 106), // unaligned
+            (0x0905_0000, 34),  // the rtc's interrupt
+            (0x0905_0000, 48),  // the vsock's
+            (0x0905_0000, 20),  // not an SPI
         ] {
             let err = board_with(DEVICES, &["rtc", "net0"], &[], smmu(base, irq)).unwrap_err();
             assert!(err.starts_with("board smmu "), "{base:#x} {irq}: {err}");

@@ -438,7 +438,11 @@ mod tests {
     #[test]
     fn stes_and_the_cd_carry_what_qemu_and_the_spec_read() {
         let abort = ste(StreamConfig::Abort, 0x4010_0040);
-        assert_eq!(abort, [1, 0, 0, 0, 0, 0, 0, 0], "valid, config abort, no CD");
+        assert_eq!(
+            abort,
+            [1, 0, 0, 0, 0, 0, 0, 0],
+            "valid, config abort, no CD"
+        );
         let s1 = ste(StreamConfig::Confined { vm: 0 }, 0x4010_0040);
         assert_eq!(s1[0] & 1, 1, "V");
         assert_eq!((s1[0] >> 1) & 7, 0b101, "stage 1 translate, stage 2 bypass");
@@ -554,7 +558,10 @@ mod tests {
         // Another direction, page or stream is news.
         assert!(log.record(&event(0x4100_0000, true)));
         assert!(log.record(&event(0x4300_0000, true)));
-        assert!(log.record(&Event { stream: 9, ..event(0x4300_0000, true) }));
+        assert!(log.record(&Event {
+            stream: 9,
+            ..event(0x4300_0000, true)
+        }));
         // A guest alternating addresses for ever: bounded.
         let more = (0..1000u64)
             .filter(|i| log.record(&event(0x4000_0000 + (i % 2) * 0x10_0000, false)))
@@ -579,7 +586,11 @@ mod tests {
         assert_eq!(p.value, 34);
         assert_eq!(c.pending(p), 3);
         assert_eq!(p.pending(p), 0);
-        assert_eq!(QueueIndex::from_register(log2, 0).pending(QueueIndex::from_register(log2, 32)), 32, "full");
+        assert_eq!(
+            QueueIndex::from_register(log2, 0).pending(QueueIndex::from_register(log2, 32)),
+            32,
+            "full"
+        );
     }
 
     #[test]
@@ -590,7 +601,10 @@ mod tests {
             mmio: MemRange::new(0x0a00_4000, 0x1000),
             irqs: &[],
             dma: Dma::Smmu {
-                streams: StreamIds { first: 40, count: 2 },
+                streams: StreamIds {
+                    first: 40,
+                    count: 2,
+                },
             },
             pcie: None,
         };

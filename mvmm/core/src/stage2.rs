@@ -177,11 +177,7 @@ impl<'t> Stage2Builder<'t> {
             } else {
                 let l2 = self.next_table(0, level_index(i, 1))?;
                 let l3 = self.next_table(l2, level_index(i, 2))?;
-                self.set(
-                    l3,
-                    level_index(i, 3),
-                    p | leaf_bits | VALID | TABLE_OR_PAGE,
-                )?;
+                self.set(l3, level_index(i, 3), p | leaf_bits | VALID | TABLE_OR_PAGE)?;
                 PAGE_SIZE
             };
             offset += step;

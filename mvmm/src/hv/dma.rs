@@ -19,7 +19,11 @@ pub(super) fn start_smmu() {
     match arch::Smmu::start(&BOARD, info.mmio) {
         Ok(smmu) => {
             *SMMU.lock() = Some((smmu, EventLog::new()));
-            for vm in BOARD.vms.iter().filter(|vm| smmu::vm_has_streams(&BOARD, vm)) {
+            for vm in BOARD
+                .vms
+                .iter()
+                .filter(|vm| smmu::vm_has_streams(&BOARD, vm))
+            {
                 log!(
                     "smmu at {}: on; DMA of vm '{}' confined to its RAM {}, every other stream aborts",
                     info.mmio,

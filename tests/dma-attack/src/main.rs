@@ -201,7 +201,9 @@ mod linux {
                 notify,
                 multiplier,
             }),
-            _ => Err(format!("{dev}: no virtio common/notify capabilities in one BAR")),
+            _ => Err(format!(
+                "{dev}: no virtio common/notify capabilities in one BAR"
+            )),
         }
     }
 
@@ -328,9 +330,7 @@ mod linux {
                 sleep(Duration::from_millis(300));
                 let used_idx = page.read::<u16>(0x402);
                 let status = bar.read::<u8>(l.common + DEVICE_STATUS);
-                println!(
-                    "dma-attack: {target:#x} {kind}: used {used_idx}, status {status:#x}"
-                );
+                println!("dma-attack: {target:#x} {kind}: used {used_idx}, status {status:#x}");
             }
         }
         // Leave the device reset for its driver.

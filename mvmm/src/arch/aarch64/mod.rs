@@ -18,8 +18,8 @@ pub use gic::{
     set_spi_edge, set_spi_enabled,
 };
 pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
-pub use smmu::Smmu;
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
+pub use smmu::Smmu;
 pub use vcpu::{
     counter, counter_frequency, enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm,
     reset_el1, send_event, set_el1_exception, this_cpu, wait_for_event, wait_for_interrupt,

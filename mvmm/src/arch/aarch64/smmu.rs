@@ -119,7 +119,13 @@ impl Smmu {
     }
 
     /// Polls until `(read(offset) & mask) == want`.
-    fn wait(&self, offset: usize, mask: u32, want: u32, what: &'static str) -> Result<(), &'static str> {
+    fn wait(
+        &self,
+        offset: usize,
+        mask: u32,
+        want: u32,
+        what: &'static str,
+    ) -> Result<(), &'static str> {
         for _ in 0..POLLS {
             if self.read(offset) & mask == want {
                 return Ok(());
@@ -206,7 +212,10 @@ impl Smmu {
             let queue = CMDQ.lock();
             (&raw const queue.0) as u64
         };
-        smmu.write64(CMDQ_BASE, BASE_RA_WA | (cmdq_pa & QUEUE_ADDR_MASK) | u64::from(CMDQ_LOG2));
+        smmu.write64(
+            CMDQ_BASE,
+            BASE_RA_WA | (cmdq_pa & QUEUE_ADDR_MASK) | u64::from(CMDQ_LOG2),
+        );
         smmu.write(CMDQ_PROD, 0);
         smmu.write(CMDQ_CONS, 0);
         smmu.set_cr0(CR0_CMDQEN)?;
@@ -216,12 +225,20 @@ impl Smmu {
             let queue = EVTQ.lock();
             (&raw const queue.0) as u64
         };
-        smmu.write64(EVTQ_BASE, BASE_RA_WA | (evtq_pa & QUEUE_ADDR_MASK) | u64::from(EVTQ_LOG2));
+        smmu.write64(
+            EVTQ_BASE,
+            BASE_RA_WA | (evtq_pa & QUEUE_ADDR_MASK) | u64::from(EVTQ_LOG2),
+        );
         smmu.write(EVTQ_PROD, 0);
         smmu.write(EVTQ_CONS, 0);
         smmu.set_cr0(CR0_CMDQEN | CR0_EVTQEN)?;
         smmu.write(IRQ_CTRL, IRQ_CTRL_EVENTQ | IRQ_CTRL_GERROR);
-        smmu.wait(IRQ_CTRLACK, 0x7, IRQ_CTRL_EVENTQ | IRQ_CTRL_GERROR, "IRQ_CTRLACK did not follow")?;
+        smmu.wait(
+            IRQ_CTRLACK,
+            0x7,
+            IRQ_CTRL_EVENTQ | IRQ_CTRL_GERROR,
+            "IRQ_CTRLACK did not follow",
+        )?;
         smmu.set_cr0(CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN)?;
         Ok(smmu)
     }
