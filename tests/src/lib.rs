@@ -674,6 +674,16 @@ impl Machine {
     /// Like [`Machine::boot_linux`], with a QMP socket (see [`qmp`]) to
     /// take screenshots and send input; returns the connection too.
     pub fn boot_linux_with_qmp(command: Option<&str>, work: &str) -> (Machine, qmp::Qmp) {
+        Machine::boot_linux_with_qmp_args(command, work, &[])
+    }
+
+    /// Like [`Machine::boot_linux_with_qmp`], with `extra` QEMU arguments
+    /// (e.g. a `filter-dump` of the rich VM's NIC).
+    pub fn boot_linux_with_qmp_args(
+        command: Option<&str>,
+        work: &str,
+        extra: &[String],
+    ) -> (Machine, qmp::Qmp) {
         let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
         let dir = Images::dir_from_env();
         let work = dir.join("work").join(work);
@@ -692,6 +702,7 @@ impl Machine {
         let _ = fs::remove_file(&socket);
         cmd.arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", socket.display()));
+        cmd.args(extra);
         let machine = Machine::start(cmd);
         let qmp =
             qmp::Qmp::connect(&socket, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));

@@ -46,6 +46,9 @@ pub const MODULES: &[&str] = &[
     "virtio_input",
     "evdev",
     "virtio_blk",
+    // The rich VM's NIC: a virtio-net-pci on the PCIe bus behind the SMMU.
+    "virtio_pci",
+    "virtio_net",
     // Android's IPC; its devices come from MODPROBE_CONF (/dev/binder).
     "binder_linux",
 ];
@@ -62,8 +65,10 @@ const KERNEL_META: &str = "linux-image-arm64";
 const BUSYBOX_PKG: &str = "busybox-static";
 const INIT: &str = include_str!("../rich/init");
 const PROFILE: &str = include_str!("../rich/profile");
+/// busybox udhcpc's hook: configures the address it leased.
+const UDHCPC_SCRIPT: &str = include_str!("../rich/udhcpc.script");
 /// Bump when the layout of `<target>/rich` or of the initramfs changes.
-const LAYOUT: &str = "rich-layout-1";
+const LAYOUT: &str = "rich-layout-2";
 
 /// The rich VM's default kernel and initramfs.
 #[derive(Debug, Clone)]
@@ -723,6 +728,7 @@ fn base_initramfs(dir: &Path, f: &Fetched) -> Result<Vec<u8>> {
     c.file("init", 0o755, INIT.as_bytes());
     c.dir("etc");
     c.file("etc/profile", 0o644, PROFILE.as_bytes());
+    c.file("etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes());
     c.dir("etc/modprobe.d");
     c.file("etc/modprobe.d/mvmm.conf", 0o644, MODPROBE_CONF.as_bytes());
     c.dir("etc/mvmm");

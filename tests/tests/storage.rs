@@ -200,7 +200,7 @@ fn the_rich_vm_reading_the_secure_flash_gets_a_bus_error_and_both_vms_keep_runni
         "{out}"
     );
     assert!(
-        out.contains("vm 'rich' (VMID 1): cpus [0, 1], ram 0x50000000..0x80000000, devices [\"rtc\", \"net0\"]"),
+        out.contains("vm 'rich' (VMID 1): cpus [0, 1], ram 0x50000000..0x80000000, devices [\"rtc\", \"pcie0\"]"),
         "{out}"
     );
 }

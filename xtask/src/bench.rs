@@ -144,7 +144,13 @@ fn boot_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
             let mut cmd = match host {
                 Host::Bare => {
                     let mut cmd = mvmm_tests::qemu_system();
-                    cmd.args(["-M", "virt,gic-version=3", "-cpu", &qemu.cpu, "-smp"]);
+                    // The rich VM's PCIe bus and NIC too (their probing is
+                    // part of the boot), without the SMMU that bare Linux
+                    // would drive itself.
+                    cmd.args(["-M", "virt,gic-version=3,highmem=off", "-cpu", &qemu.cpu]);
+                    cmd.args(["-netdev", "user,id=nic0", "-device"]);
+                    cmd.arg("virtio-net-pci,netdev=nic0,romfile=,disable-legacy=on");
+                    cmd.arg("-smp");
                     cmd.arg(vm.cpus.len().to_string());
                     cmd.args(["-m", &format!("{rich_mib}M"), "-no-reboot"]);
                     cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);

@@ -311,7 +311,7 @@ fn build(board: &str) -> Result<Images> {
             .env("MVMM_BOARD", board),
     )?;
     step(&format!(
-        "building the rich VM's static tools (mvmm-pay, mvmm-payment-hal, chan-tool) for {TARGET_LINUX}"
+        "building the rich VM's static tools (mvmm-pay, mvmm-payment-hal, chan-tool, dma-attack) for {TARGET_LINUX}"
     ));
     run_cmd(
         cargo()
@@ -327,6 +327,10 @@ fn build(board: &str) -> Result<Images> {
                 "chan-tool",
                 "--bin",
                 "chan-tool",
+                "-p",
+                "dma-attack",
+                "--bin",
+                "dma-attack",
             ]),
     )?;
     let authority = boot_image::authority_key(&target_dir().join("keys"))?;
@@ -363,7 +367,7 @@ fn build(board: &str) -> Result<Images> {
     eprintln!("rich VM kernel {}", image.kernel_version);
     let tools = dir.join(RICH_TOOLS_DIR);
     fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
-    for tool in ["mvmm-pay", "mvmm-payment-hal", "chan-tool"] {
+    for tool in ["mvmm-pay", "mvmm-payment-hal", "chan-tool", "dma-attack"] {
         let from = target_dir().join(TARGET_LINUX).join("release").join(tool);
         fs::copy(&from, tools.join(tool)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
@@ -912,7 +916,7 @@ fn qemu_tests(args: &TestArgs) -> Result {
 
 /// The QEMU test files of tests/tests (each test boots its own machine).
 const QEMU_SUITES: &[&str] = &[
-    "system", "linux", "payment", "console", "android", "boot", "display", "storage",
+    "system", "linux", "payment", "console", "android", "boot", "display", "storage", "dma",
 ];
 
 /// Each broken board file must stop mvmm's build with a message naming the
@@ -929,10 +933,22 @@ fn check_bad_boards() -> Result {
             "vm 'secure' ram[0] 0x50000000..0x52000000 overlaps vm 'rich' ram[0]",
         ),
         (
-            "network device in the secure VM",
+            "PCIe host bridge in the secure VM",
             "devices = [\"flash1\"]",
-            "devices = [\"flash1\", \"net0\"]",
-            "vm 'secure' is a secure VM and must not own network device 'net0'",
+            "devices = [\"flash1\", \"pcie0\"]",
+            "vm 'secure' is a secure VM and must not own PCIe host bridge 'pcie0'",
+        ),
+        (
+            "a PCIe bus whose DMA no SMMU confines",
+            ", smmu_streams = { first = 0, count = 0x100 }",
+            "",
+            "vm 'rich' must not own device 'pcie0': it does DMA that no IOMMU of the board confines",
+        ),
+        (
+            "the SMMU in a page a VM owns",
+            "smmu = { base = 0x0905_0000",
+            "smmu = { base = 0x0901_0000",
+            "board smmu 0x9010000..0x9030000 must be page aligned, outside RAM",
         ),
         (
             "a device given to two VMs",
@@ -942,8 +958,8 @@ fn check_bad_boards() -> Result {
         ),
         (
             "secure storage given to the rich VM",
-            "devices = [\"rtc\", \"net0\"]",
-            "devices = [\"rtc\", \"net0\", \"flash1\"]",
+            "devices = [\"rtc\", \"pcie0\"]",
+            "devices = [\"rtc\", \"pcie0\", \"flash1\"]",
             "vm 'rich' is not a secure VM and must not own secure-storage device 'flash1'",
         ),
         (

@@ -5,8 +5,8 @@
 //! it); the EL2 image links the generated constants, never this parser.
 
 use crate::partition::{
-    Board, Device, DeviceClass, Display, Gic, MemRange, PartitionError, Uart, VIRTIO_MMIO_SLOT, Vm,
-    VmKind, VsockRule, VsockSlot,
+    Board, Device, DeviceClass, Display, Dma, Gic, MemRange, PartitionError, PcieHost, Smmu,
+    StreamIds, Uart, VIRTIO_MMIO_SLOT, Vm, VmKind, VsockRule, VsockSlot,
 };
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -65,6 +65,39 @@ pub struct BoardSection {
     /// The scan-out mvmm drives and the two framebuffers it shows.
     #[serde(default)]
     pub display: Option<DisplayEntry>,
+    /// The SMMUv3 that confines the DMA of devices given to VMs.
+    #[serde(default)]
+    pub smmu: Option<SmmuEntry>,
+}
+
+/// `smmu = { base, size, event_irq }` of `[board]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmmuEntry {
+    pub base: u64,
+    pub size: u64,
+    pub event_irq: u32,
+}
+
+/// `pcie = { ... }` of a `pcie-host` device: its windows and the SMMU
+/// stream ids of the devices on its bus (stream id == requester id).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcieEntry {
+    pub ecam: RangeEntry,
+    pub mmio: RangeEntry,
+    pub io: RangeEntry,
+    /// The stream ids the board's SMMU sees from this bridge; without it
+    /// its DMA is unconfined.
+    #[serde(default)]
+    pub smmu_streams: Option<StreamsEntry>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsEntry {
+    pub first: u32,
+    pub count: u32,
 }
 
 /// `display = { ... }` of `[board]`: QEMU's ramfb, configured through the
@@ -167,6 +200,34 @@ pub struct DeviceEntry {
     /// one per entry of `irqs`.
     #[serde(default)]
     pub slot_size: Option<u64>,
+    /// A PCIe host bridge's windows (class `pcie-host`).
+    #[serde(default)]
+    pub pcie: Option<PcieEntry>,
+}
+
+impl DeviceEntry {
+    /// What the device reaches by DMA, from what it is: a virtio-mmio
+    /// device takes any physical address (QEMU puts no IOMMU in front of
+    /// the virtio-mmio bus); a PCIe bus is confined when the board names its
+    /// stream ids.
+    pub fn dma(&self) -> Dma {
+        let unconfined = Dma::Unconfined;
+        if let Some(p) = &self.pcie {
+            return match p.smmu_streams {
+                Some(s) => Dma::Smmu {
+                    streams: StreamIds {
+                        first: s.first,
+                        count: s.count,
+                    },
+                },
+                None => unconfined,
+            };
+        }
+        if self.compatible.iter().any(|c| c == "virtio,mmio") {
+            return unconfined;
+        }
+        Dma::None
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,11 +313,18 @@ impl BoardFile {
                     field: "class",
                     value: d.class.clone(),
                 })?;
+            let dma = d.dma();
             devices.push(Device {
                 name: &d.name,
                 class,
                 mmio: MemRange::new(d.base, d.size),
                 irqs: &d.irqs,
+                dma,
+                pcie: d.pcie.map(|p| PcieHost {
+                    ecam: range(&p.ecam),
+                    mmio: range(&p.mmio),
+                    io: range(&p.io),
+                }),
             });
         }
         let rams: Vec<Vec<MemRange>> = self
@@ -323,6 +391,10 @@ impl BoardFile {
             rpmb: b.rpmb.as_ref().map(range),
             entropy: b.entropy.as_ref().map(range),
             display: b.display.as_ref().map(DisplayEntry::display),
+            smmu: b.smmu.map(|m| Smmu {
+                mmio: MemRange::new(m.base, m.size),
+                event_irq: m.event_irq,
+            }),
         };
         board.validate()?;
         if let Some(storage) = self.qemu.as_ref().and_then(|q| q.storage.as_ref()) {
@@ -340,6 +412,14 @@ impl BoardFile {
                 )));
             }
         }
+        if let Some(qemu) = &self.qemu
+            && let Some(device) = qemu_dma_bypass(&qemu.extra_args)
+        {
+            return Err(ConfigError::Partition(format!(
+                "qemu device '{device}': a virtio PCI device needs iommu_platform=on, \
+                 or QEMU sends its DMA past the SMMU straight to memory"
+            )));
+        }
         if let Some(display) = board.display {
             // What the loader puts into a VM must not land in a framebuffer.
             for (v, vm) in self.vms.iter().zip(&vms) {
@@ -356,6 +436,22 @@ impl BoardFile {
         }
         Ok(f(&board))
     }
+}
+
+/// The first `-device virtio-…-pci` of a QEMU command line that lacks
+/// `iommu_platform=on`: QEMU sends such a device's DMA to memory directly,
+/// past the SMMU (no real PCIe device can do that).
+fn qemu_dma_bypass(args: &[String]) -> Option<&str> {
+    args.windows(2)
+        .filter(|w| w[0] == "-device")
+        .map(|w| w[1].as_str())
+        .find(|d| {
+            let mut options = d.split(',');
+            let driver = options.next().unwrap_or("");
+            driver.starts_with("virtio-")
+                && driver.contains("-pci")
+                && !options.any(|o| o == "iommu_platform=on" || o == "iommu_platform=true")
+        })
 }
 
 /// For build scripts: the board file to build for (`MVMM_BOARD_FILE`, else
@@ -416,11 +512,18 @@ fn codegen(board: &Board<'_>) -> String {
     for d in board.devices {
         let _ = writeln!(
             s,
-            "        Device {{ name: {:?}, class: DeviceClass::{:?}, mmio: {}, irqs: &{:?} }},",
+            "        Device {{ name: {:?}, class: DeviceClass::{:?}, mmio: {}, irqs: &{:?}, dma: Dma::{:?}, pcie: {} }},",
             d.name,
             d.class,
             r(d.mmio),
-            d.irqs
+            d.irqs,
+            d.dma,
+            d.pcie.map_or("None".to_string(), |p| format!(
+                "Some(PcieHost {{ ecam: {}, mmio: {}, io: {} }})",
+                r(p.ecam),
+                r(p.mmio),
+                r(p.io)
+            ))
         );
     }
     let _ = writeln!(s, "    ],");
@@ -490,6 +593,15 @@ fn codegen(board: &Board<'_>) -> String {
             d.height,
             d.rich_framebuffer,
             d.secure_framebuffer
+        ))
+    );
+    let _ = writeln!(
+        s,
+        "    smmu: {},",
+        board.smmu.map_or("None".to_string(), |m| format!(
+            "Some(Smmu {{ mmio: {}, event_irq: {} }})",
+            r(m.mmio),
+            m.event_irq
         ))
     );
     let _ = writeln!(s, "}};");
@@ -628,5 +740,84 @@ entry = 0x4100_0000
         assert!(err.contains("unknown field `cpu`"), "{err}");
         let err = generate("this is not toml").unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn the_dma_rule_names_the_device_and_the_vm() {
+        // net0 as the board had it: a virtio-mmio page passed through.
+        let good = GOOD.replace("0x0a00_3e00", "0x0a00_3000");
+        let virtio = good.replace(
+            "irqs = [79]",
+            "irqs = [79]\ncompatible = [\"virtio,mmio\"]\nslot_size = 0x200",
+        );
+        let err = generate(&virtio).unwrap_err().to_string();
+        assert!(
+            err.starts_with("vm 'rich' must not own device 'net0': it does DMA that no IOMMU of the board confines"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_pcie_host_is_confined_by_the_boards_smmu() {
+        let pcie = GOOD
+            .replace(
+                "gic = {",
+                "smmu = { base = 0x0905_0000, size = 0x2_0000, event_irq = 106 }\ngic = {",
+            )
+            .replace(
+                "name = \"net0\"\nclass = \"network\"\nbase = 0x0a00_3e00\nsize = 0x1000\nirqs = [79]",
+                "name = \"pcie0\"\nclass = \"pcie-host\"\nbase = 0x1000_0000\nsize = 0x3000_0000\n\
+                 irqs = [35, 36, 37, 38]\n\
+                 pcie = { ecam = { base = 0x3f00_0000, size = 0x0100_0000 }, mmio = { base = 0x1000_0000, size = 0x2eff_0000 }, \
+                 io = { base = 0x3eff_0000, size = 0x1_0000 }, smmu_streams = { first = 0, count = 0x100 } }",
+            )
+            .replace("devices = [\"net0\"]", "devices = [\"pcie0\"]");
+        let src = generate(&pcie).unwrap();
+        assert!(
+            src.contains("dma: Dma::Smmu { streams: StreamIds { first: 0, count: 256 } }, pcie: Some(PcieHost { ecam: MemRange::new(0x3f000000, 0x1000000)"),
+            "{src}"
+        );
+        assert!(src.contains(
+            "smmu: Some(Smmu { mmio: MemRange::new(0x9050000, 0x20000), event_irq: 106 })"
+        ));
+        // Without its stream ids the bridge's DMA is unconfined.
+        let err = generate(&pcie.replace(", smmu_streams = { first = 0, count = 0x100 }", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("vm 'rich' must not own device 'pcie0'"),
+            "{err}"
+        );
+        // Without the SMMU, the stream ids mean nothing.
+        let err = generate(&pcie.replace(
+            "smmu = { base = 0x0905_0000, size = 0x2_0000, event_irq = 106 }\n",
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "device 'pcie0' declares SMMU stream ids but the board declares no smmu"
+        );
+        // A virtio PCI device in QEMU must send its DMA through the SMMU.
+        let qemu = |device: &str| {
+            pcie.replace(
+                "[[device]]",
+                &format!(
+                    "[qemu]\nmachine = \"virt\"\ncpu = \"cortex-a57\"\nmemory = \"1G\"\n\
+                     extra_args = [\"-device\", \"{device}\"]\n\n[[device]]"
+                ),
+            )
+        };
+        generate(&qemu("virtio-net-pci,netdev=n,iommu_platform=on")).unwrap();
+        generate(&qemu("virtio-rng-device,bus=virtio-mmio-bus.16")).unwrap();
+        let err = generate(&qemu("virtio-net-pci,netdev=n"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "qemu device 'virtio-net-pci,netdev=n': a virtio PCI device needs iommu_platform=on, \
+             or QEMU sends its DMA past the SMMU straight to memory"
+        );
     }
 }

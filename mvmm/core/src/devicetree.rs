@@ -6,7 +6,7 @@
 //! initrd). Nothing of another VM appears in it. Built on the host by xtask
 //! (feature `config`).
 
-use crate::config::{BoardFile, ConfigError, DeviceEntry, VmEntry};
+use crate::config::{BoardFile, ConfigError, DeviceEntry, PcieEntry, VmEntry};
 use vm_fdt::{Error as FdtError, FdtWriter};
 
 /// How a VM is booted: its kernel command line and initial ramdisk.
@@ -199,8 +199,78 @@ fn framebuffer_nodes(
     fdt.end_node(node)
 }
 
+/// PCI address-space codes of `ranges` (first cell of a PCI address).
+const PCI_SPACE_IO: u32 = 0x0100_0000;
+const PCI_SPACE_MEM32: u32 = 0x0200_0000;
+/// Bytes of ECAM per bus.
+const ECAM_BUS_SIZE: u64 = 1 << 20;
+
+/// A PCIe host bridge (`pci-host-ecam-generic`) as QEMU's virt describes
+/// it: ECAM as `reg`, the I/O and 32-bit memory windows as `ranges`, the
+/// INTx swizzle as `interrupt-map`. The buses are those whose requester ids
+/// the SMMU's stream table covers; the guest learns nothing of the SMMU.
+fn pcie_node(fdt: &mut FdtWriter, dev: &DeviceEntry, pcie: &PcieEntry) -> Result<(), FdtError> {
+    let node = fdt.begin_node(&format!("pcie@{:x}", dev.base))?;
+    fdt.property_string("compatible", "pci-host-ecam-generic")?;
+    fdt.property_string("device_type", "pci")?;
+    fdt.property_u32("#address-cells", 3)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_u32("linux,pci-domain", 0)?;
+    let ecam_buses = (pcie.ecam.size / ECAM_BUS_SIZE).max(1);
+    let buses = pcie
+        .smmu_streams
+        .map_or(ecam_buses, |s| {
+            (u64::from(s.first) + u64::from(s.count)) / 256
+        })
+        .clamp(1, ecam_buses);
+    fdt.property_array_u32("bus-range", &[0, (buses - 1) as u32])?;
+    fdt.property_null("dma-coherent")?;
+    fdt.property_array_u64("reg", &reg(pcie.ecam.base, pcie.ecam.size))?;
+    let hi = |v: u64| (v >> 32) as u32;
+    let lo = |v: u64| v as u32;
+    let (io, mem) = (pcie.io, pcie.mmio);
+    fdt.property_array_u32(
+        "ranges",
+        &[
+            PCI_SPACE_IO,
+            0,
+            0,
+            hi(io.base),
+            lo(io.base),
+            hi(io.size),
+            lo(io.size),
+            PCI_SPACE_MEM32,
+            hi(mem.base),
+            lo(mem.base),
+            hi(mem.base),
+            lo(mem.base),
+            hi(mem.size),
+            lo(mem.size),
+        ],
+    )?;
+    // INTx: slot s, pin p (1..4) raises irqs[(s + p - 1) % 4] (the standard
+    // swizzle QEMU's virt wires).
+    fdt.property_u32("#interrupt-cells", 1)?;
+    fdt.property_array_u32("interrupt-map-mask", &[0x1800, 0, 0, 7])?;
+    let mut map = Vec::new();
+    if dev.irqs.len() == 4 {
+        for slot in 0..4u32 {
+            for pin in 0..4u32 {
+                let irq = dev.irqs[((slot + pin) % 4) as usize];
+                map.extend([slot << 11, 0, 0, pin + 1, GIC_PHANDLE]);
+                map.extend([GIC_SPI, irq - 32, IRQ_LEVEL_HIGH]);
+            }
+        }
+    }
+    fdt.property_array_u32("interrupt-map", &map)?;
+    fdt.end_node(node)
+}
+
 /// Nodes of one passed-through device (one per slot for slotted ranges).
 fn device_nodes(fdt: &mut FdtWriter, dev: &DeviceEntry) -> Result<(), FdtError> {
+    if let Some(pcie) = &dev.pcie {
+        return pcie_node(fdt, dev, pcie);
+    }
     let Some(first) = dev.compatible.first() else {
         return Ok(());
     };
@@ -274,7 +344,9 @@ mod tests {
             "arm,armv8-timer",
             "pl011@9000000",
             "pl031@9010000",
-            "mmio@a003e00",
+            "pcie@10000000",
+            "pci-host-ecam-generic",
+            "interrupt-map",
             "virtio_mmio@a000000",
             "console=ttyAMA0 nokaslr",
             "linux,initrd-start",
@@ -292,6 +364,43 @@ mod tests {
         assert!(!text.contains("cpu@2"));
         assert!(!text.contains("fw-cfg") && !text.contains("9020000"));
         assert!(!text.contains("framebuffer@42e00000"));
+        // Neither the SMMU (mvmm's) nor a virtio-mmio NIC.
+        assert!(!text.contains("9050000") && !text.contains("smmu") && !text.contains("iommu"));
+        assert!(!text.contains("mmio@a003"));
+        // The bridge's windows: ECAM reg, then I/O and 32-bit memory ranges.
+        let cells = |v: &[u32]| v.iter().flat_map(|c| c.to_be_bytes()).collect::<Vec<u8>>();
+        let ranges = cells(&[
+            0x0100_0000,
+            0,
+            0,
+            0,
+            0x3eff_0000,
+            0,
+            0x1_0000,
+            0x0200_0000,
+            0,
+            0x1000_0000,
+            0,
+            0x1000_0000,
+            0,
+            0x2eff_0000,
+        ]);
+        assert!(
+            dtb.windows(ranges.len()).any(|w| w == ranges),
+            "pcie ranges"
+        );
+        assert!(
+            dtb.windows(16)
+                .any(|w| w == cells(&[0, 0x3f00_0000, 0, 0x0100_0000])),
+            "ecam"
+        );
+        // Slot 1, INTB is wired to the third irq (SPI 5), level high.
+        let intx = cells(&[1 << 11, 0, 0, 2, GIC_PHANDLE, GIC_SPI, 5, IRQ_LEVEL_HIGH]);
+        assert!(dtb.windows(intx.len()).any(|w| w == intx), "interrupt-map");
+        assert!(
+            dtb.windows(8).any(|w| w == cells(&[0, 0])),
+            "bus-range 0..0"
+        );
         let initrd_end = 0x5800_0000u64 + 0x10_0000;
         assert!(
             dtb.windows(8).any(|w| w == initrd_end.to_be_bytes()),
@@ -312,9 +421,7 @@ mod tests {
         .unwrap();
         let text = strings(&dtb);
         assert!(text.contains("memory@41000000"));
-        assert!(
-            !text.contains("pl031") && !text.contains("cpu@1") && !text.contains("mmio@a003e00")
-        );
+        assert!(!text.contains("pl031") && !text.contains("cpu@1") && !text.contains("pcie"));
         // No virtio-rng either: mvmm owns it (the secure VM asks for
         // entropy through the TRNG calls).
         assert!(!text.contains("mmio@a002000"), "mvmm's entropy device");

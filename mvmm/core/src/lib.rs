@@ -24,6 +24,7 @@ pub mod partition;
 pub mod power;
 pub mod psci;
 pub mod rpmb;
+pub mod smmu;
 pub mod stage2;
 pub mod trap;
 pub mod trng;

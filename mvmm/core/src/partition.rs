@@ -78,6 +78,10 @@ pub enum DeviceClass {
     /// Persistent storage that holds a secure VM's sealed state (e.g. NOR
     /// flash). Only a secure VM may own it, and it must not be able to DMA.
     SecureStorage,
+    /// A PCIe host bridge (ECAM, its MMIO and I/O windows, INTx): whatever
+    /// sits on its bus (a NIC among others) masters DMA, so it only goes to
+    /// a rich VM and only behind the board's SMMU.
+    PcieHost,
     /// Anything else the board wants to hand to a VM as is.
     Other,
 }
@@ -92,6 +96,7 @@ impl DeviceClass {
             "display" => DeviceClass::Display,
             "rng" => DeviceClass::Rng,
             "secure-storage" => DeviceClass::SecureStorage,
+            "pcie-host" => DeviceClass::PcieHost,
             "other" => DeviceClass::Other,
             _ => return None,
         })
@@ -106,6 +111,7 @@ impl DeviceClass {
             DeviceClass::Display => "display",
             DeviceClass::Rng => "rng",
             DeviceClass::SecureStorage => "secure-storage",
+            DeviceClass::PcieHost => "pcie-host",
             DeviceClass::Other => "other",
         }
     }
@@ -119,6 +125,80 @@ pub struct Device<'a> {
     pub mmio: MemRange,
     /// GIC interrupt ids (INTIDs, SPIs are 32 and up) the device raises.
     pub irqs: &'a [u32],
+    /// What memory the device reaches on its own (DMA).
+    pub dma: Dma,
+    /// The windows of a PCIe host bridge (class [`DeviceClass::PcieHost`]),
+    /// all inside `mmio`.
+    pub pcie: Option<PcieHost>,
+}
+
+/// What memory a device reaches by itself, as a bus master (DMA).
+///
+/// The DMA rule ([`Board::validate`]): a VM may own a device that does DMA
+/// only when the board's IOMMU confines it ([`Dma::Smmu`]); a device that
+/// reaches all memory ([`Dma::Unconfined`]: QEMU's virtio-mmio devices take
+/// any physical address the guest writes into a descriptor) goes to no VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dma {
+    /// Plain registers: it reaches nothing but itself.
+    None,
+    /// A bus master with no IOMMU in front of it: it reads and writes any
+    /// physical address, another VM's and mvmm's included.
+    Unconfined,
+    /// Behind the board's SMMU: every transaction carries a stream id in
+    /// `streams`, which mvmm confines to the owning VM's RAM.
+    Smmu { streams: StreamIds },
+}
+
+/// A range of SMMU stream ids `[first, first + count)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamIds {
+    pub first: u32,
+    pub count: u32,
+}
+
+impl StreamIds {
+    /// One past the last id, saturating.
+    pub const fn end(&self) -> u32 {
+        self.first.saturating_add(self.count)
+    }
+
+    pub const fn contains(&self, id: u32) -> bool {
+        id >= self.first && id < self.end()
+    }
+
+    const fn overlaps(&self, other: &StreamIds) -> bool {
+        self.first < other.end() && other.first < self.end()
+    }
+}
+
+/// Stream ids mvmm's stream table covers (a linear table of this many
+/// entries; QEMU `virt`: the requester ids of PCIe bus 0). Every other
+/// stream id is refused by the SMMU itself (`C_BAD_STREAMID`).
+pub const MAX_STREAMS: u32 = 256;
+
+/// A PCIe host bridge's windows (QEMU `virt` with `highmem=off`: ECAM
+/// 0x3f00_0000, MMIO 0x1000_0000..0x3eff_0000, I/O 0x3eff_0000), each inside
+/// the device's `mmio` and none overlapping another. The guest programs the
+/// BARs of the devices on the bus inside these windows through ECAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PcieHost {
+    /// Configuration space, 1 MiB per bus.
+    pub ecam: MemRange,
+    /// 32-bit memory window (PCI address == CPU address).
+    pub mmio: MemRange,
+    /// I/O port window (PCI I/O address 0 at its base).
+    pub io: MemRange,
+}
+
+/// An SMMUv3 that only mvmm programs: it confines the DMA of devices given
+/// to VMs ([`Dma::Smmu`]). No VM maps its registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Smmu {
+    /// Its register pages (page 0 and page 1).
+    pub mmio: MemRange,
+    /// The event queue's interrupt (an SPI INTID), taken by mvmm.
+    pub event_irq: u32,
 }
 
 /// The role of a VM. The rules differ: a secure VM may not own a network
@@ -231,6 +311,8 @@ pub struct Board<'a> {
     /// The scan-out mvmm drives and the framebuffers it switches between
     /// (see [`Display`]), if the board has a display.
     pub display: Option<Display>,
+    /// The IOMMU that confines the DMA of devices given to VMs, if any.
+    pub smmu: Option<Smmu>,
 }
 
 /// The display: one scan-out that only mvmm programs (QEMU: `ramfb`,
@@ -409,6 +491,34 @@ pub enum PartitionError<'a> {
         device: &'a str,
         irq: u32,
     },
+    /// The DMA rule: a VM would own a device whose DMA no IOMMU confines.
+    UnconfinedDma {
+        vm: &'a str,
+        device: &'a str,
+    },
+    /// A device is declared behind an SMMU the board does not have.
+    DmaWithoutSmmu {
+        device: &'a str,
+    },
+    /// A device's stream ids are empty, beyond [`MAX_STREAMS`] or shared.
+    StreamIdsInvalid {
+        device: &'a str,
+        streams: StreamIds,
+    },
+    /// The SMMU's registers or interrupt are within a VM's reach.
+    SmmuReachable {
+        range: MemRange,
+    },
+    /// A PCIe host bridge's windows break a rule (`why` says which).
+    PcieInvalid {
+        device: &'a str,
+        why: &'static str,
+    },
+    /// A secure VM would own a PCIe host bridge (a NIC can sit on it).
+    PcieInSecureVm {
+        vm: &'a str,
+        device: &'a str,
+    },
 }
 
 impl fmt::Display for PartitionError<'_> {
@@ -533,6 +643,31 @@ impl fmt::Display for PartitionError<'_> {
                 f,
                 "device '{device}': irq {irq} is not a shared peripheral interrupt (32..1020)"
             ),
+            UnconfinedDma { vm, device } => write!(
+                f,
+                "vm '{vm}' must not own device '{device}': it does DMA that no IOMMU of the board confines \
+                 (it could read and write every VM's and mvmm's memory); put it behind the board's smmu or give it to no VM"
+            ),
+            DmaWithoutSmmu { device } => write!(
+                f,
+                "device '{device}' declares SMMU stream ids but the board declares no smmu"
+            ),
+            StreamIdsInvalid { device, streams } => write!(
+                f,
+                "device '{device}': stream ids {}..{} must be a non-empty range below {MAX_STREAMS} that no other device uses",
+                streams.first,
+                streams.end()
+            ),
+            SmmuReachable { range } => write!(
+                f,
+                "board smmu {range} must be page aligned, outside RAM, the UART, the GIC and every device and vsock slot \
+                 (no VM may map it), with an SPI event_irq that no device uses"
+            ),
+            PcieInvalid { device, why } => write!(f, "device '{device}': {why}"),
+            PcieInSecureVm { vm, device } => write!(
+                f,
+                "vm '{vm}' is a secure VM and must not own PCIe host bridge '{device}' (a network card can sit on its bus)"
+            ),
         }
     }
 }
@@ -623,6 +758,9 @@ impl<'a> Board<'a> {
                 return Err(MvmmSlotReachable { name, range });
             }
         }
+        if let Some(smmu) = self.smmu {
+            self.validate_smmu(&smmu)?;
+        }
         if let Some(display) = self.display {
             self.validate_display(&display)
                 .map_err(|why| DisplayInvalid { why })?;
@@ -631,6 +769,48 @@ impl<'a> Board<'a> {
             crate::bus::Bus::for_vm(self, vm).map_err(|why| BusInvalid { vm: vm.name, why })?;
         }
         Ok(())
+    }
+
+    /// The SMMU: registers no VM can map, an interrupt no device raises.
+    fn validate_smmu(&self, smmu: &Smmu) -> Result<(), PartitionError<'a>> {
+        let m = smmu.mmio;
+        let reachable = self.ram.overlaps(&m)
+            || [
+                self.uart.mmio,
+                self.gic.distributor,
+                self.gic.redistributors,
+            ]
+            .iter()
+            .any(|r| r.overlaps(&m))
+            || self.devices.iter().any(|d| d.mmio.overlaps(&m))
+            || self.vms.iter().any(|vm| {
+                vm.vsock
+                    .is_some_and(|v| v.mmio.overlaps(&m) || v.irq == smmu.event_irq)
+            })
+            || self.rpmb.is_some_and(|r| r.overlaps(&m))
+            || self.display.is_some_and(|d| d.fw_cfg.overlaps(&m));
+        let irq_clash = !(32..1020).contains(&smmu.event_irq)
+            || smmu.event_irq == self.uart.irq
+            || self
+                .devices
+                .iter()
+                .any(|d| d.irqs.contains(&smmu.event_irq));
+        if !m.well_formed() || reachable || irq_clash {
+            return Err(PartitionError::SmmuReachable { range: m });
+        }
+        Ok(())
+    }
+
+    /// The VM that owns the device whose DMA carries stream id `stream`,
+    /// and that device.
+    pub fn stream_owner(&self, stream: u32) -> Option<(usize, &Device<'a>)> {
+        self.vms.iter().enumerate().find_map(|(i, vm)| {
+            vm.devices
+                .iter()
+                .filter_map(|name| self.device(name))
+                .find(|d| matches!(d.dma, Dma::Smmu { streams } if streams.contains(stream)))
+                .map(|d| (i, d))
+        })
     }
 
     /// The display: fw_cfg out of every VM's reach, each framebuffer inside
@@ -776,6 +956,26 @@ impl<'a> Board<'a> {
                     irq,
                 });
             }
+            if let Some(why) = pcie_problem(dev) {
+                return Err(PcieInvalid {
+                    device: dev.name,
+                    why,
+                });
+            }
+            if let Dma::Smmu { streams } = dev.dma {
+                if self.smmu.is_none() {
+                    return Err(DmaWithoutSmmu { device: dev.name });
+                }
+                let shared = self.devices[..i].iter().any(
+                    |o| matches!(o.dma, Dma::Smmu { streams: other } if other.overlaps(&streams)),
+                );
+                if streams.count == 0 || streams.end() > MAX_STREAMS || shared {
+                    return Err(StreamIdsInvalid {
+                        device: dev.name,
+                        streams,
+                    });
+                }
+            }
             for other in &self.devices[..i] {
                 if other.name == dev.name {
                     return Err(DuplicateDeviceName { name: dev.name });
@@ -869,6 +1069,19 @@ impl<'a> Board<'a> {
                     device: name,
                 });
             }
+            if vm.kind == VmKind::Secure && dev.class == DeviceClass::PcieHost {
+                return Err(PcieInSecureVm {
+                    vm: vm.name,
+                    device: name,
+                });
+            }
+            // The DMA rule: no exemptions.
+            if dev.dma == Dma::Unconfined {
+                return Err(UnconfinedDma {
+                    vm: vm.name,
+                    device: name,
+                });
+            }
             if vm.kind != VmKind::Secure && dev.class == DeviceClass::SecureStorage {
                 return Err(SecureStorageInRichVm {
                     vm: vm.name,
@@ -914,6 +1127,43 @@ impl<'a> Board<'a> {
     }
 }
 
+/// What is wrong with a device's PCIe windows, if anything: a PCIe host
+/// has them (and only it), each inside the device's range, page aligned,
+/// none overlapping another, ECAM a whole number of 1 MiB buses.
+fn pcie_problem(dev: &Device<'_>) -> Option<&'static str> {
+    match (dev.class, dev.pcie) {
+        (DeviceClass::PcieHost, None) => {
+            Some("a pcie-host device needs its pcie windows (ecam, mmio, io)")
+        }
+        (DeviceClass::PcieHost, Some(p)) => {
+            let windows = [p.ecam, p.mmio, p.io];
+            if windows
+                .iter()
+                .any(|w| !w.well_formed() || !dev.mmio.contains_range(w.base, w.size))
+            {
+                return Some("its pcie windows must be page aligned and inside the device's range");
+            }
+            if p.ecam.overlaps(&p.mmio) || p.ecam.overlaps(&p.io) || p.mmio.overlaps(&p.io) {
+                return Some("its pcie windows (ecam, mmio, io) overlap");
+            }
+            if !p.ecam.size.is_multiple_of(1 << 20) {
+                return Some("its ecam window must be a whole number of 1 MiB buses");
+            }
+            if dev.irqs.len() != 4 {
+                return Some(
+                    "a pcie host raises four INTx interrupts (INTA..INTD): give four irqs",
+                );
+            }
+            if dev.dma == Dma::None {
+                return Some("the devices on a PCIe bus do DMA: declare its stream ids");
+            }
+            None
+        }
+        (_, Some(_)) => Some("only a pcie-host device has pcie windows"),
+        (_, None) => None,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -924,12 +1174,19 @@ pub(crate) mod tests {
             class: DeviceClass::Rtc,
             mmio: MemRange::new(0x0901_0000, 0x1000),
             irqs: &[34],
+            dma: Dma::None,
+            pcie: None,
         },
+        // A NIC whose DMA the SMMU confines (stream ids 8..16).
         Device {
             name: "net0",
             class: DeviceClass::Network,
             mmio: MemRange::new(0x0a00_3000, 0x1000),
             irqs: &[79],
+            dma: Dma::Smmu {
+                streams: StreamIds { first: 8, count: 8 },
+            },
+            pcie: None,
         },
     ];
 
@@ -996,6 +1253,10 @@ pub(crate) mod tests {
             height: 480,
             rich_framebuffer: 0x7f00_0000,
             secure_framebuffer: 0x42e0_0000,
+        }),
+        smmu: Some(Smmu {
+            mmio: MemRange::new(0x0905_0000, 0x2_0000),
+            event_irq: 106,
         }),
     };
 
@@ -1104,6 +1365,8 @@ pub(crate) mod tests {
                 class: DeviceClass::SecureStorage,
                 mmio: MemRange::new(0x0400_0000, 0x0400_0000),
                 irqs: &[],
+                dma: Dma::None,
+                pcie: None,
             },
         ]));
         let with = |rich: &'static [&'static str], secure: &'static [&'static str]| {
@@ -1412,6 +1675,8 @@ pub(crate) mod tests {
             class: DeviceClass::Other,
             mmio: MemRange::new(base, 0x1000),
             irqs: &[],
+            dma: Dma::None,
+            pcie: None,
         };
         assert_eq!(bad(d(0x4000_0000)), "device 'x' overlaps board RAM");
         assert!(bad(d(0x0900_0000)).starts_with("device 'x' overlaps the UART or GIC"));
@@ -1431,5 +1696,209 @@ pub(crate) mod tests {
             }),
             "device 'x': irq 27 is not a shared peripheral interrupt (32..1020)"
         );
+    }
+
+    /// The board of [`BOARD`] with `devices`, the rich VM owning `rich` and
+    /// the secure VM `secure`; the error text when it is refused.
+    fn board_with(
+        devices: &[Device<'static>],
+        rich: &'static [&'static str],
+        secure: &'static [&'static str],
+        smmu: Option<Smmu>,
+    ) -> Result<(), String> {
+        let devices: &'static [Device<'static>] = Box::leak(devices.to_vec().into_boxed_slice());
+        let vms: &'static [Vm<'static>] = Box::leak(Box::new([
+            Vm {
+                devices: rich,
+                ..VMS[0]
+            },
+            Vm {
+                devices: secure,
+                ..VMS[1]
+            },
+        ]));
+        Board {
+            devices,
+            vms,
+            smmu,
+            ..BOARD
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+
+    const PCIE: Device<'static> = Device {
+        name: "pcie0",
+        class: DeviceClass::PcieHost,
+        mmio: MemRange::new(0x1000_0000, 0x3000_0000),
+        irqs: &[35, 36, 37, 38],
+        dma: Dma::Smmu {
+            streams: StreamIds {
+                first: 0,
+                count: 256,
+            },
+        },
+        pcie: Some(PcieHost {
+            ecam: MemRange::new(0x3f00_0000, 0x0100_0000),
+            mmio: MemRange::new(0x1000_0000, 0x2eff_0000),
+            io: MemRange::new(0x3eff_0000, 0x1_0000),
+        }),
+    };
+
+    #[test]
+    fn a_vm_gets_a_dma_device_only_behind_the_smmu() {
+        let virtio_net = Device {
+            name: "vnet",
+            class: DeviceClass::Network,
+            mmio: MemRange::new(0x0a00_3000, 0x1000),
+            irqs: &[72],
+            dma: Dma::Unconfined,
+            pcie: None,
+        };
+        let rng = Device {
+            name: "rng0",
+            class: DeviceClass::Rng,
+            mmio: MemRange::new(0x0a00_2000, 0x1000),
+            irqs: &[64],
+            dma: Dma::Unconfined,
+            pcie: None,
+        };
+        assert_eq!(
+            board_with(&[DEVICES[0], virtio_net], &["rtc", "vnet"], &[], BOARD.smmu).unwrap_err(),
+            "vm 'rich' must not own device 'vnet': it does DMA that no IOMMU of the board confines \
+             (it could read and write every VM's and mvmm's memory); put it behind the board's smmu or give it to no VM"
+        );
+        // The secure VM is not exempt.
+        assert!(
+            board_with(&[DEVICES[0], rng], &["rtc"], &["rng0"], BOARD.smmu)
+                .unwrap_err()
+                .starts_with("vm 'secure' must not own device 'rng0': it does DMA")
+        );
+        // Declared on the board but given to no VM: fine.
+        assert_eq!(
+            board_with(&[DEVICES[0], rng], &["rtc"], &[], BOARD.smmu),
+            Ok(())
+        );
+        // Behind the SMMU: fine, but only if the board has one.
+        assert_eq!(
+            board_with(&[DEVICES[0], PCIE], &["rtc", "pcie0"], &[], BOARD.smmu),
+            Ok(())
+        );
+        assert_eq!(
+            board_with(&[DEVICES[0], PCIE], &["rtc", "pcie0"], &[], None).unwrap_err(),
+            "device 'pcie0' declares SMMU stream ids but the board declares no smmu"
+        );
+    }
+
+    #[test]
+    fn stream_ids_are_bounded_and_never_shared() {
+        let streams = |first, count| Device {
+            dma: Dma::Smmu {
+                streams: StreamIds { first, count },
+            },
+            ..PCIE
+        };
+        for (first, count) in [(0, 0), (200, 57), (u32::MAX, 2)] {
+            let err = board_with(
+                &[DEVICES[0], streams(first, count)],
+                &["pcie0"],
+                &[],
+                BOARD.smmu,
+            )
+            .unwrap_err();
+            assert!(err.starts_with("device 'pcie0': stream ids"), "{err}");
+        }
+        // net0 (ids 8..16) and a bridge on 0..256 would share ids 8..16.
+        let err = board_with(&[DEVICES[1], PCIE], &["net0", "pcie0"], &[], BOARD.smmu).unwrap_err();
+        assert_eq!(
+            err,
+            "device 'pcie0': stream ids 0..256 must be a non-empty range below 256 that no other device uses"
+        );
+        let board = Board {
+            devices: &[DEVICES[0], PCIE],
+            vms: &[
+                Vm {
+                    devices: &["rtc", "pcie0"],
+                    ..VMS[0]
+                },
+                VMS[1],
+            ],
+            ..BOARD
+        };
+        assert_eq!(board.validate(), Ok(()));
+        assert_eq!(
+            board.stream_owner(0x08).map(|(vm, d)| (vm, d.name)),
+            Some((0, "pcie0"))
+        );
+        assert_eq!(board.stream_owner(0x100), None);
+    }
+
+    #[test]
+    fn pcie_windows_and_the_secure_vm_rule() {
+        assert_eq!(
+            board_with(&[PCIE], &[], &["pcie0"], BOARD.smmu).unwrap_err(),
+            "vm 'secure' is a secure VM and must not own PCIe host bridge 'pcie0' (a network card can sit on its bus)"
+        );
+        let with_windows = |ecam: MemRange, io: MemRange| Device {
+            pcie: Some(PcieHost {
+                ecam,
+                io,
+                ..PCIE.pcie.unwrap()
+            }),
+            ..PCIE
+        };
+        let check = |d: Device<'static>| board_with(&[d], &["pcie0"], &[], BOARD.smmu).unwrap_err();
+        let io = MemRange::new(0x3eff_0000, 0x1_0000);
+        assert_eq!(
+            check(with_windows(MemRange::new(0x3f00_0000, 0x0200_0000), io)),
+            "device 'pcie0': its pcie windows must be page aligned and inside the device's range"
+        );
+        assert_eq!(
+            check(with_windows(MemRange::new(0x3ef0_0000, 0x0100_0000), io)),
+            "device 'pcie0': its pcie windows (ecam, mmio, io) overlap"
+        );
+        assert_eq!(
+            check(with_windows(MemRange::new(0x3f00_0000, 0x8_0000), io)),
+            "device 'pcie0': its ecam window must be a whole number of 1 MiB buses"
+        );
+        assert!(check(Device { pcie: None, ..PCIE }).contains("needs its pcie windows"));
+        assert!(
+            check(Device {
+                irqs: &[35],
+                ..PCIE
+            })
+            .contains("four INTx")
+        );
+        assert!(
+            check(Device {
+                dma: Dma::None,
+                ..PCIE
+            })
+            .contains("declare its stream ids")
+        );
+    }
+
+    #[test]
+    fn the_smmu_is_out_of_every_vms_reach() {
+        let smmu = |base, event_irq| {
+            Some(Smmu {
+                mmio: MemRange::new(base, 0x2_0000),
+                event_irq,
+            })
+        };
+        let ok = board_with(DEVICES, &["rtc", "net0"], &[], smmu(0x0905_0000, 106));
+        assert_eq!(ok, Ok(()));
+        for (base, irq) in [
+            (0x0901_0000, 106), // over the rtc
+            (0x0900_0000, 106), // over the UART
+            (0x5000_0000, 106), // in RAM
+            (0x0905_0800, 106), // unaligned
+            (0x0905_0000, 34),  // the rtc's interrupt
+            (0x0905_0000, 48),  // the vsock's
+            (0x0905_0000, 20),  // not an SPI
+        ] {
+            let err = board_with(DEVICES, &["rtc", "net0"], &[], smmu(base, irq)).unwrap_err();
+            assert!(err.starts_with("board smmu "), "{base:#x} {irq}: {err}");
+        }
     }
 }

@@ -118,6 +118,16 @@ impl<'t> Stage2Builder<'t> {
         })
     }
 
+    /// A builder over tables already written (`used` of them), to walk them.
+    #[cfg(test)]
+    pub(crate) fn resume(tables: &'t mut [Table], pool_pa: u64, used: usize) -> Self {
+        Stage2Builder {
+            tables,
+            pool_pa,
+            used,
+        }
+    }
+
     /// Physical address of the root table (for VTTBR_EL2).
     pub fn root_pa(&self) -> u64 {
         self.pool_pa
@@ -131,6 +141,20 @@ impl<'t> Stage2Builder<'t> {
     /// Maps `[ipa, ipa + size)` to `[pa, pa + size)`, with 2 MiB blocks where
     /// both sides are aligned and 4 KiB pages elsewhere.
     pub fn map(&mut self, ipa: u64, pa: u64, size: u64, attr: Attr) -> Result<(), Stage2Error> {
+        self.map_leaves(ipa, pa, size, attr.bits())
+    }
+
+    /// [`Self::map`] with the leaf attribute bits given raw. The table
+    /// layout is the same for VMSAv8-64 stage 1 (4 KiB granule, 32-bit input
+    /// range, walk from level 1), which the SMMU's stage-1 stand-in uses
+    /// (see [`crate::smmu`]).
+    pub fn map_leaves(
+        &mut self,
+        ipa: u64,
+        pa: u64,
+        size: u64,
+        leaf_bits: u64,
+    ) -> Result<(), Stage2Error> {
         if !ipa.is_multiple_of(PAGE_SIZE)
             || !pa.is_multiple_of(PAGE_SIZE)
             || !size.is_multiple_of(PAGE_SIZE)
@@ -148,16 +172,12 @@ impl<'t> Stage2Builder<'t> {
             let (i, p) = (ipa + offset, pa + offset);
             let step = if i % BLOCK_2M == 0 && p % BLOCK_2M == 0 && size - offset >= BLOCK_2M {
                 let l2 = self.next_table(0, level_index(i, 1))?;
-                self.set(l2, level_index(i, 2), p | attr.bits() | VALID)?;
+                self.set(l2, level_index(i, 2), p | leaf_bits | VALID)?;
                 BLOCK_2M
             } else {
                 let l2 = self.next_table(0, level_index(i, 1))?;
                 let l3 = self.next_table(l2, level_index(i, 2))?;
-                self.set(
-                    l3,
-                    level_index(i, 3),
-                    p | attr.bits() | VALID | TABLE_OR_PAGE,
-                )?;
+                self.set(l3, level_index(i, 3), p | leaf_bits | VALID | TABLE_OR_PAGE)?;
                 PAGE_SIZE
             };
             offset += step;

@@ -45,6 +45,8 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
             if let (Some(target), Some(focus_vm)) = (feed_input(focus), BOARD.vms.get(focus)) {
                 deliver(focus, focus_vm, target);
             }
+        } else if is_smmu_irq(intid) {
+            smmu_events();
         } else {
             log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
         }

@@ -33,6 +33,7 @@ use spin::Mutex;
 mod channel;
 mod console;
 mod display;
+mod dma;
 mod entropy;
 mod handover;
 mod interrupts;
@@ -47,6 +48,7 @@ pub use traps::{guest_sync, guest_unexpected};
 use channel::{configure_switch, vsock_access};
 use console::{console_flush, feed_input, set_focus, update_uart_irq};
 use display::{display_call, secure_display_ends, start_display};
+use dma::{is_smmu_irq, route_smmu_irq, smmu_events, start_smmu};
 use entropy::{start_entropy, trng_call};
 use handover::{prepare_handover, write_handover};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
@@ -252,6 +254,8 @@ fn boot(dtb: u64) {
         }
     }
     drop(uds);
+    // Before any VM runs: QEMU 7.2's SMMU lets DMA through until enabled.
+    start_smmu();
     start_display();
     start_entropy();
     configure_switch();
@@ -260,6 +264,7 @@ fn boot(dtb: u64) {
     if let Some(&cpu) = BOARD.vms.get(rich).and_then(|vm| vm.cpus.first()) {
         arch::route_spi(BOARD.uart.irq, cpu, true);
         arch::enable_rx_interrupt();
+        route_smmu_irq(cpu);
     }
     // Passed-through device interrupts go to the CPU of the owner's vCPU 0,
     // disabled until the guest enables them in its virtual GIC.

@@ -308,6 +308,16 @@ pub fn route_spi(intid: u32, cpu: usize, enable: bool) {
 }
 
 const GICD_ICENABLER: usize = 0x0180;
+const GICD_ICFGR: usize = 0x0c00;
+
+/// Makes an SPI edge-triggered (for devices that pulse their line, such
+/// as the SMMU's event queue interrupt).
+pub fn set_spi_edge(intid: u32) {
+    let base = BOARD.gic.distributor.base as usize;
+    let word = base + GICD_ICFGR + (intid / 16) as usize * 4;
+    let bit = 2u32 << ((intid % 16) * 2);
+    mmio_write(word, mmio_read(word) | bit);
+}
 
 /// Enables or disables a physical SPI at the distributor.
 pub fn set_spi_enabled(intid: u32, enabled: bool) {
