@@ -132,8 +132,20 @@ fn a_boot_image_v3_with_vendor_boot_boots_to_a_payment() {
     let mut generic = Cpio::new();
     generic.dir("etc");
     generic.file("etc/generic-ramdisk", 0o644, b"from boot.img\n");
-    let generic_path = work.join("generic-ramdisk.cpio");
-    std::fs::write(&generic_path, generic.finish()).expect("write generic ramdisk");
+    // Compressed, as GKI's generic ramdisk is: the vendor ramdisk before it
+    // (gzip) may end at any offset, and Linux takes an archive that starts
+    // unaligned only if it is compressed (an uncompressed cpio must start
+    // 4-byte aligned: "invalid magic at start of compressed archive").
+    let generic_cpio = work.join("generic-ramdisk.cpio");
+    std::fs::write(&generic_cpio, generic.finish()).expect("write generic ramdisk");
+    let gz = std::process::Command::new("gzip")
+        .arg("-c")
+        .arg(&generic_cpio)
+        .output()
+        .expect("gzip runs");
+    assert!(gz.status.success());
+    let generic_path = work.join("generic-ramdisk.cpio.gz");
+    std::fs::write(&generic_path, gz.stdout).expect("write generic ramdisk");
     let dtb = work.join("dtb");
     std::fs::write(&dtb, b"not used: mvmm writes the VM's device tree").expect("write dtb");
     let (boot, vendor) = (work.join("boot.img"), work.join("vendor_boot.img"));

@@ -21,6 +21,7 @@ pub mod el2_map;
 pub mod hypercall;
 pub mod image_store;
 pub mod partition;
+pub mod pcie;
 pub mod power;
 pub mod psci;
 pub mod rpmb;

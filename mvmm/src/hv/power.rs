@@ -141,6 +141,13 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         // the switch resets the VM's connections on the peer's side too.
         let _ = SWITCH.lock().mmio_write(vm_index, mmio::reg::STATUS, 4, 0);
     }
+    let stopped = quiesce_pcie(vm);
+    if stopped > 0 {
+        log!(
+            "vm '{}': SYSTEM_RESET: bus mastering off for {stopped} PCIe function(s) before the copy",
+            vm.name
+        );
+    }
     let copied = match load_images(vm_index, vm) {
         Ok(loaded) => loaded.copied,
         Err(why) => {
@@ -287,4 +294,19 @@ fn hash_store(store: partition::MemRange, offset: u64, size: u64) -> Option<[u8;
         done += n as u64;
     }
     Some(hash.finalize().into())
+}
+
+/// Stops the DMA of every PCIe function of `vm`'s host bridges (see
+/// `mvmm_core::pcie`). Returns how many functions were bus masters.
+fn quiesce_pcie(vm: &Vm<'static>) -> usize {
+    vm.devices
+        .iter()
+        .filter_map(|name| BOARD.device(name))
+        .map(|device| match (device.pcie, device.dma) {
+            (Some(host), partition::Dma::Smmu { streams }) => {
+                arch::stop_bus_masters(&host, streams)
+            }
+            _ => 0,
+        })
+        .sum()
 }

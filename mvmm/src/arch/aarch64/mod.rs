@@ -6,6 +6,7 @@ mod firmware;
 mod fwcfg;
 mod gic;
 mod guestmem;
+mod pci;
 mod pl011;
 mod rng;
 mod smmu;
@@ -20,6 +21,7 @@ pub use gic::{
     physical_state, reap_list_registers, route_spi, set_spi_edge, set_spi_enabled,
 };
 pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
+pub use pci::stop_bus_masters;
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use rng::Entropy;
 pub use smmu::Smmu;

@@ -1,0 +1,45 @@
+//! PCIe configuration space at EL2, through a host bridge's ECAM window:
+//! mvmm_core::pcie decides which registers and values; this file only
+//! reads and writes them.
+
+use core::ptr;
+use mvmm_core::partition::{PcieHost, StreamIds};
+use mvmm_core::pcie;
+
+/// Clears Bus Master Enable in every function of `host` that `streams`
+/// covers and that is a bus master now; returns how many there were. The
+/// caller makes sure nothing else drives those functions meanwhile (the
+/// VM's vCPUs are stopped).
+pub fn stop_bus_masters(host: &PcieHost, streams: StreamIds) -> usize {
+    let mut stopped = 0;
+    for rid in pcie::functions(host, streams) {
+        let (Some(vendor), Some(command)) = (
+            rid.config_address(host, pcie::VENDOR_ID),
+            rid.config_address(host, pcie::COMMAND),
+        ) else {
+            continue;
+        };
+        if read16(vendor) == pcie::NO_FUNCTION {
+            continue;
+        }
+        if let Some(value) = pcie::quiesced(read16(command)) {
+            write16(command, value);
+            stopped += 1;
+        }
+    }
+    stopped
+}
+
+fn read16(address: u64) -> u16 {
+    // SAFETY: `address` comes from `Rid::config_address`: 2-byte aligned
+    // and inside a PCIe host bridge's ECAM window from the board, which is
+    // device memory in mvmm's EL2 map (the first GiB). Reading a
+    // configuration register has no side effect.
+    unsafe { ptr::read_volatile(address as usize as *const u16) }
+}
+
+fn write16(address: u64, value: u16) {
+    // SAFETY: as in `read16`; the value is the function's own command
+    // register with Bus Master Enable cleared (`pcie::quiesced`).
+    unsafe { ptr::write_volatile(address as usize as *mut u16, value) }
+}
