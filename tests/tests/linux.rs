@@ -262,7 +262,7 @@ fn a_rich_vm_reboot_restarts_only_the_rich_vm_from_fresh_images() {
     // The NIC the old kernel left running stops its DMA before mvmm
     // rewrites the VM's RAM (it owns receive buffers there).
     ok(m.expect(
-        "[mvmm] vm 'rich': SYSTEM_RESET: bus mastering off for 1 PCIe function(s) before the copy",
+        "[mvmm] vm 'rich': SYSTEM_RESET: 2 PCIe function(s) quiesced (no DMA, no INTx) before the copy",
         STEP,
     ));
     ok(m.expect(

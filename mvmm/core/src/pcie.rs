@@ -5,11 +5,13 @@
 //! On a VM's reset mvmm copies fresh boot images into the VM's RAM. A NIC
 //! the old kernel left running still owns receive buffers there and would
 //! write packets into the fresh kernel. So, once every vCPU has stopped and
-//! before the copy, mvmm clears Bus Master Enable in the command register
-//! of every function of the VM's PCIe buses: a function that is not a bus
-//! master issues no memory requests (PCIe base spec, Command register), and
-//! QEMU's virtio-pci devices also drop DRIVER_OK, so they take up nothing
-//! until the new kernel's driver resets them.
+//! before the copy, mvmm writes the command register of every function of
+//! the VM's PCIe buses to "nothing": no bus mastering (a function that is
+//! not a bus master issues no memory requests, PCIe base spec), no memory
+//! or I/O decoding, and INTx disabled (no stale level interrupt stays
+//! asserted for the next kernel). QEMU's virtio-pci devices also drop
+//! DRIVER_OK, so they take up nothing until the new kernel's driver resets
+//! them; that kernel enables what it drives.
 
 use crate::partition::{PcieHost, StreamIds};
 
@@ -19,6 +21,10 @@ pub const VENDOR_ID: u64 = 0x00;
 pub const COMMAND: u64 = 0x04;
 /// Command register: the function may issue memory requests (DMA).
 pub const BUS_MASTER_ENABLE: u16 = 1 << 2;
+/// Command register: the function raises no INTx.
+pub const INTX_DISABLE: u16 = 1 << 10;
+/// The command register of a quiesced function.
+pub const QUIESCED: u16 = INTX_DISABLE;
 /// A vendor id that says "no function here".
 pub const NO_FUNCTION: u16 = 0xffff;
 
@@ -56,13 +62,13 @@ pub fn functions(host: &PcieHost, streams: StreamIds) -> impl Iterator<Item = Ri
         .filter(move |rid| rid.bus() < buses)
 }
 
-/// The command register value that stops a function's DMA and keeps the
-/// rest; `None` when it is not a bus master now (nothing to write).
+/// The command register value that quiesces a function whose register
+/// reads `command` ([`QUIESCED`]); `None` when it already is.
 pub const fn quiesced(command: u16) -> Option<u16> {
-    if command & BUS_MASTER_ENABLE == 0 {
+    if command == QUIESCED {
         None
     } else {
-        Some(command & !BUS_MASTER_ENABLE)
+        Some(QUIESCED)
     }
 }
 
@@ -120,9 +126,10 @@ mod tests {
     }
 
     #[test]
-    fn only_bus_masters_are_written_and_only_bme_changes() {
-        assert_eq!(quiesced(0x0007), Some(0x0003));
-        assert_eq!(quiesced(0x0403), None);
-        assert_eq!(quiesced(0xffff), Some(0xfffb));
+    fn a_quiesced_function_neither_masters_decodes_nor_interrupts() {
+        assert_eq!(quiesced(0x0007), Some(INTX_DISABLE));
+        assert_eq!(quiesced(0x0000), Some(INTX_DISABLE));
+        assert_eq!(quiesced(INTX_DISABLE), None);
+        assert_eq!(QUIESCED & BUS_MASTER_ENABLE, 0);
     }
 }

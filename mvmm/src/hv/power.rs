@@ -144,7 +144,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     let stopped = quiesce_pcie(vm);
     if stopped > 0 {
         log!(
-            "vm '{}': SYSTEM_RESET: bus mastering off for {stopped} PCIe function(s) before the copy",
+            "vm '{}': SYSTEM_RESET: {stopped} PCIe function(s) quiesced (no DMA, no INTx) before the copy",
             vm.name
         );
     }
@@ -296,15 +296,15 @@ fn hash_store(store: partition::MemRange, offset: u64, size: u64) -> Option<[u8;
     Some(hash.finalize().into())
 }
 
-/// Stops the DMA of every PCIe function of `vm`'s host bridges (see
-/// `mvmm_core::pcie`). Returns how many functions were bus masters.
+/// Quiesces every PCIe function of `vm`'s host bridges (see
+/// `mvmm_core::pcie`). Returns how many functions there are.
 fn quiesce_pcie(vm: &Vm<'static>) -> usize {
     vm.devices
         .iter()
         .filter_map(|name| BOARD.device(name))
         .map(|device| match (device.pcie, device.dma) {
             (Some(host), partition::Dma::Smmu { streams }) => {
-                arch::stop_bus_masters(&host, streams)
+                arch::quiesce_functions(&host, streams)
             }
             _ => 0,
         })

@@ -262,9 +262,23 @@ pub fn reap_list_registers() {
 }
 
 /// Empties every list register of this CPU (a vCPU being stopped or reset
-/// keeps no virtual interrupt).
+/// keeps no virtual interrupt). A forwarded interrupt (HW bit) still there
+/// is deactivated physically too: its guest will never end it, and an
+/// interrupt left active is never taken again (the next kernel's timer or
+/// NIC would stay silent).
 pub fn clear_list_registers() {
+    let elrsr: u64;
+    // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
+    unsafe { asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nostack)) };
     for n in 0..lr_count() {
+        let lr = read_lr(n);
+        if elrsr & (1 << n) == 0 && lr & LR_HW != 0 && lr >> LR_STATE_SHIFT != 0 {
+            let physical = (lr >> 32) & 0x1fff;
+            // SAFETY: ICC_DIR_EL1 deactivates the physical interrupt this
+            // list register forwarded (EOImode 1: mvmm only dropped its
+            // priority); no memory is touched.
+            unsafe { asm!("msr icc_dir_el1, {}", in(reg) physical, options(nostack)) };
+        }
         write_lr(n, 0);
     }
     true_barrier();

@@ -21,7 +21,7 @@ pub use gic::{
     physical_state, reap_list_registers, route_spi, set_spi_edge, set_spi_enabled,
 };
 pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
-pub use pci::stop_bus_masters;
+pub use pci::quiesce_functions;
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use rng::Entropy;
 pub use smmu::Smmu;

@@ -6,11 +6,11 @@ use core::ptr;
 use mvmm_core::partition::{PcieHost, StreamIds};
 use mvmm_core::pcie;
 
-/// Clears Bus Master Enable in every function of `host` that `streams`
-/// covers and that is a bus master now; returns how many there were. The
-/// caller makes sure nothing else drives those functions meanwhile (the
-/// VM's vCPUs are stopped).
-pub fn stop_bus_masters(host: &PcieHost, streams: StreamIds) -> usize {
+/// Quiesces every function of `host` that `streams` covers
+/// (`pcie::QUIESCED`: no DMA, no decoding, no INTx); returns how many
+/// functions there are. The caller makes sure nothing else drives them
+/// meanwhile (the VM's vCPUs are stopped).
+pub fn quiesce_functions(host: &PcieHost, streams: StreamIds) -> usize {
     let mut stopped = 0;
     for rid in pcie::functions(host, streams) {
         let (Some(vendor), Some(command)) = (
@@ -24,8 +24,8 @@ pub fn stop_bus_masters(host: &PcieHost, streams: StreamIds) -> usize {
         }
         if let Some(value) = pcie::quiesced(read16(command)) {
             write16(command, value);
-            stopped += 1;
         }
+        stopped += 1;
     }
     stopped
 }
@@ -39,7 +39,7 @@ fn read16(address: u64) -> u16 {
 }
 
 fn write16(address: u64, value: u16) {
-    // SAFETY: as in `read16`; the value is the function's own command
-    // register with Bus Master Enable cleared (`pcie::quiesced`).
+    // SAFETY: as in `read16`; the value is the quiesced command register
+    // (`pcie::quiesced`), which only stops the function.
     unsafe { ptr::write_volatile(address as usize as *mut u16, value) }
 }
