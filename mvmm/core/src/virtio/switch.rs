@@ -64,6 +64,9 @@ pub const CONNECTION_BYTES: u32 = 64 * 1024;
 pub const PUMP_BYTES: usize = 64 * 1024;
 /// Packets one pump moves (taken and delivered) before it stops.
 pub const PUMP_PACKETS: usize = 64;
+/// Pumps one trap runs at most (the lock is released between them); work
+/// left after them waits for the next trap.
+pub const TRAP_PUMPS: usize = 4;
 
 /// VM `from` may connect to port `port` of VM `to` (VM indexes in the
 /// board's order). Replies on that connection flow both ways.

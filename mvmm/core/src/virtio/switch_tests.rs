@@ -46,12 +46,17 @@ impl World {
     }
 
     pub(super) fn pump(&mut self) -> PumpReport {
+        self.pump_for(None)
+    }
+
+    /// A pump serving VM `first` first, as after its trap.
+    pub(super) fn pump_for(&mut self, first: Option<usize>) -> PumpReport {
         let mut mems: Vec<TestRam> = self
             .guests
             .iter_mut()
             .map(|g| core::mem::replace(&mut g.ram, TestRam::new(0, 0)))
             .collect();
-        let r = self.sw.pump(&mut mems);
+        let r = self.sw.pump_for(&mut mems, first);
         for (g, m) in self.guests.iter_mut().zip(mems) {
             g.ram = m;
         }
