@@ -36,6 +36,11 @@ fn survived(m: &mut Machine, name: &str, timeout: Duration) {
         &format!("[rich] vsock-attack {name}: payment service answers 0"),
         STEP,
     ));
+    if name == "storm" {
+        // The payment prompt comes next: the heartbeats are counted in the
+        // storm's own window instead.
+        return;
+    }
     let next = beats(m) + 1;
     ok(m.expect(&format!("{HEARTBEAT}{next}\n"), STEP));
 }
@@ -123,6 +128,9 @@ fn the_secure_vm_keeps_serving_through_rich_vm_attacks_on_the_channel() {
             .filter(|l| l.contains("echo_throughput "))
             .collect::<Vec<_>>()
     );
+    // The storm lasts about 10 s of guest time: the secure VM's 5 s
+    // heartbeat (guest time too) must come through it.
+    assert!(storm.matches(HEARTBEAT).count() >= 1, "no heartbeat during the storm:\n{storm}");
     assert_eq!(
         storm.matches("chan-tool: echo_throughput_bytes 9830400 bytes").count(),
         2,
