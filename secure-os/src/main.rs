@@ -93,7 +93,12 @@ mod image {
                         last_stats = stats;
                         println!(
                             "<7>secure-os: vsock stats: accepted {}, refused {}, frames {}, closed for violations {}, evicted {}, idle {}",
-                            stats.accepted, stats.refused, stats.frames, stats.violations, stats.evicted, stats.idle
+                            stats.accepted,
+                            stats.refused,
+                            stats.frames,
+                            stats.violations,
+                            stats.evicted,
+                            stats.idle
                         );
                     }
                 }

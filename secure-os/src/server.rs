@@ -194,7 +194,8 @@ impl<S: Storage> Switchboard<S> {
         if self.conns.iter().any(|c| c.endpoint == endpoint) {
             return Err(Refused::Exists);
         }
-        let of_peer = |conns: &[Conn], cid: u64| conns.iter().filter(|c| c.endpoint.peer_cid == cid).count();
+        let of_peer =
+            |conns: &[Conn], cid: u64| conns.iter().filter(|c| c.endpoint.peer_cid == cid).count();
         let mine = of_peer(&self.conns, endpoint.peer_cid);
         if mine >= MAX_PER_PEER || self.conns.len() >= MAX_CONNECTIONS {
             // The peer that crowds the table gives way: this one when at its
@@ -214,7 +215,9 @@ impl<S: Storage> Switchboard<S> {
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| c.endpoint.peer_cid == crowding)
-                .filter(|(_, c)| !matches!(c.kind, Kind::Payment { id, .. } if Some(id) == in_flight))
+                .filter(
+                    |(_, c)| !matches!(c.kind, Kind::Payment { id, .. } if Some(id) == in_flight),
+                )
                 .min_by_key(|(_, c)| c.last_active_ms)
                 .map(|(i, _)| i);
             let Some(victim) = victim else {
@@ -322,7 +325,10 @@ impl<S: Storage> Switchboard<S> {
         let in_flight = self.service.in_flight();
         for conn in &mut self.conns {
             let busy = matches!(conn.kind, Kind::Payment { id, .. } if Some(id) == in_flight);
-            if !busy && !conn.doomed && now_ms.saturating_sub(conn.last_active_ms) >= IDLE_TIMEOUT_MS {
+            if !busy
+                && !conn.doomed
+                && now_ms.saturating_sub(conn.last_active_ms) >= IDLE_TIMEOUT_MS
+            {
                 conn.doomed = true;
                 self.stats.idle += 1;
             }
@@ -647,10 +653,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let (mut sb, key) = board(&mut rng);
         // Another VM's connection, opened first.
-        let other = Endpoint {
-            peer_cid: 5,
-            ..A
-        };
+        let other = Endpoint { peer_cid: 5, ..A };
         sb.accept(other, 0).expect("accepted");
         // A payment waits for the user on one rich connection.
         let mut sa = open(&mut sb, &mut rng, &key, A);
@@ -667,7 +670,10 @@ mod tests {
             merchant: protocol::Merchant::try_from("Shop").expect("fits"),
             nonce: [1; 32],
         });
-        assert!(sb.receive(A, &sealed(&mut sa, &payment), &mut rng, 1).is_some());
+        assert!(
+            sb.receive(A, &sealed(&mut sa, &payment), &mut rng, 1)
+                .is_some()
+        );
         // Rounds of "open 16 and leave them": every one is accepted; the
         // rich VM's oldest give way; the other VM and the approval stay.
         for round in 0..3u32 {
@@ -676,22 +682,23 @@ mod tests {
                     peer_port: 10_000 + round * 100 + i,
                     ..A
                 };
-                sb.accept(ep, u64::from(10 + round * 100 + i)).expect("room made");
+                sb.accept(ep, u64::from(10 + round * 100 + i))
+                    .expect("room made");
                 assert!(sb.connections() <= MAX_CONNECTIONS);
                 assert!(sb.endpoints().filter(|e| e.peer_cid == 3).count() <= MAX_PER_PEER);
             }
             let doomed = sb.take_doomed();
-            assert!(!doomed.contains(&A) && !doomed.contains(&other), "{doomed:?}");
+            assert!(
+                !doomed.contains(&A) && !doomed.contains(&other),
+                "{doomed:?}"
+            );
         }
         assert!(sb.endpoints().any(|e| e == A));
         assert!(sb.endpoints().any(|e| e == other));
         assert!(sb.stats().evicted >= 2 * MAX_CONNECTIONS as u64);
-        assert_eq!(sb.service().in_flight().is_some(), true);
+        assert!(sb.service().in_flight().is_some());
         // A clean client connects and is served.
-        let clean = Endpoint {
-            peer_port: 1,
-            ..A
-        };
+        let clean = Endpoint { peer_port: 1, ..A };
         let mut sc = open(&mut sb, &mut rng, &key, clean);
         assert!(matches!(
             call(&mut sb, &mut rng, clean, &mut sc, &Request::Status),

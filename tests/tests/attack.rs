@@ -101,7 +101,10 @@ fn the_secure_vm_keeps_serving_through_rich_vm_attacks_on_the_channel() {
     let out = m.transcript();
     eprintln!("connect-storm: {:.1} s", t.elapsed().as_secs_f64());
     assert!(out.contains("[rich] connect-storm exited with 0"), "{out}");
-    assert!(out.contains("[rich] chan-tool: storm_attempts 10000 connects"), "{out}");
+    assert!(
+        out.contains("[rich] chan-tool: storm_attempts 10000 connects"),
+        "{out}"
+    );
     assert!(out.contains("[rich] chan-tool: storm_forbidden_connected 0 connects"));
 
     for name in ["reset-1", "reset-2", "hold-16", "no-read"] {
@@ -130,9 +133,14 @@ fn the_secure_vm_keeps_serving_through_rich_vm_attacks_on_the_channel() {
     );
     // The storm lasts about 10 s of guest time: the secure VM's 5 s
     // heartbeat (guest time too) must come through it.
-    assert!(storm.matches(HEARTBEAT).count() >= 1, "no heartbeat during the storm:\n{storm}");
+    assert!(
+        storm.matches(HEARTBEAT).count() >= 1,
+        "no heartbeat during the storm:\n{storm}"
+    );
     assert_eq!(
-        storm.matches("chan-tool: echo_throughput_bytes 9830400 bytes").count(),
+        storm
+            .matches("chan-tool: echo_throughput_bytes 9830400 bytes")
+            .count(),
         2,
         "{storm}"
     );
@@ -151,5 +159,8 @@ fn the_secure_vm_keeps_serving_through_rich_vm_attacks_on_the_channel() {
     };
     payment::verify(enroll, request).unwrap_or_else(|e| panic!("{e}"));
     assert!(!out.contains("panicked"), "{out}");
-    eprintln!("attack suite: {:.1} s in all", started.elapsed().as_secs_f64());
+    eprintln!(
+        "attack suite: {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
 }

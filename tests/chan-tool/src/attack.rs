@@ -74,7 +74,10 @@ fn connect_storm(peer: &Peer, count: u64, max: Duration, timeout: Duration) -> R
             cid: peer.cid,
             port: 9999,
         },
-        Peer { cid: 2, port: peer.port },
+        Peer {
+            cid: 2,
+            port: peer.port,
+        },
         Peer {
             cid: 99,
             port: peer.port,
@@ -115,10 +118,15 @@ fn connect_storm(peer: &Peer, count: u64, max: Duration, timeout: Duration) -> R
         "s",
     );
     if forbidden_connected > 0 {
-        return Err(format!("{forbidden_connected} forbidden connects went through"));
+        return Err(format!(
+            "{forbidden_connected} forbidden connects went through"
+        ));
     }
     if attempts < count {
-        return Err(format!("{attempts} of {count} attempts in {} s", max.as_secs()));
+        return Err(format!(
+            "{attempts} of {count} attempts in {} s",
+            max.as_secs()
+        ));
     }
     Ok(())
 }

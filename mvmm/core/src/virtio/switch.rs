@@ -110,7 +110,11 @@ pub enum Refusal {
     StrayReset,
     /// Data beyond the credit the receiver gave (`buf_alloc` minus bytes
     /// in flight): the connection is reset.
-    Credit { in_flight: u32, len: u32, buf_alloc: u32 },
+    Credit {
+        in_flight: u32,
+        len: u32,
+        buf_alloc: u32,
+    },
     /// The receiver does not drain: the connection already has
     /// [`CONNECTION_BYTES`] waiting for it, or its queue is full. The
     /// connection is reset.
@@ -676,7 +680,8 @@ impl Switch {
         // Packets, in order.
         while budget.left() {
             moved |= self.drop_stale(dest);
-            let (Some(q), Some(Some(dev))) = (self.queues.get_mut(dest), self.devices.get_mut(dest))
+            let (Some(q), Some(Some(dev))) =
+                (self.queues.get_mut(dest), self.devices.get_mut(dest))
             else {
                 return moved;
             };
@@ -860,7 +865,10 @@ impl Switch {
             .side_of(dest, h.dst_port)
             .ok_or(Refusal::NoConnection { op: h.op })?;
         let waiting = c.ends[side].waiting;
-        let not_draining = Refusal::NotDraining { waiting, len: h.len };
+        let not_draining = Refusal::NotDraining {
+            waiting,
+            len: h.len,
+        };
         if waiting.saturating_add(h.len) > CONNECTION_BYTES {
             return Err(not_draining);
         }

@@ -172,7 +172,11 @@ fn a_peer_that_never_drains_costs_its_connection_not_the_sender() {
     assert!(s.conns.is_empty(), "{:?}", s.conns);
     assert!(w.sw.resets >= 1);
     // What waits for it is bounded: the reset and answers to its packets.
-    assert!(w.sw.waiting_for(RICH) <= ANSWER_SLOTS + 1, "{}", w.sw.waiting_for(RICH));
+    assert!(
+        w.sw.waiting_for(RICH) <= ANSWER_SLOTS + 1,
+        "{}",
+        w.sw.waiting_for(RICH)
+    );
 }
 
 #[test]
@@ -249,7 +253,10 @@ fn a_refused_packet_on_a_connection_resets_both_sides() {
         w.send(RICH, rich(1001, PORT, op::RW, 1 << 16), &[1; 4100]);
     }
     let r = w.pump();
-    assert!(matches!(r.last_refusal, Some((RICH, Refusal::Credit { .. }))), "{r:?}");
+    assert!(
+        matches!(r.last_refusal, Some((RICH, Refusal::Credit { .. }))),
+        "{r:?}"
+    );
     s.settle(&mut w);
     assert!(s.conns.is_empty());
 }
@@ -299,12 +306,33 @@ fn one_pump_does_bounded_work() {
 enum Act {
     PostRx(usize),
     DrainRich,
-    Request { port: u32, service: u32, buf_alloc: u32 },
-    Data { port: u32, service: u32, len: usize, buf_alloc: u32 },
-    CreditRequest { port: u32, service: u32 },
-    Rst { port: u32, service: u32 },
-    Shutdown { port: u32, service: u32 },
-    ForgedCid { port: u32, cid: u64 },
+    Request {
+        port: u32,
+        service: u32,
+        buf_alloc: u32,
+    },
+    Data {
+        port: u32,
+        service: u32,
+        len: usize,
+        buf_alloc: u32,
+    },
+    CreditRequest {
+        port: u32,
+        service: u32,
+    },
+    Rst {
+        port: u32,
+        service: u32,
+    },
+    Shutdown {
+        port: u32,
+        service: u32,
+    },
+    ForgedCid {
+        port: u32,
+        cid: u64,
+    },
     Reboot,
 }
 
@@ -316,15 +344,28 @@ fn act() -> impl Strategy<Value = Act> {
         (0usize..4).prop_map(Act::PostRx),
         Just(Act::DrainRich),
         (port.clone(), service.clone(), credit.clone()).prop_map(|(port, service, buf_alloc)| {
-            Act::Request { port, service, buf_alloc }
+            Act::Request {
+                port,
+                service,
+                buf_alloc,
+            }
         }),
         (port.clone(), service.clone(), 0usize..5000, credit).prop_map(
-            |(port, service, len, buf_alloc)| Act::Data { port, service, len, buf_alloc }
+            |(port, service, len, buf_alloc)| Act::Data {
+                port,
+                service,
+                len,
+                buf_alloc
+            }
         ),
-        (port.clone(), service.clone()).prop_map(|(port, service)| Act::CreditRequest { port, service }),
+        (port.clone(), service.clone())
+            .prop_map(|(port, service)| Act::CreditRequest { port, service }),
         (port.clone(), service.clone()).prop_map(|(port, service)| Act::Rst { port, service }),
         (port.clone(), service).prop_map(|(port, service)| Act::Shutdown { port, service }),
-        (port, prop_oneof![Just(0u64), Just(2), Just(4), any::<u64>()])
+        (
+            port,
+            prop_oneof![Just(0u64), Just(2), Just(4), any::<u64>()]
+        )
             .prop_map(|(port, cid)| Act::ForgedCid { port, cid }),
         Just(Act::Reboot),
     ]
