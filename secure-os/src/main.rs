@@ -92,8 +92,13 @@ mod image {
                     if stats != last_stats {
                         last_stats = stats;
                         println!(
-                            "<7>secure-os: vsock stats: accepted {}, refused {}, frames {}, closed for violations {}",
-                            stats.accepted, stats.refused, stats.frames, stats.violations
+                            "<7>secure-os: vsock stats: accepted {}, refused {}, frames {}, closed for violations {}, evicted {}, idle {}",
+                            stats.accepted,
+                            stats.refused,
+                            stats.frames,
+                            stats.violations,
+                            stats.evicted,
+                            stats.idle
                         );
                     }
                 }
@@ -499,6 +504,7 @@ mod image {
             let mut activity = self.poll_device(now_ms);
             activity |= self.pull_input(now_ms);
             activity |= self.flush_output();
+            self.board.expire_idle(now_ms);
             for endpoint in self.board.take_doomed() {
                 let _ = self.vsock.force_close(peer(endpoint), endpoint.local_port);
                 activity = true;
@@ -533,7 +539,7 @@ mod image {
                 };
                 match event.event_type {
                     VsockEventType::ConnectionRequest => {
-                        if self.board.accept(endpoint).is_err() {
+                        if self.board.accept(endpoint, now_ms).is_err() {
                             let _ = self.vsock.force_close(event.source, endpoint.local_port);
                         } else if endpoint.local_port == PAYMENT_PORT {
                             self.reseed();
@@ -552,7 +558,6 @@ mod image {
                     }
                     _ => {}
                 }
-                let _ = now_ms;
             }
             activity
         }

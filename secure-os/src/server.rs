@@ -13,6 +13,13 @@
 //! than `MAX_FRAME_LEN` puts the stream out of step, so that connection is
 //! closed ([`Switchboard::take_doomed`]). A peer that does not read its
 //! answers is closed once [`MAX_OUTBOX`] bytes wait for it.
+//!
+//! Dead connections cannot fill the service: one that says nothing for
+//! [`IDLE_TIMEOUT_MS`] (and has no approval in flight) is closed, and when
+//! the table is full a new connection takes the place of the longest-idle
+//! one of the peer with the most connections (at most [`MAX_PER_PEER`]
+//! each), so a clean client can always connect. The connections of a rich
+//! VM that resets are reset by mvmm's switch anyway.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -30,6 +37,11 @@ pub const PAYMENT_PORT: u32 = 7100;
 pub const ECHO_PORT: u32 = 7101;
 /// Most connections open at once (both ports together).
 pub const MAX_CONNECTIONS: usize = 16;
+/// Most connections of one peer (CID) at once.
+pub const MAX_PER_PEER: usize = 12;
+/// A connection that sends nothing for this long, with no approval in
+/// flight, is closed.
+pub const IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Most bytes waiting to be sent to one peer before it is closed.
 pub const MAX_OUTBOX: usize = 256 * 1024;
 /// Above this much pending output, a connection's input is left unread
@@ -52,7 +64,8 @@ pub struct Endpoint {
 pub enum Refused {
     /// No service on that port.
     Port,
-    /// [`MAX_CONNECTIONS`] are open.
+    /// [`MAX_CONNECTIONS`] are open and none can give way (each has an
+    /// approval in flight).
     Full,
     /// The connection is already open.
     Exists,
@@ -73,6 +86,8 @@ struct Conn {
     kind: Kind,
     outbox: VecDeque<u8>,
     doomed: bool,
+    /// When the peer last sent bytes (or connected).
+    last_active_ms: u64,
 }
 
 /// What the user's answer (or the timeout) did.
@@ -100,6 +115,10 @@ pub struct Stats {
     pub frames: u64,
     /// Connections closed for a protocol violation or a full outbox.
     pub violations: u64,
+    /// Connections closed to make room for a new one.
+    pub evicted: u64,
+    /// Connections closed for saying nothing for [`IDLE_TIMEOUT_MS`].
+    pub idle: u64,
 }
 
 /// The services and their connections.
@@ -112,6 +131,8 @@ pub struct Switchboard<S: Storage> {
     conns: Vec<Conn>,
     next_id: u64,
     stats: Stats,
+    /// Connections closed here that the device must still reset.
+    closed_here: Vec<Endpoint>,
 }
 
 impl<S: Storage> Switchboard<S> {
@@ -122,6 +143,7 @@ impl<S: Storage> Switchboard<S> {
             conns: Vec::new(),
             next_id: 1,
             stats: Stats::default(),
+            closed_here: Vec::new(),
         }
     }
 
@@ -150,8 +172,11 @@ impl<S: Storage> Switchboard<S> {
         self.conns.iter().map(|c| c.endpoint)
     }
 
-    /// A peer connected; `Err` means: reset it.
-    pub fn accept(&mut self, endpoint: Endpoint) -> Result<(), Refused> {
+    /// A peer connected at `now_ms`; `Err` means: reset it. When the table
+    /// (or the peer's share) is full, the longest-idle connection of the
+    /// peer with the most connections gives way ([`Self::take_doomed`]
+    /// names it for a reset).
+    pub fn accept(&mut self, endpoint: Endpoint, now_ms: u64) -> Result<(), Refused> {
         let kind = match endpoint.local_port {
             PAYMENT_PORT => {
                 let id = ConnectionId(self.next_id);
@@ -169,9 +194,42 @@ impl<S: Storage> Switchboard<S> {
         if self.conns.iter().any(|c| c.endpoint == endpoint) {
             return Err(Refused::Exists);
         }
-        if self.conns.len() >= MAX_CONNECTIONS {
-            self.stats.refused += 1;
-            return Err(Refused::Full);
+        let of_peer =
+            |conns: &[Conn], cid: u64| conns.iter().filter(|c| c.endpoint.peer_cid == cid).count();
+        let mine = of_peer(&self.conns, endpoint.peer_cid);
+        if mine >= MAX_PER_PEER || self.conns.len() >= MAX_CONNECTIONS {
+            // The peer that crowds the table gives way: this one when at its
+            // share, else the one with the most connections.
+            let crowding = if mine >= MAX_PER_PEER {
+                endpoint.peer_cid
+            } else {
+                self.conns
+                    .iter()
+                    .map(|c| c.endpoint.peer_cid)
+                    .max_by_key(|&cid| of_peer(&self.conns, cid))
+                    .unwrap_or(endpoint.peer_cid)
+            };
+            let in_flight = self.service.in_flight();
+            let victim = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.endpoint.peer_cid == crowding)
+                .filter(
+                    |(_, c)| !matches!(c.kind, Kind::Payment { id, .. } if Some(id) == in_flight),
+                )
+                .min_by_key(|(_, c)| c.last_active_ms)
+                .map(|(i, _)| i);
+            let Some(victim) = victim else {
+                self.stats.refused += 1;
+                return Err(Refused::Full);
+            };
+            let gone = self.conns.swap_remove(victim);
+            if let Kind::Payment { id, .. } = gone.kind {
+                let _ = self.service.close(id);
+            }
+            self.stats.evicted += 1;
+            self.closed_here.push(gone.endpoint);
         }
         if matches!(kind, Kind::Payment { .. }) {
             self.next_id += 1;
@@ -182,6 +240,7 @@ impl<S: Storage> Switchboard<S> {
             kind,
             outbox: VecDeque::new(),
             doomed: false,
+            last_active_ms: now_ms,
         });
         Ok(())
     }
@@ -208,6 +267,7 @@ impl<S: Storage> Switchboard<S> {
         if conn.doomed {
             return None;
         }
+        conn.last_active_ms = conn.last_active_ms.max(now_ms);
         let mut prompt = None;
         match &mut conn.kind {
             Kind::Echo => conn.outbox.extend(bytes),
@@ -258,18 +318,37 @@ impl<S: Storage> Switchboard<S> {
         }
     }
 
-    /// Connections to reset now (protocol violation, full outbox); they are
-    /// forgotten here.
+    /// Closes the connections that said nothing for [`IDLE_TIMEOUT_MS`]
+    /// (not the one whose approval is in flight); [`Self::take_doomed`]
+    /// names them.
+    pub fn expire_idle(&mut self, now_ms: u64) {
+        let in_flight = self.service.in_flight();
+        for conn in &mut self.conns {
+            let busy = matches!(conn.kind, Kind::Payment { id, .. } if Some(id) == in_flight);
+            if !busy
+                && !conn.doomed
+                && now_ms.saturating_sub(conn.last_active_ms) >= IDLE_TIMEOUT_MS
+            {
+                conn.doomed = true;
+                self.stats.idle += 1;
+            }
+        }
+    }
+
+    /// Connections to reset now (protocol violation, full outbox, idle,
+    /// evicted); they are forgotten here.
     pub fn take_doomed(&mut self) -> Vec<Endpoint> {
-        let doomed: Vec<Endpoint> = self
+        let mut doomed: Vec<Endpoint> = core::mem::take(&mut self.closed_here);
+        let violating: Vec<Endpoint> = self
             .conns
             .iter()
             .filter(|c| c.doomed)
             .map(|c| c.endpoint)
             .collect();
-        for endpoint in &doomed {
+        for endpoint in &violating {
             self.closed(*endpoint);
         }
+        doomed.extend(violating);
         doomed
     }
 
@@ -402,7 +481,7 @@ mod tests {
         key: &SigningKey,
         ep: Endpoint,
     ) -> Session {
-        sb.accept(ep).expect("accepted");
+        sb.accept(ep, 0).expect("accepted");
         let (hs, hello) = ClientHandshake::start(rng, key.verifying_key());
         let bytes = request(&Request::OpenSession(FixedBytes(hello)));
         // Split the frame in three pieces, header cut in the middle.
@@ -503,7 +582,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(8);
         let (mut sb, key) = board(&mut rng);
         let mut sa = open(&mut sb, &mut rng, &key, A);
-        sb.accept(B).expect("accepted");
+        sb.accept(B, 0).expect("accepted");
         let mut flood = Vec::new();
         for i in 0..500u32 {
             let junk: Vec<u8> = (0..(i % 40)).map(|j| (i * 7 + j) as u8).collect();
@@ -526,7 +605,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let (mut sb, key) = board(&mut rng);
         let mut sa = open(&mut sb, &mut rng, &key, A);
-        sb.accept(B).expect("accepted");
+        sb.accept(B, 0).expect("accepted");
         let too_long = u32::try_from(MAX_FRAME_LEN + 1).expect("small");
         assert!(
             sb.receive(B, &too_long.to_be_bytes(), &mut rng, 0)
@@ -550,8 +629,8 @@ mod tests {
             local_port: ECHO_PORT,
             ..A
         };
-        sb.accept(echo).expect("accepted");
-        assert_eq!(sb.accept(echo), Err(Refused::Exists));
+        sb.accept(echo, 0).expect("accepted");
+        assert_eq!(sb.accept(echo, 0), Err(Refused::Exists));
         sb.receive(echo, b"ping", &mut rng, 0);
         assert_eq!(sb.outbox(echo), b"ping");
         sb.sent(echo, 2);
@@ -563,23 +642,89 @@ mod tests {
             local_port: 22,
             ..A
         };
-        assert_eq!(sb.accept(other), Err(Refused::Port));
-        for port in 1..MAX_CONNECTIONS as u32 {
-            sb.accept(Endpoint {
-                peer_port: port,
-                ..echo
-            })
-            .expect("room");
-        }
-        assert_eq!(
-            sb.accept(Endpoint {
-                peer_port: 9999,
-                ..echo
-            }),
-            Err(Refused::Full)
-        );
+        assert_eq!(sb.accept(other, 0), Err(Refused::Port));
         // A peer that never reads is closed.
         sb.receive(echo, &vec![0u8; MAX_OUTBOX], &mut rng, 0);
         assert_eq!(sb.take_doomed(), vec![echo]);
+    }
+
+    #[test]
+    fn dead_connections_never_lock_out_a_clean_client() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let (mut sb, key) = board(&mut rng);
+        // Another VM's connection, opened first.
+        let other = Endpoint { peer_cid: 5, ..A };
+        sb.accept(other, 0).expect("accepted");
+        // A payment waits for the user on one rich connection.
+        let mut sa = open(&mut sb, &mut rng, &key, A);
+        let label = Label::try_from("Visa ending 4242").expect("fits");
+        let Ok(Reply::Enrolled(record)) =
+            call(&mut sb, &mut rng, A, &mut sa, &Request::Enroll { label })
+        else {
+            panic!("enroll");
+        };
+        let payment = Request::RequestPayment(PaymentRequest {
+            credential: record.credential,
+            amount_minor: 100,
+            currency: protocol::CurrencyCode(*b"EUR"),
+            merchant: protocol::Merchant::try_from("Shop").expect("fits"),
+            nonce: [1; 32],
+        });
+        assert!(
+            sb.receive(A, &sealed(&mut sa, &payment), &mut rng, 1)
+                .is_some()
+        );
+        // Rounds of "open 16 and leave them": every one is accepted; the
+        // rich VM's oldest give way; the other VM and the approval stay.
+        for round in 0..3u32 {
+            for i in 0..MAX_CONNECTIONS as u32 {
+                let ep = Endpoint {
+                    peer_port: 10_000 + round * 100 + i,
+                    ..A
+                };
+                sb.accept(ep, u64::from(10 + round * 100 + i))
+                    .expect("room made");
+                assert!(sb.connections() <= MAX_CONNECTIONS);
+                assert!(sb.endpoints().filter(|e| e.peer_cid == 3).count() <= MAX_PER_PEER);
+            }
+            let doomed = sb.take_doomed();
+            assert!(
+                !doomed.contains(&A) && !doomed.contains(&other),
+                "{doomed:?}"
+            );
+        }
+        assert!(sb.endpoints().any(|e| e == A));
+        assert!(sb.endpoints().any(|e| e == other));
+        assert!(sb.stats().evicted >= 2 * MAX_CONNECTIONS as u64);
+        assert!(sb.service().in_flight().is_some());
+        // A clean client connects and is served.
+        let clean = Endpoint { peer_port: 1, ..A };
+        let mut sc = open(&mut sb, &mut rng, &key, clean);
+        assert!(matches!(
+            call(&mut sb, &mut rng, clean, &mut sc, &Request::Status),
+            Ok(Reply::Status(_))
+        ));
+    }
+
+    #[test]
+    fn idle_connections_are_closed() {
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let (mut sb, _) = board(&mut rng);
+        let echo = |port| Endpoint {
+            peer_port: port,
+            local_port: ECHO_PORT,
+            ..A
+        };
+        sb.accept(echo(1), 0).expect("accepted");
+        sb.accept(echo(2), 0).expect("accepted");
+        sb.receive(echo(2), b"still here", &mut rng, IDLE_TIMEOUT_MS - 1);
+        sb.expire_idle(IDLE_TIMEOUT_MS - 1);
+        assert!(sb.take_doomed().is_empty());
+        sb.expire_idle(IDLE_TIMEOUT_MS);
+        assert_eq!(sb.take_doomed(), vec![echo(1)]);
+        assert_eq!(sb.connections(), 1);
+        sb.expire_idle(2 * IDLE_TIMEOUT_MS);
+        assert_eq!(sb.take_doomed(), vec![echo(2)]);
+        assert_eq!(sb.stats().idle, 2);
     }
 }

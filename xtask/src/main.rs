@@ -917,6 +917,7 @@ fn qemu_tests(args: &TestArgs) -> Result {
 /// The QEMU test files of tests/tests (each test boots its own machine).
 const QEMU_SUITES: &[&str] = &[
     "system", "linux", "payment", "console", "android", "boot", "display", "storage", "dma",
+    "attack",
 ];
 
 /// Each broken board file must stop mvmm's build with a message naming the

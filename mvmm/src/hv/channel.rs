@@ -68,8 +68,18 @@ pub(super) fn vsock_access(
             None
         }
         Ok(Some(WriteEffect::Notify(_) | WriteEffect::Reset)) => {
-            let report = pump(&mut switch);
+            let mut report = pump(&mut switch, vm_index);
             drop(switch);
+            // Work left: more bounded pumps, each under the lock taken
+            // anew, so that a trap of another VM waiting for the (ticket)
+            // lock goes first. What is left after TRAP_PUMPS waits for the
+            // next trap.
+            let mut rounds = 1;
+            while report.more && rounds < TRAP_PUMPS {
+                let next = pump(&mut SWITCH.lock(), vm_index);
+                report.merge(&next);
+                rounds += 1;
+            }
             Some(report)
         }
         Ok(_) => {
@@ -119,23 +129,13 @@ pub(super) fn vsock_access(
     }
 }
 
-/// Moves packets between VMs until the switch has nothing left it can do.
-pub(super) fn pump(switch: &mut Switch) -> PumpReport {
+/// One bounded pump of the switch (see `Switch::pump_for`), serving VM
+/// `first` (the VM that trapped) first.
+pub(super) fn pump(switch: &mut Switch, first: usize) -> PumpReport {
     let mut rams: [arch::VmRam<'static>; MAX_VMS] = core::array::from_fn(|i| {
         arch::VmRam::new(RamWindow::new(BOARD.vms.get(i).map_or(&[], |vm| vm.ram)))
     });
-    let mut report = switch.pump(&mut rams[..]);
-    let mut rounds = 0;
-    while report.more && rounds < 8 {
-        let next = switch.pump(&mut rams[..]);
-        report.interrupts |= next.interrupts;
-        for (slot, fault) in report.faults.iter_mut().zip(next.faults) {
-            *slot = slot.or(fault);
-        }
-        report.more = next.more;
-        rounds += 1;
-    }
-    report
+    switch.pump_for(&mut rams[..], Some(first))
 }
 
 /// Sends VM `vm_index` its vsock interrupt (an edge: the device has new

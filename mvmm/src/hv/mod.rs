@@ -25,10 +25,11 @@ use mvmm_core::psci::{self, Call, Outcome};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
 use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, sysreg};
 use mvmm_core::vgic::{self, Vgic};
-use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch};
+use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch, TRAP_PUMPS};
 use mvmm_core::virtio::{RamWindow, WriteEffect};
 use mvmm_core::vuart::VirtualPl011;
 use spin::Mutex;
+use spin::mutex::TicketMutex;
 
 mod channel;
 mod console;
@@ -105,7 +106,10 @@ static CONSOLE: Mutex<ConsoleMux<'static>> = Mutex::new(ConsoleMux::new(CONSOLE_
 /// optional); `SWITCH` is never held with `INPUT`.
 static INPUT: Mutex<InputQueue> = Mutex::new(InputQueue::new());
 /// The VMM channel: every VM's vsock device and the switch between them.
-static SWITCH: Mutex<Switch> = Mutex::new(Switch::new());
+/// A ticket lock: traps take it in arrival order, so two rich vCPUs
+/// notifying in a loop cannot keep the secure VM's trap out (each holds it
+/// for one bounded pump; see `channel::vsock_access`).
+static SWITCH: TicketMutex<Switch> = TicketMutex::new(Switch::new());
 /// Each VM's device bus: which emulated device answers which address
 /// (`mvmm_core::bus`), built from the board at boot.
 static BUSES: spin::Once<[Bus; MAX_VMS]> = spin::Once::new();

@@ -9,6 +9,7 @@
 //! deterministic guest time. Every socket operation has a timeout, so the
 //! tool never hangs on a silent peer.
 
+mod attack;
 mod flood;
 mod stats;
 
@@ -95,6 +96,12 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Mode::Concurrent)]
         mode: Mode,
     },
+    /// Attacks of a compromised rich VM on the channel (the QEMU attack
+    /// suite): the secure VM must keep serving through each.
+    Attack {
+        #[command(subcommand)]
+        attack: attack::Attack,
+    },
     /// (internal) The echo child of `unix-rtt`.
     #[command(hide = true)]
     UnixEchoChild {
@@ -165,6 +172,7 @@ fn main() -> ExitCode {
             mode,
         } => echo_throughput(&peer, size, count, mode, timeout),
         Cmd::UnixEchoChild { name } => unix_echo_child(&name, timeout),
+        Cmd::Attack { attack } => attack::run(&attack, timeout),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,8 @@ pub mod switch;
 pub mod vsock;
 
 #[cfg(test)]
+mod switch_attacks;
+#[cfg(test)]
 mod switch_tests;
 #[cfg(test)]
 mod testguest;

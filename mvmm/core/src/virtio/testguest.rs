@@ -130,6 +130,9 @@ impl Guest {
     }
 
     fn alloc_buf(&mut self, len: u32) -> u64 {
+        if self.next_buf + u64::from(len) > self.ram.base + RAM_SIZE as u64 {
+            self.next_buf = self.ram.base + 0x1_0000;
+        }
         let a = self.next_buf;
         self.next_buf += u64::from(len).next_multiple_of(16);
         if self.next_buf >= self.ram.base + RAM_SIZE as u64 {

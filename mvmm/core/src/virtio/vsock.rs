@@ -269,6 +269,17 @@ impl VsockDevice {
         Ok(())
     }
 
+    /// True when the guest has queued a packet on TX that is not taken yet
+    /// (a malformed ring counts as work: the next take reports it).
+    pub fn tx_pending<M: GuestMemory + ?Sized>(&self, mem: &mut M) -> bool {
+        self.live()
+            && self
+                .transport
+                .queues
+                .get(TX_QUEUE)
+                .is_some_and(|q| !matches!(q.peek(mem), Ok(None)))
+    }
+
     /// Copies the next packet the guest queued on TX into `out`. Ok(false)
     /// when there is none (or the device is not running). An error means
     /// the TX queue was malformed: the device now needs a reset.
@@ -381,6 +392,20 @@ impl VsockDevice {
         } else {
             Ok(Delivery::Partial)
         }
+    }
+
+    /// Writes `header` with as much of `remaining` (payload bytes not yet
+    /// delivered) as the next RX chain holds: the payload bytes sent, or
+    /// None when no chain is posted (nothing consumed). An error as for
+    /// [`Self::deliver_rx`].
+    pub fn deliver_bytes<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        header: &Header,
+        remaining: &[u8],
+    ) -> Result<Option<u32>, QueueError> {
+        self.deliver_inner(mem, header, remaining)
+            .map_err(|e| self.fail(e))
     }
 
     /// Writes a header-only packet into the next RX buffer chain. Ok(false)
