@@ -137,7 +137,14 @@ fn a_boot_image_v3_with_vendor_boot_boots_to_a_payment() {
     let dtb = work.join("dtb");
     std::fs::write(&dtb, b"not used: mvmm writes the VM's device tree").expect("write dtb");
     let (boot, vendor) = (work.join("boot.img"), work.join("vendor_boot.img"));
-    let vendor_ramdisk = dir.join(RICH_INITRAMFS);
+    // The project's initramfs as the vendor ramdisk, zero-padded to a
+    // multiple of 4 bytes: Linux takes the uncompressed generic cpio that
+    // follows it only at a 4-byte boundary (`init/initramfs.c`), and the
+    // gzip'd initramfs's length is whatever it is (an odd one failed).
+    let vendor_ramdisk = work.join("vendor-ramdisk.cpio.gz");
+    let mut padded = std::fs::read(dir.join(RICH_INITRAMFS)).expect("the rich initramfs");
+    padded.resize(padded.len().next_multiple_of(4), 0);
+    std::fs::write(&vendor_ramdisk, padded).expect("write the vendor ramdisk");
     let args: [&OsStr; 18] = [
         "--kernel".as_ref(),
         kernel_gz.as_os_str(),

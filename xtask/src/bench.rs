@@ -147,12 +147,7 @@ fn boot_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
                     // The rich VM's PCIe bus and NIC too (their probing is
                     // part of the boot), without the SMMU that bare Linux
                     // would drive itself.
-                    cmd.args([
-                        "-M",
-                        "virt,gic-version=3,highmem=off",
-                        "-cpu",
-                        &qemu.cpu,
-                    ]);
+                    cmd.args(["-M", "virt,gic-version=3,highmem=off", "-cpu", &qemu.cpu]);
                     cmd.args(["-netdev", "user,id=nic0", "-device"]);
                     cmd.arg("virtio-net-pci,netdev=nic0,romfile=,disable-legacy=on");
                     cmd.arg("-smp");
