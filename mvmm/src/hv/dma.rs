@@ -92,3 +92,23 @@ pub(super) fn smmu_events() {
         log!("smmu: global error {errors:#x}");
     }
 }
+
+/// Before VM `vm`'s RAM is rewritten at its reset: its PCIe functions stop
+/// DMA and interrupts, and its passed-through interrupts are deactivated
+/// (a forwarded one the old kernel never ended would block the next).
+pub(super) fn quiesce_devices(vm: &Vm<'static>) {
+    for dev in vm.devices.iter().filter_map(|name| BOARD.device(name)) {
+        if let Some(pcie) = dev.pcie {
+            let buses = match dev.dma {
+                mvmm_core::partition::Dma::Smmu { streams } => {
+                    u64::from(streams.end().div_ceil(256))
+                }
+                _ => pcie.ecam.size >> 20,
+            };
+            arch::pcie_quiesce(pcie.ecam, buses);
+        }
+        for &irq in dev.irqs {
+            arch::deactivate_spi(irq);
+        }
+    }
+}

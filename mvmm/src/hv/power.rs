@@ -137,6 +137,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         // the switch resets the VM's connections on the peer's side too.
         let _ = SWITCH.lock().mmio_write(vm_index, mmio::reg::STATUS, 4, 0);
     }
+    super::dma::quiesce_devices(vm);
     let copied = match load_images(vm_index, vm) {
         Ok(loaded) => loaded.copied,
         Err(why) => {

@@ -300,6 +300,17 @@ pub fn route_spi(intid: u32, cpu: usize, enable: bool) {
 
 const GICD_ICENABLER: usize = 0x0180;
 const GICD_ICFGR: usize = 0x0c00;
+const GICD_ICACTIVER: usize = 0x0380;
+
+/// Clears an SPI's active state (a forwarded interrupt the guest never
+/// deactivated, e.g. when its VM is reset).
+pub fn deactivate_spi(intid: u32) {
+    let base = BOARD.gic.distributor.base as usize;
+    mmio_write(
+        base + GICD_ICACTIVER + (intid / 32) as usize * 4,
+        1 << (intid % 32),
+    );
+}
 
 /// Makes an SPI edge-triggered (for devices that pulse their line, such
 /// as the SMMU's event queue interrupt).

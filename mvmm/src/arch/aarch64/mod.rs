@@ -13,13 +13,13 @@ pub use disk::{Disk, SECTOR};
 pub use firmware::{cpu_start, system_off};
 pub use fwcfg::FwCfg;
 pub use gic::{
-    Injected, KICK_INTID, ack_interrupt, clear_list_registers, end_of_interrupt,
+    Injected, KICK_INTID, ack_interrupt, clear_list_registers, deactivate_spi, end_of_interrupt,
     init_cpu_interface, init_distributor, inject_virtual, kick, reap_list_registers, route_spi,
     set_spi_edge, set_spi_enabled,
 };
 pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
-pub use smmu::Smmu;
+pub use smmu::{Smmu, pcie_quiesce};
 pub use vcpu::{
     counter, counter_frequency, enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm,
     reset_el1, send_event, set_el1_exception, this_cpu, wait_for_event, wait_for_interrupt,

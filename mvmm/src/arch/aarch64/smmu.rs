@@ -299,3 +299,27 @@ impl Smmu {
         (overflow, errors)
     }
 }
+
+/// Stops every function on the first `buses` buses of the PCIe ECAM window
+/// `ecam` from doing anything on its own: memory, I/O and bus mastering
+/// off, INTx disabled (PCI Command register = Interrupt Disable). Used
+/// before a VM's RAM is rewritten at its reset, so that no DMA of the old
+/// kernel's device lands in the fresh images and no stale INTx stays
+/// asserted; the VM's next kernel enables what it drives.
+pub fn pcie_quiesce(ecam: MemRange, buses: u64) {
+    const COMMAND_INTX_DISABLE: u16 = 1 << 10;
+    for bus in 0..buses.min(ecam.size >> 20) {
+        for devfn in 0..256u64 {
+            let config = (ecam.base + (bus << 20) + (devfn << 12)) as usize;
+            // SAFETY: the vendor id register of one function inside the
+            // ECAM window (checked against its size above), device memory
+            // at EL2.
+            let vendor = unsafe { ptr::read_volatile(config as *const u16) };
+            if vendor == 0xffff {
+                continue;
+            }
+            // SAFETY: its Command register, as above.
+            unsafe { ptr::write_volatile((config + 4) as *mut u16, COMMAND_INTX_DISABLE) };
+        }
+    }
+}
