@@ -252,9 +252,21 @@ fn qemu_creates_no_device_the_board_does_not_declare() {
         .flat_map(|bus| bus["devices"].as_array().cloned().unwrap_or_default())
         .map(|d| d["qdev_id"].to_string() + " " + &d["class_info"]["desc"].to_string())
         .collect();
-    // Only the root complex's host bridge: no default NIC (the board declares
-    // no PCI device).
-    assert_eq!(devices.len(), 1, "PCI devices QEMU created: {devices:?}");
+    // The root complex's host bridge and the PCI devices the board's
+    // `[qemu]` section declares (the rich VM's NIC), nothing by default.
+    let (_, qemu) = mvmm_tests::load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+    let declared = qemu
+        .extra_args
+        .windows(2)
+        .filter(|w| w[0] == "-device" && w[1].split(',').next().unwrap_or("").contains("-pci"))
+        .count();
+    assert_eq!(declared, 1, "the board declares the rich VM's NIC");
+    assert_eq!(
+        devices.len(),
+        1 + declared,
+        "PCI devices QEMU created: {devices:?}"
+    );
     assert!(devices[0].contains("Host bridge"), "{devices:?}");
+    assert!(devices[1].contains("Ethernet controller"), "{devices:?}");
     reply("quit");
 }
