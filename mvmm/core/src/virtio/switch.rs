@@ -17,7 +17,7 @@
 //! `virtio-drivers` does, waits for one trap and never for the other VM).
 //! A packet whose destination has no RX buffer waits in that
 //! destination's queue, which is bounded ([`QUEUE_BYTES`],
-//! [`QUEUE_PACKETS`]) and shared fairly: one connection may have at most
+//! [`QUEUE_PACKETS`]): one connection may have at most
 //! [`CONNECTION_BYTES`] waiting towards one side, and a sender may send
 //! only what the receiver's credit allows (virtio-vsock's `buf_alloc` and
 //! `fwd_cnt`, virtio 1.2 section 5.10.6.3). A connection that breaks a
@@ -57,8 +57,12 @@ pub const ANSWER_SLOTS: usize = 16;
 pub const QUEUE_BYTES: usize = 128 * 1024;
 /// Packets waiting for one VM's RX buffers, all connections.
 pub const QUEUE_PACKETS: usize = 256;
-/// Payload bytes one connection may have waiting towards one side.
-pub const CONNECTION_BYTES: u32 = 64 * 1024;
+/// Payload bytes one connection may have waiting towards one side: the
+/// whole queue of that side. A smaller share reset honest streams (a Linux
+/// receiver grants 256 KiB of credit and refills its RX ring late under
+/// load), and a queue only ever holds packets *for* one VM, so a
+/// connection that fills it crowds out only that VM's own connections.
+pub const CONNECTION_BYTES: u32 = QUEUE_BYTES as u32;
 /// Payload bytes one pump copies before it stops (it always moves at least
 /// one packet, so it may copy up to [`MAX_PAYLOAD`] more).
 pub const PUMP_BYTES: usize = 64 * 1024;
