@@ -153,7 +153,8 @@ impl Guard {
 
     /// How far the Approve hold is, per mille, if one is under way.
     pub fn hold_progress(&self, now: u64) -> Option<u16> {
-        self.hold.map(|hold| permille(now.saturating_sub(hold.since)))
+        self.hold
+            .map(|hold| permille(now.saturating_sub(hold.since)))
     }
 
     /// Whether input has been quiet for [`QUIET_MS`] at `now` (or there was none).
@@ -232,7 +233,10 @@ impl Guard {
             (KeyEvent::Ok, Phase::Press) if approval => {
                 self.ok_key_down = true;
                 if self.hold.is_none() {
-                    self.hold = Some(Hold { since: now, by: Holder::Key });
+                    self.hold = Some(Hold {
+                        since: now,
+                        by: Holder::Key,
+                    });
                     return Action::Holding(0);
                 }
                 Action::None
@@ -247,7 +251,9 @@ impl Guard {
             (KeyEvent::Ok, Phase::Release) if approval => {
                 let was_down = core::mem::replace(&mut self.ok_key_down, false);
                 match self.hold {
-                    Some(Hold { by: Holder::Key, .. }) if was_down => {
+                    Some(Hold {
+                        by: Holder::Key, ..
+                    }) if was_down => {
                         self.hold = None;
                         Action::HoldAbandoned
                     }
@@ -266,13 +272,22 @@ impl Guard {
             Phase::Press => {
                 self.touch_on = under;
                 if under == Some(Button::Approve) && self.hold.is_none() {
-                    self.hold = Some(Hold { since: now, by: Holder::Touch });
+                    self.hold = Some(Hold {
+                        since: now,
+                        by: Holder::Touch,
+                    });
                     return Action::Holding(0);
                 }
                 Action::None
             }
             Phase::Hold => {
-                let touch_hold = matches!(self.hold, Some(Hold { by: Holder::Touch, .. }));
+                let touch_hold = matches!(
+                    self.hold,
+                    Some(Hold {
+                        by: Holder::Touch,
+                        ..
+                    })
+                );
                 if touch_hold && under != Some(Button::Approve) {
                     // Slid off the button: the hold is over, and this contact is spent.
                     self.hold = None;
@@ -288,7 +303,10 @@ impl Guard {
             }
             Phase::Release => {
                 let pressed = self.touch_on.take();
-                if let Some(Hold { by: Holder::Touch, .. }) = self.hold {
+                if let Some(Hold {
+                    by: Holder::Touch, ..
+                }) = self.hold
+                {
                     self.hold = None;
                     return Action::HoldAbandoned;
                 }

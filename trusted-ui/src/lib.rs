@@ -5,6 +5,7 @@
 //! - [`text`]: the canonical transaction statement that is displayed and signed.
 //! - [`layout`]: where everything goes, for any display size; touch hit-testing.
 //! - [`input`]: key events, buttons and the masked PIN entry.
+//! - [`evdev`]: virtio keyboard and tablet events into guard inputs.
 //! - [`guard`]: the rules that keep input from being steered (arming, press-and-hold,
 //!   quiet before release, prompt rate limit).
 //! - [`screens`]: the approval, PIN, result, lockout and timeout screens.
@@ -13,6 +14,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod evdev;
 pub mod guard;
 pub mod input;
 pub mod layout;
