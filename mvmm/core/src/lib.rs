@@ -17,6 +17,7 @@ pub mod dice;
 pub mod display;
 pub mod hypercall;
 pub mod image_store;
+pub mod input;
 pub mod partition;
 pub mod power;
 pub mod psci;
