@@ -723,6 +723,36 @@ mod image {
             }
         }
 
+        /// Draws the approval screen into the private framebuffer and asks
+        /// mvmm to scan it out. Without a display the text prompt alone
+        /// shows the approval (same keys, same rules).
+        fn show_screen(&mut self, ui: &payment_app::service::UiPrompt) {
+            let Some(fb) = self.screen.as_mut() else {
+                return;
+            };
+            let started = rt::now();
+            if let Err(e) = screen::draw_prompt(fb, ui, &self.word) {
+                println!("secure-os: approval screen not drawn ({e:?}); text prompt only");
+                return;
+            }
+            framebuffer::publish(fb.pixels());
+            let drawn = rt::now().wrapping_sub(started);
+            match hypercall::display(true) {
+                0 => {
+                    self.display_held = true;
+                    let frequency = rt::timer_frequency().max(1);
+                    println!(
+                        "secure-os: approval screen on the display (drawn in {} us)",
+                        u128::from(drawn) * 1_000_000 / u128::from(frequency)
+                    );
+                }
+                status => println!(
+                    "secure-os: display unavailable (hvc {:#x} returned {status:#x}); text prompt only",
+                    hypercall::DISPLAY
+                ),
+            }
+        }
+
         fn read_keys(&mut self, now_ms: u64) {
             for _ in 0..KEYS_PER_ROUND {
                 let Some(byte) = rt::console_read_byte() else {
