@@ -243,7 +243,10 @@ fn type_ahead_never_approves_and_a_cancel_mid_input_leaks_no_keys() {
     }
     sleep(Duration::from_millis(1500));
     let out = m.transcript();
-    assert!(!out.contains("payment approved"), "type-ahead ({sprayed} times y, Enter) approved:\n{out}");
+    assert!(
+        !out.contains("payment approved"),
+        "type-ahead ({sprayed} times y, Enter) approved:\n{out}"
+    );
     sleep(READ_TIME);
     m.send("n");
     sleep(Duration::from_millis(150));

@@ -13,8 +13,8 @@ pub use firmware::{cpu_start, system_off};
 pub use fwcfg::FwCfg;
 pub use gic::{
     Injected, KICK_INTID, ack_interrupt, clear_list_registers, end_of_interrupt,
-    init_cpu_interface, init_distributor, inject_virtual, kick, reap_list_registers, route_spi,
-    reroute_spi, set_spi_enabled,
+    init_cpu_interface, init_distributor, inject_virtual, kick, reap_list_registers, reroute_spi,
+    route_spi, set_spi_enabled,
 };
 pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
