@@ -31,13 +31,14 @@ mod image {
     use secure_os::arch::virtio::{self, Kind, SocketError, Vsock, VsockAddr, VsockEventType};
     use secure_os::arch::{entropy, framebuffer, heap, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
-    use secure_os::prompt::{self, Prompt, Step};
+    use secure_os::prompt::{self, ConsoleGate, Prompt, Step};
     use secure_os::rollback::{RollbackCounter, StoreCounter};
     use secure_os::screen::{self, Framebuffer};
     use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard};
     use secure_os::{println, rt};
     use secure_store::{RecordError, SlotState, Store, slot_name};
     use sha2::{Digest, Sha256};
+    use trusted_ui::guard::{Ending, PromptLimiter};
     use zeroize::Zeroize as _;
 
     secure_os::entry!(main);
@@ -132,6 +133,11 @@ mod image {
         rng: ChaCha20Rng,
         word: SecurityWord,
         prompt: Option<Prompt>,
+        /// The arming and quiet-before-release rules of the prompt on
+        /// screen, or of a cancelled one that waits for quiet input.
+        gate: Option<ConsoleGate>,
+        /// Backs prompts off after unanswered ones.
+        limiter: PromptLimiter,
         focus_held: bool,
         /// The private framebuffer the approval screen is drawn into, when
         /// the board has a display.
@@ -280,6 +286,8 @@ mod image {
             rng,
             word,
             prompt: None,
+            gate: None,
+            limiter: PromptLimiter::new(),
             focus_held: false,
             screen: framebuffer::take().and_then(|(pixels, width, height)| {
                 println!(
@@ -503,14 +511,18 @@ mod image {
         fn run_once(&mut self, now_ms: u64) -> bool {
             let mut activity = self.poll_device(now_ms);
             activity |= self.pull_input(now_ms);
-            activity |= self.flush_output();
+            activity |= self.flush_output(now_ms);
             self.board.expire_idle(now_ms);
             for endpoint in self.board.take_doomed() {
                 let _ = self.vsock.force_close(peer(endpoint), endpoint.local_port);
                 activity = true;
             }
-            if self.prompt.is_some() {
+            if self.gate.is_some() {
                 self.read_keys(now_ms);
+            }
+            if self.gate.is_some_and(|g| g.closing() && g.quiet(now_ms)) {
+                println!("secure-os: input quiet, trusted path released");
+                self.end_prompt();
             }
             if let Some(outcome) = self.board.poll(now_ms) {
                 self.finish(Some(outcome));
@@ -553,7 +565,7 @@ mod image {
                         ) {}
                         if self.board.closed(endpoint) {
                             println!("secure-os: payment cancelled (connection closed)");
-                            self.end_prompt();
+                            self.rich_cancelled(now_ms);
                         }
                     }
                     _ => {}
@@ -577,7 +589,7 @@ mod image {
                         Err(_) => {
                             if self.board.closed(endpoint) {
                                 println!("secure-os: payment cancelled (connection closed)");
-                                self.end_prompt();
+                                self.rich_cancelled(now_ms);
                             }
                             break;
                         }
@@ -585,14 +597,14 @@ mod image {
                     activity = true;
                     let bytes = &self.recv_buf[..n];
                     if let Some(ui) = self.board.receive(endpoint, bytes, &mut self.rng, now_ms) {
-                        self.start_prompt(&ui);
+                        self.start_prompt(&ui, now_ms);
                     }
                 }
             }
             activity
         }
 
-        fn flush_output(&mut self) -> bool {
+        fn flush_output(&mut self, now_ms: u64) -> bool {
             let mut activity = false;
             let endpoints: Vec<Endpoint> = self.board.endpoints().collect();
             for endpoint in endpoints {
@@ -615,7 +627,7 @@ mod image {
                             let _ = self.vsock.force_close(peer(endpoint), endpoint.local_port);
                             if self.board.closed(endpoint) {
                                 println!("secure-os: payment cancelled (connection lost)");
-                                self.end_prompt();
+                                self.rich_cancelled(now_ms);
                             }
                             break;
                         }
@@ -638,7 +650,22 @@ mod image {
             }
         }
 
-        fn start_prompt(&mut self, ui: &payment_app::service::UiPrompt) {
+        fn start_prompt(&mut self, ui: &payment_app::service::UiPrompt, now_ms: u64) {
+            if self.gate.is_some() {
+                // A cancelled prompt still waits for quiet input: the user
+                // is typing, so no new prompt appears under their keys.
+                println!("secure-os: payment declined (the previous prompt is still closing)");
+                self.refuse();
+                return;
+            }
+            if let Err(wait_ms) = self.limiter.check(now_ms) {
+                println!(
+                    "secure-os: payment declined ({} unanswered prompts in a row; next prompt in {wait_ms} ms)",
+                    self.limiter.unanswered()
+                );
+                self.refuse();
+                return;
+            }
             let status = hypercall::console_focus(true);
             if status != 0 {
                 println!(
@@ -660,6 +687,40 @@ mod image {
                 println!("{line}");
             }
             self.prompt = Some(Prompt::new(ui.prompt.pin_required));
+            // Armed from the moment the whole prompt is out: the screen and
+            // the question line are both shown by now.
+            self.gate = Some(ConsoleGate::new(self.clock_ms().max(now_ms)));
+        }
+
+        /// Declines a request without showing it (rate limit, or a prompt
+        /// still closing). It does not count as another unanswered prompt.
+        fn refuse(&mut self) {
+            let _ = self.board.decline();
+        }
+
+        /// Milliseconds of the same clock as `run_once`'s `now_ms`.
+        fn clock_ms(&self) -> u64 {
+            (u128::from(rt::now()) * 1000 / u128::from(rt::timer_frequency().max(1))) as u64
+        }
+
+        /// The rich side closed the connection of the prompt on screen: the
+        /// payment is cancelled, but the path goes back only once the user
+        /// has stopped typing.
+        fn rich_cancelled(&mut self, now_ms: u64) {
+            self.prompt = None;
+            let Some(gate) = self.gate.as_mut() else {
+                self.end_prompt();
+                return;
+            };
+            if gate.closing() {
+                return;
+            }
+            self.limiter.ended(now_ms, Ending::Unanswered);
+            if gate.rich_cancel(now_ms) {
+                self.end_prompt();
+            } else {
+                println!("{}", prompt::CLOSING_NOTICE);
+            }
         }
 
         /// Draws the approval screen into the private framebuffer and asks
@@ -694,11 +755,15 @@ mod image {
 
         fn read_keys(&mut self, now_ms: u64) {
             for _ in 0..KEYS_PER_ROUND {
-                let Some(prompt) = self.prompt.as_mut() else {
-                    return;
-                };
                 let Some(byte) = rt::console_read_byte() else {
                     return;
+                };
+                // Too early, or the prompt is closing: the byte is dropped.
+                if !self.gate.as_mut().is_some_and(|g| g.admit(now_ms)) {
+                    continue;
+                }
+                let Some(prompt) = self.prompt.as_mut() else {
+                    continue;
                 };
                 match prompt.key(byte) {
                     Step::Nothing => {}
@@ -737,6 +802,11 @@ mod image {
 
         /// Reports how the approval ended and closes the prompt.
         fn finish(&mut self, outcome: Option<Outcome>) {
+            let ending = match outcome {
+                Some(Outcome::Approved) => Ending::Approved,
+                _ => Ending::Unanswered,
+            };
+            self.limiter.ended(self.clock_ms(), ending);
             match outcome {
                 Some(Outcome::Approved) => println!("secure-os: payment approved"),
                 Some(Outcome::Declined) => println!("secure-os: payment declined"),
@@ -753,6 +823,7 @@ mod image {
         /// Closes the prompt and gives the console back.
         fn end_prompt(&mut self) {
             self.prompt = None;
+            self.gate = None;
             if self.display_held {
                 self.display_held = false;
                 let status = hypercall::display(false);

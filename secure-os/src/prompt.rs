@@ -11,11 +11,76 @@
 //!   are ignored.
 //!
 //! Committing on Enter means a single stray key never approves anything.
+//!
+//! # Rules (the same as the graphical screen's, `trusted_ui::guard`)
+//! [`ConsoleGate`] stands in front of [`Prompt`]:
+//! - bytes that arrive in the first [`ARM_DELAY_MS`] after the prompt was
+//!   printed are discarded (so is everything typed before it: secure-os
+//!   drains the UART when it takes focus);
+//! - when the rich side cancels the prompt while the user is typing, the
+//!   console stays with the secure VM, every byte is swallowed, and focus
+//!   goes back only after [`QUIET_MS`] without a byte ([`CLOSING_NOTICE`] is
+//!   printed);
+//! - a serial console has no key-up, so press-and-hold cannot be asked for:
+//!   approving needs `y` and then Enter, both after the arming delay.
 
 use core::fmt::Write as _;
 
 use payment_app::service::UiPrompt;
+use trusted_ui::guard::{ARM_DELAY_MS, QUIET_MS};
 use trusted_ui::{KeyEvent, PIN_MAX_LEN, Pin, PinEntry, PinStep};
+
+pub use trusted_ui::guard::CLOSING_NOTICE;
+
+/// The arming, and quiet-before-release, rules for one text prompt. Time is
+/// in milliseconds of any monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleGate {
+    armed_at: u64,
+    last_byte: Option<u64>,
+    closing: bool,
+}
+
+impl ConsoleGate {
+    /// A prompt printed at `shown_at`.
+    pub fn new(shown_at: u64) -> ConsoleGate {
+        ConsoleGate {
+            armed_at: shown_at.saturating_add(ARM_DELAY_MS),
+            last_byte: None,
+            closing: false,
+        }
+    }
+
+    /// A byte typed at `now`: true when the prompt may see it. Every byte,
+    /// counted or not, is activity for [`ConsoleGate::quiet`].
+    pub fn admit(&mut self, now: u64) -> bool {
+        self.last_byte = Some(self.last_byte.map_or(now, |last| last.max(now)));
+        !self.closing && now >= self.armed_at
+    }
+
+    /// No byte for [`QUIET_MS`] (or none at all).
+    pub fn quiet(&self, now: u64) -> bool {
+        self.last_byte
+            .is_none_or(|last| now.saturating_sub(last) >= QUIET_MS)
+    }
+
+    /// The rich side cancelled at `now`: true when the console may go back
+    /// at once; otherwise the gate is closing and swallows every byte until
+    /// [`ConsoleGate::quiet`].
+    pub fn rich_cancel(&mut self, now: u64) -> bool {
+        if self.quiet(now) {
+            true
+        } else {
+            self.closing = true;
+            false
+        }
+    }
+
+    /// Whether a cancelled prompt waits for quiet input.
+    pub fn closing(&self) -> bool {
+        self.closing
+    }
+}
 
 /// The heading line of the prompt.
 pub const HEADING: &str = "=== TRUSTED PAYMENT PROMPT (secure VM) ===";
@@ -175,6 +240,45 @@ mod tests {
 
     fn feed(prompt: &mut Prompt, keys: &[u8]) -> std::vec::Vec<Step> {
         keys.iter().map(|&k| prompt.key(k)).collect()
+    }
+
+    #[test]
+    fn gate_discards_early_bytes() {
+        let mut g = ConsoleGate::new(1_000);
+        assert!(!g.admit(1_000));
+        assert!(!g.admit(1_000 + ARM_DELAY_MS - 1));
+        assert!(g.admit(1_000 + ARM_DELAY_MS));
+        // Type-ahead typed as the prompt appears never answers it.
+        let mut g = ConsoleGate::new(1_000);
+        let mut p = Prompt::new(false);
+        for (t, b) in [(1_050, b'y'), (1_200, b'\r')] {
+            if g.admit(t) {
+                assert!(!matches!(p.key(b), Step::Approve(_)));
+            }
+        }
+        assert!(matches!(p.key(b'\r'), Step::Nothing));
+    }
+
+    #[test]
+    fn gate_keeps_the_console_while_the_user_types() {
+        let mut g = ConsoleGate::new(0);
+        assert!(g.rich_cancel(10), "no byte yet: release at once");
+        let mut g = ConsoleGate::new(0);
+        assert!(g.admit(600));
+        assert!(!g.rich_cancel(700));
+        assert!(g.closing());
+        assert!(!g.admit(1_500), "bytes after the cancel are swallowed");
+        assert!(!g.quiet(1_500 + QUIET_MS - 1));
+        assert!(g.quiet(1_500 + QUIET_MS));
+        // Bytes before arming count as typing too.
+        let mut g = ConsoleGate::new(0);
+        assert!(!g.admit(100));
+        assert!(!g.rich_cancel(200));
+        assert!(g.quiet(100 + QUIET_MS));
+        // A byte typed long ago does not hold the console.
+        let mut g = ConsoleGate::new(0);
+        g.admit(600);
+        assert!(g.rich_cancel(600 + QUIET_MS));
     }
 
     #[test]

@@ -35,10 +35,20 @@ pub fn script_with_nonce(nonce: Option<&str>, then: &str) -> String {
     )
 }
 
-/// Waits for the trusted prompt and types `keys` one at a time, the way a
-/// person at the console would.
+/// What secure-os prints when the rich side cancels a prompt while the user
+/// is typing.
+pub const CLOSING_NOTICE: &str = trusted_ui::guard::CLOSING_NOTICE;
+
+/// How long after the prompt appears a person starts typing: past the
+/// trusted path's arming delay (keys in the first
+/// `trusted_ui::guard::ARM_DELAY_MS` are discarded), with a margin.
+pub const READ_TIME: Duration = Duration::from_millis(trusted_ui::guard::ARM_DELAY_MS + 400);
+
+/// Waits for the trusted prompt, reads it for [`READ_TIME`] and types `keys`
+/// one at a time, the way a person at the console would.
 pub fn answer(m: &mut Machine, keys: &str, timeout: Duration) -> Result<String, ConsoleError> {
     let prompt = m.expect(PROMPT, timeout)?;
+    thread::sleep(READ_TIME);
     for key in keys.chars() {
         thread::sleep(Duration::from_millis(150));
         m.send(&key.to_string());

@@ -215,6 +215,7 @@ fn pasting_typing_and_line_editing_work_on_the_console() {
         |r| r.starts_with("[TRUSTED secure] ") && r.contains("Approve? [y/n]"),
         STEP,
     );
+    std::thread::sleep(mvmm_tests::payment::READ_TIME);
     t.type_slowly(b"y\r");
     t.wait_rows(
         "with the approved payment",

@@ -201,3 +201,95 @@ fn a_backend_accepts_the_token_once_over_http_and_python_reads_it() {
     assert_eq!(checked["claims"]["amount_minor"], 1250, "{checked}");
     assert_eq!(checked["claims"]["merchant"], "Corner Cafe", "{checked}");
 }
+
+/// The trusted path's input rules on the console (docs/trusted-path.md), in
+/// one boot:
+/// 1. type-ahead: "y" and Enter typed again and again while the request is
+///    sent, up to the moment the prompt is on the console, never approve (the
+///    ones the rich VM does not take land in the arming delay and are
+///    discarded); a deliberate "n" and Enter then decline;
+/// 2. a cancel from the rich side (it kills its request) while the user types
+///    keeps the console with the secure VM until the typing stops: the digits
+///    typed after the cancel never reach the rich VM, and the rich VM reads
+///    normally once the path is released.
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn type_ahead_never_approves_and_a_cancel_mid_input_leaks_no_keys() {
+    use mvmm_tests::payment::{AMOUNT, CURRENCY, LABEL, MERCHANT, READ_TIME};
+    use std::thread::sleep;
+    let request = format!(
+        "mvmm-pay request --amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}' --json"
+    );
+    let cmd = format!(
+        "mvmm-pay enroll --label '{LABEL}' --json; \
+         {request}; echo \"first request exited with $?\"; \
+         {request} & pid=$!; sleep 6; kill $pid; wait $pid; echo \"second request ended\"; \
+         while read -r -t 60 line; do echo \"rich read [$line]\"; [ \"$line\" = ok ] && break; done"
+    );
+    let mut m = Machine::boot_linux(Some(&cmd), "steer");
+
+    // 1. Type-ahead up to the prompt.
+    ok(m.expect("\"public_key\"", BOOT));
+    let deadline = std::time::Instant::now() + BOOT;
+    let mut sprayed = 0;
+    loop {
+        m.send("y\r");
+        sprayed += 1;
+        match m.expect(PROMPT, Duration::from_millis(40)) {
+            Ok(_) => break,
+            Err(ConsoleError::Timeout { .. }) if std::time::Instant::now() < deadline => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    sleep(Duration::from_millis(1500));
+    let out = m.transcript();
+    assert!(
+        !out.contains("payment approved"),
+        "type-ahead ({sprayed} times y, Enter) approved:\n{out}"
+    );
+    sleep(READ_TIME);
+    m.send("n");
+    sleep(Duration::from_millis(150));
+    m.send("\r");
+    ok(m.expect("secure-os: payment declined", STEP));
+    let line = ok(m.expect("[rich] first request exited with", STEP));
+    assert!(!line.ends_with("with 0"), "{line}");
+
+    // 2. Cancel from the rich side while the user types.
+    ok(m.expect(PROMPT, STEP));
+    sleep(READ_TIME);
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        m.send("1");
+        match m.expect(payment::CLOSING_NOTICE, Duration::from_millis(300)) {
+            Ok(_) => break,
+            Err(ConsoleError::Timeout { .. }) if std::time::Instant::now() < deadline => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The user goes on typing (a PIN, say) after the cancel.
+    for key in ["9", "8", "7", "6"] {
+        sleep(Duration::from_millis(300));
+        m.send(key);
+    }
+    // The rich VM's own output goes on meanwhile, so these come in any order.
+    m.expect_all(
+        &[
+            "secure-os: input quiet, trusted path released",
+            "[mvmm] console input goes back to vm 'rich'",
+            "[rich] second request ended",
+        ],
+        STEP,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    sleep(Duration::from_millis(500));
+    m.send("ok\r");
+    ok(m.expect("[rich] rich read [ok]", STEP));
+    let out = finish(&mut m);
+    for line in out.lines().filter(|l| l.contains("rich read [")) {
+        assert!(
+            !line.chars().any(|c| c.is_ascii_digit()),
+            "a key typed on the trusted path reached the rich VM: {line}\n{out}"
+        );
+    }
+}

@@ -127,6 +127,7 @@ fn a_locked_pin_stays_locked_after_a_restart() {
     let mut m = Machine::boot_linux_with_storage(Some(REQUEST), "pin-2", &flash);
     ok(m.expect("PIN set", BOOT));
     ok(m.expect(PROMPT, BOOT));
+    thread::sleep(payment::READ_TIME);
     m.send("y");
     thread::sleep(Duration::from_millis(150));
     m.send("\r");

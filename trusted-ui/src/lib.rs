@@ -5,12 +5,17 @@
 //! - [`text`]: the canonical transaction statement that is displayed and signed.
 //! - [`layout`]: where everything goes, for any display size; touch hit-testing.
 //! - [`input`]: key events, buttons and the masked PIN entry.
+//! - [`evdev`]: virtio keyboard and tablet events into guard inputs.
+//! - [`guard`]: the rules that keep input from being steered (arming, press-and-hold,
+//!   quiet before release, prompt rate limit).
 //! - [`screens`]: the approval, PIN, result, lockout and timeout screens.
 //!
 //! See `docs/trusted-ui.md` for the design.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod evdev;
+pub mod guard;
 pub mod input;
 pub mod layout;
 mod paint;

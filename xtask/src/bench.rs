@@ -278,10 +278,13 @@ fn channel_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
         let started = Instant::now();
         let mut machine = Machine::start_quiet(cmd);
         if !icount {
-            // The user's answer, given the moment the prompt is complete.
+            // The user's answer, given as soon as the trusted path counts
+            // keys (payment::READ_TIME after the prompt is complete: keys in
+            // the arming delay are discarded, docs/trusted-path.md).
             machine
                 .expect(payment::PROMPT, LIMIT)
                 .map_err(|e| format!("bench payment: {e}\n{}", tail(&machine.transcript())))?;
+            std::thread::sleep(payment::READ_TIME);
             machine.send("y");
             machine.send("\r");
         }

@@ -20,6 +20,7 @@ pub mod display;
 pub mod el2_map;
 pub mod hypercall;
 pub mod image_store;
+pub mod input;
 pub mod partition;
 pub mod pcie;
 pub mod power;

@@ -45,11 +45,25 @@ pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
     // What was typed before the switch is for the VM that had focus: it
     // never reaches the other one (type-ahead into a trusted prompt, or the
     // rest of a PIN into the rich VM).
+    //
+    // The UART's interrupt follows the focus, so a key typed at a trusted
+    // prompt never interrupts a rich-VM CPU (which would tell the rich VM
+    // when and how many keys the user typed). Taking: route first, then
+    // switch; releasing: switch first, then route. Either way a key in
+    // between interrupts the secure VM's CPU, never the rich VM's while the
+    // key is the secure VM's.
+    let uart_cpu = |index: usize| BOARD.vms.get(index).and_then(|v| v.cpus.first()).copied();
+    if take && let Some(cpu) = uart_cpu(focus) {
+        arch::reroute_spi(BOARD.uart.irq, cpu);
+    }
     let discarded = {
         let mut input = INPUT.lock();
         FOCUS.store(focus, Ordering::Relaxed);
         input.clear()
     };
+    if !take && let Some(cpu) = uart_cpu(focus) {
+        arch::reroute_spi(BOARD.uart.irq, cpu);
+    }
     if discarded > 0 {
         log!("console: {discarded} typed byte(s) for the previous focus discarded");
     }

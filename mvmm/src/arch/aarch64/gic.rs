@@ -333,6 +333,28 @@ pub fn set_spi_edge(intid: u32) {
     mmio_write(word, mmio_read(word) | bit);
 }
 
+/// Moves an enabled SPI (routed by [`route_spi`]) to `cpu`, as Linux's GICv3
+/// driver does: disable, wait for the distributor to finish (RWP), write
+/// the route, enable again. An interrupt pending meanwhile stays pending and
+/// is taken by the new CPU.
+pub fn reroute_spi(intid: u32, cpu: usize) {
+    let base = BOARD.gic.distributor.base as usize;
+    let word = (intid / 32) as usize * 4;
+    let bit = 1u32 << (intid % 32);
+    mmio_write(base + GICD_ICENABLER + word, bit);
+    while mmio_read(base + GICD_CTLR) & GICD_CTLR_RWP != 0 {
+        core::hint::spin_loop();
+    }
+    // SAFETY: the IROUTER register of this SPI, inside the distributor.
+    unsafe {
+        ptr::write_volatile(
+            (base + GICD_IROUTER + intid as usize * 8) as *mut u64,
+            cpu as u64,
+        )
+    };
+    mmio_write(base + GICD_ISENABLER + word, bit);
+}
+
 /// Enables or disables a physical SPI at the distributor.
 pub fn set_spi_enabled(intid: u32, enabled: bool) {
     let base = BOARD.gic.distributor.base as usize;
