@@ -145,7 +145,9 @@ fn the_secure_vm_keeps_serving_through_rich_vm_attacks_on_the_channel() {
     let finished = storm
         .matches("chan-tool: echo_throughput_bytes 9830400 bytes")
         .count();
-    let cut = storm.matches("echo-throughput: end of stream after").count();
+    let cut = storm
+        .matches("echo-throughput: end of stream after")
+        .count();
     assert!(
         finished >= 1 && finished + cut == 2,
         "{finished} stream(s) finished, {cut} cut:\n{storm}"
