@@ -214,7 +214,7 @@ pub fn check(data: &[u8]) {
         match op {
             Op::Accept(i) => {
                 let i = pick(i);
-                if h.sb.accept(ENDPOINTS[i]).is_ok() {
+                if h.sb.accept(ENDPOINTS[i], h.now).is_ok() {
                     h.peers[i] = Peer::default();
                 }
             }

@@ -383,12 +383,16 @@ pub fn replay() -> Result<(), FuzzError> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args([
-        "test",
-        "--manifest-path",
-        &manifest,
-        "--no-default-features",
-    ]))
+    // The vsock switch is a large value (its per-VM queues) that a debug
+    // build moves through the stack: give the test threads room.
+    run(cargo()
+        .args([
+            "test",
+            "--manifest-path",
+            &manifest,
+            "--no-default-features",
+        ])
+        .env("RUST_MIN_STACK", "33554432"))
 }
 
 #[cfg(test)]
