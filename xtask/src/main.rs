@@ -5,6 +5,7 @@
 
 mod android_tools;
 mod bench;
+mod fuzz;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -85,6 +86,10 @@ enum Cmd {
     /// tests (mvmm with its probe guest, Linux in the rich VM, payments end
     /// to end).
     Test(TestArgs),
+    /// Fuzz the trust boundaries (installs nightly and cargo-fuzz when
+    /// missing): each target of fuzz/ for N minutes, then execs, coverage
+    /// and corpus size per target; fails with the input of any crash.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[derive(clap::Args)]
@@ -164,6 +169,7 @@ fn main() -> ExitCode {
         Cmd::Sim { auto, args } => sim::sim(auto.as_deref(), &args),
         Cmd::Bench { board } => run_bench(&board),
         Cmd::Demo { answer } => demo(&answer),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -824,6 +830,8 @@ fn host_checks(host_only: bool, started: Instant) -> Result {
             .env("MVMM_KOTLINC", kotlinc)
             .env(android_tools::REQUIRE_VAR, "1"),
     )?;
+    step("fuzz corpora and regressions replayed through the targets' checks (stable)");
+    fuzz::replay().map_err(|e| e.to_string())?;
     step(&format!(
         "the trusted base builds for {TARGET_EL1}: {}",
         NO_STD_CRATES.join(", ")
