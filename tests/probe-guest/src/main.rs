@@ -170,8 +170,14 @@ mod image {
         };
         let state = || (read(0x200) >> PPI & 1) | (read(0x300) >> PPI & 1) << 1;
         let hz = rt::timer_frequency();
-        // SAFETY: masks IRQs at this vCPU (PSTATE.I); no memory is touched.
-        unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
+        // SAFETY: masks IRQs at this vCPU (PSTATE.I) and the probe's own
+        // tick (the virtual timer's IMASK) so that only the physical timer
+        // is acknowledged below; no memory is touched.
+        let tick: u64;
+        unsafe {
+            asm!("msr daifset, #2", "mrs {t}, cntv_ctl_el0", "orr {m}, {t}, #2", "msr cntv_ctl_el0, {m}", "isb",
+                t = out(reg) tick, m = out(reg) _, options(nomem, nostack))
+        };
         rt::arm_physical(u32::try_from(hz / 1000).unwrap_or(1).max(1));
         let start = rt::now();
         while rt::now() - start < hz / 100 {
@@ -182,10 +188,20 @@ mod image {
         // SAFETY: CNTP_CTL_EL0 only controls this vCPU's physical timer.
         unsafe { asm!("msr cntp_ctl_el0, {}", "isb", in(reg) 0b11u64, options(nomem, nostack)) };
         let before = state();
-        let iar: u64;
-        // SAFETY: acknowledging the highest-priority interrupt (IRQs stay
-        // masked, so the handler does not run); ended below.
-        unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nomem, nostack)) };
+        let mut iar: u64 = 1023;
+        // A tick that fired before it was masked may come first: end it
+        // (the tick stays masked, so it does not come back) and take the
+        // next one.
+        for _ in 0..4 {
+            // SAFETY: acknowledging the highest-priority interrupt (IRQs
+            // stay masked, so the handler does not run); ended here or below.
+            unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nomem, nostack)) };
+            if iar & 0xff_ffff == u64::from(PPI) || iar & 0xff_ffff >= 1020 {
+                break;
+            }
+            // SAFETY: ends the interrupt just acknowledged.
+            unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) iar, options(nomem, nostack)) };
+        }
         let acked = state();
         // SAFETY: ends the interrupt acknowledged above (EOImode 0: drop
         // and deactivate), then turns the timer off.
@@ -199,8 +215,11 @@ mod image {
             )
         };
         let ended = state();
-        // SAFETY: unmasks IRQs at this vCPU again.
-        unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
+        // SAFETY: restores the tick's control and unmasks IRQs at this
+        // vCPU again.
+        unsafe {
+            asm!("msr cntv_ctl_el0, {}", "isb", "msr daifclr, #2", in(reg) tick, options(nomem, nostack))
+        };
         [before, acked, ended, (iar & 0xff_ffff) as u32]
     }
 
