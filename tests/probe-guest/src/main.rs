@@ -170,10 +170,10 @@ mod image {
         };
         let state = || (read(0x200) >> PPI & 1) | (read(0x300) >> PPI & 1) << 1;
         let hz = rt::timer_frequency();
+        let tick: u64;
         // SAFETY: masks IRQs at this vCPU (PSTATE.I) and the probe's own
         // tick (the virtual timer's IMASK) so that only the physical timer
         // is acknowledged below; no memory is touched.
-        let tick: u64;
         unsafe {
             asm!("msr daifset, #2", "mrs {t}, cntv_ctl_el0", "orr {m}, {t}, #2", "msr cntv_ctl_el0, {m}", "isb",
                 t = out(reg) tick, m = out(reg) _, options(nomem, nostack))
