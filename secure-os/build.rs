@@ -44,6 +44,7 @@ fn main() {
     // runtime then reports the device missing and fails closed).
     let secure = board.vms.iter().find(|v| v.kind == "secure");
     let vsock = secure.and_then(|v| v.vsock);
+    let input = secure.and_then(|v| v.input);
     // secure-os reads its provisioning page at the last page of its RAM.
     if let Some((vm, at)) = secure.and_then(|v| v.provision.map(|p| (v, p))) {
         let last_page = vm
@@ -89,6 +90,10 @@ fn main() {
              /// The secure VM's vsock device (the VMM channel) and its interrupt.\n\
              pub const VSOCK_BASE: usize = {vsock_base:#x};\n\
              pub const VSOCK_INTID: u32 = {vsock_irq};\n\
+             /// The secure VM's input device (keyboard and touch while it holds the\n\
+             /// trusted path; 0 when the board gives it none) and its interrupt.\n\
+             pub const INPUT_BASE: usize = {input_base:#x};\n\
+             pub const INPUT_INTID: u32 = {input_irq};\n\
              /// The secure VM's private framebuffer (XRGB8888, no row padding;\n\
              /// width 0: the board has no display).\n\
              pub const FRAMEBUFFER_BASE: usize = {fb_base:#x};\n\
@@ -106,6 +111,8 @@ fn main() {
             gicr_stride = b.gic.redistributor_stride,
             vsock_base = vsock.map_or(0, |v| v.base),
             vsock_irq = vsock.map_or(0, |v| v.irq),
+            input_base = input.map_or(0, |v| v.base),
+            input_irq = input.map_or(0, |v| v.irq),
             flash_base = flash.map_or(0, |d| d.base),
             flash_size = flash.map_or(0, |d| d.size),
         ),

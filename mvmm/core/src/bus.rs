@@ -24,6 +24,9 @@ pub enum Emulated {
     /// The VM's virtio-mmio vsock device, its end of the VMM channel
     /// (`crate::virtio`).
     Vsock,
+    /// The VM's virtio-mmio input device: the keyboard and touch events
+    /// mvmm routes to it (`crate::input`, `crate::virtio::input`).
+    Input,
 }
 
 /// Most emulated regions a VM has.
@@ -103,6 +106,9 @@ impl Bus {
         bus.add(board.uart.mmio, Emulated::Uart, vm)?;
         if let Some(slot) = vm.vsock {
             bus.add(slot.mmio, Emulated::Vsock, vm)?;
+        }
+        if let Some(slot) = vm.input {
+            bus.add(slot.mmio, Emulated::Input, vm)?;
         }
         Ok(bus)
     }

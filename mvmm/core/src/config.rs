@@ -6,7 +6,7 @@
 
 use crate::partition::{
     Board, Device, DeviceClass, Display, Dma, Gic, MemRange, PartitionError, PcieHost, Smmu,
-    StreamIds, Uart, VIRTIO_MMIO_SLOT, Vm, VmKind, VsockRule, VsockSlot,
+    StreamIds, Uart, VIRTIO_MMIO_SLOT, VirtioSlot, Vm, VmKind, VsockRule, VsockSlot,
 };
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -32,6 +32,24 @@ pub struct VsockEntry {
     pub cid: u32,
     pub base: u64,
     pub irq: u32,
+}
+
+/// `input = { base, irq }` of a VM: the virtio-mmio slot (0x200 bytes) of
+/// the input device mvmm emulates in it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputEntry {
+    pub base: u64,
+    pub irq: u32,
+}
+
+impl InputEntry {
+    fn slot(&self) -> VirtioSlot {
+        VirtioSlot {
+            mmio: MemRange::new(self.base, VIRTIO_MMIO_SLOT),
+            irq: self.irq,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +86,10 @@ pub struct BoardSection {
     /// The SMMUv3 that confines the DMA of devices given to VMs.
     #[serde(default)]
     pub smmu: Option<SmmuEntry>,
+    /// mvmm's physical input devices (virtio-input keyboard and tablet in
+    /// virtio-mmio slots no VM maps).
+    #[serde(default)]
+    pub input: Vec<InputEntry>,
 }
 
 /// `smmu = { base, size, event_irq }` of `[board]`.
@@ -249,6 +271,10 @@ pub struct VmEntry {
     /// The VMM channel device mvmm emulates in this VM.
     #[serde(default)]
     pub vsock: Option<VsockEntry>,
+    /// The input device mvmm emulates in this VM (the trusted path's
+    /// keyboard and touch, routed by mvmm).
+    #[serde(default)]
+    pub input: Option<InputEntry>,
     /// Where the loader puts the VM's provisioning page (device secret).
     #[serde(default)]
     pub provision: Option<u64>,
@@ -358,6 +384,7 @@ impl BoardFile {
                     mmio: MemRange::new(e.base, VIRTIO_MMIO_SLOT),
                     irq: e.irq,
                 }),
+                input: v.input.as_ref().map(InputEntry::slot),
             });
         }
         let rules: Vec<VsockRule<'_>> = self
@@ -370,6 +397,7 @@ impl BoardFile {
             })
             .collect();
         let b = &self.board;
+        let input: Vec<VirtioSlot> = b.input.iter().map(InputEntry::slot).collect();
         let board = Board {
             name: &b.name,
             cpu_count: b.cpus,
@@ -395,6 +423,7 @@ impl BoardFile {
                 mmio: MemRange::new(m.base, m.size),
                 event_irq: m.event_irq,
             }),
+            input: &input,
         };
         board.validate()?;
         if let Some(storage) = self.qemu.as_ref().and_then(|q| q.storage.as_ref()) {
@@ -532,7 +561,7 @@ fn codegen(board: &Board<'_>) -> String {
         let rams: Vec<String> = vm.ram.iter().map(|m| r(*m)).collect();
         let _ = writeln!(
             s,
-            "        Vm {{ name: {:?}, kind: VmKind::{:?}, vmid: {}, cpus: &{:?}, ram: &[{}], devices: &{:?}, entry: {:#x}, boot_arg: {:#x}, vsock: {} }},",
+            "        Vm {{ name: {:?}, kind: VmKind::{:?}, vmid: {}, cpus: &{:?}, ram: &[{}], devices: &{:?}, entry: {:#x}, boot_arg: {:#x}, vsock: {}, input: {} }},",
             vm.name,
             vm.kind,
             vm.vmid,
@@ -549,7 +578,12 @@ fn codegen(board: &Board<'_>) -> String {
                     v.irq
                 ),
                 None => "None".into(),
-            }
+            },
+            vm.input.map_or("None".to_string(), |v| format!(
+                "Some(VirtioSlot {{ mmio: {}, irq: {} }})",
+                r(v.mmio),
+                v.irq
+            ))
         );
     }
     let _ = writeln!(s, "    ],");
@@ -604,6 +638,12 @@ fn codegen(board: &Board<'_>) -> String {
             m.event_irq
         ))
     );
+    let inputs: Vec<String> = board
+        .input
+        .iter()
+        .map(|v| format!("VirtioSlot {{ mmio: {}, irq: {} }}", r(v.mmio), v.irq))
+        .collect();
+    let _ = writeln!(s, "    input: &[{}],", inputs.join(", "));
     let _ = writeln!(s, "}};");
     let prefixes: Vec<String> = std::iter::once("mvmm")
         .chain(board.vms.iter().map(|vm| vm.name))

@@ -167,6 +167,16 @@ fn write_tree(board: &BoardFile, vm: &VmEntry, boot: &BootParams<'_>) -> Result<
         fdt.property_null("dma-coherent")?;
         fdt.end_node(node)?;
     }
+    if let Some(input) = vm.input {
+        // The keyboard and touch screen, emulated by mvmm (a modern
+        // virtio-mmio virtio-input device).
+        let node = fdt.begin_node(&format!("virtio_mmio@{:x}", input.base))?;
+        fdt.property_string("compatible", "virtio,mmio")?;
+        fdt.property_array_u64("reg", &reg(input.base, crate::partition::VIRTIO_MMIO_SLOT))?;
+        fdt.property_array_u32("interrupts", &[GIC_SPI, input.irq - 32, IRQ_EDGE_RISING])?;
+        fdt.property_null("dma-coherent")?;
+        fdt.end_node(node)?;
+    }
     fdt.end_node(root)?;
     fdt.finish()
 }

@@ -30,7 +30,7 @@
 
 pub mod config;
 
-pub use config::{InputConfig, Profile};
+pub use config::{InputConfig, Profile, RICH_INPUT, SECURE_INPUT};
 
 /// Event types and codes this module acts on (Linux input-event-codes.h).
 pub mod codes {
@@ -145,7 +145,7 @@ impl EventQueue {
         }
     }
 
-    fn push(&mut self, event: Event) {
+    pub(crate) fn push(&mut self, event: Event) {
         // Keep room for the SYN_DROPPED that follows an overflow.
         if self.dropped || self.len + 1 >= QUEUE_LEN {
             if !self.dropped {

@@ -238,6 +238,28 @@ pub struct Vm<'a> {
     pub boot_arg: u64,
     /// The VMM channel device mvmm emulates in this VM, if any.
     pub vsock: Option<VsockSlot>,
+    /// The virtio-input device mvmm emulates in this VM, if any: the
+    /// keyboard and touch events mvmm routes to it (see [`crate::input`]).
+    pub input: Option<VirtioSlot>,
+}
+
+/// One virtio-mmio register window (0x200 bytes) and its interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioSlot {
+    /// The register window.
+    pub mmio: MemRange,
+    /// Its interrupt (an SPI INTID).
+    pub irq: u32,
+}
+
+impl VirtioSlot {
+    /// One virtio-mmio slot at a slot-aligned address, with an SPI.
+    pub fn well_formed(&self) -> bool {
+        self.mmio.size == VIRTIO_MMIO_SLOT
+            && self.mmio.base.is_multiple_of(VIRTIO_MMIO_SLOT)
+            && self.mmio.base.checked_add(self.mmio.size).is_some()
+            && (32..1020).contains(&self.irq)
+    }
 }
 
 /// A virtio-mmio vsock device mvmm emulates in a VM: the VM's end of the
@@ -313,6 +335,10 @@ pub struct Board<'a> {
     pub display: Option<Display>,
     /// The IOMMU that confines the DMA of devices given to VMs, if any.
     pub smmu: Option<Smmu>,
+    /// mvmm's physical input devices (virtio-input keyboard and tablet in
+    /// slots no VM maps): only mvmm reads them, and routes each event to
+    /// one VM's emulated input device (see [`crate::input`]).
+    pub input: &'a [VirtioSlot],
 }
 
 /// The display: one scan-out that only mvmm programs (QEMU: `ramfb`,
@@ -436,6 +462,16 @@ pub enum PartitionError<'a> {
     VsockShared {
         vm: &'a str,
         other: &'a str,
+    },
+    /// A VM's emulated input slot is not one virtio-mmio window with an
+    /// SPI of its own, or lies where the VM has RAM or a device.
+    InputSlotInvalid {
+        vm: &'a str,
+    },
+    /// One of mvmm's input devices is not a slot no VM can reach, or its
+    /// interrupt is taken by something else.
+    InputDeviceReachable {
+        slot: VirtioSlot,
     },
     /// A device mvmm drives itself (`name`: rpmb, entropy) is not one
     /// virtio-mmio slot, or lies in RAM or in a page a VM may map.
@@ -595,6 +631,17 @@ impl fmt::Display for PartitionError<'_> {
             VsockShared { vm, other } => {
                 write!(f, "vm '{vm}' and vm '{other}' have the same vsock cid")
             }
+            InputSlotInvalid { vm } => write!(
+                f,
+                "vm '{vm}': its input slot must be one 0x200-byte virtio-mmio window with an SPI no other \
+                 device of the board uses, away from RAM, the UART, the GIC and every passed-through device"
+            ),
+            InputDeviceReachable { slot } => write!(
+                f,
+                "board input device {} (irq {}) must be one virtio-mmio slot (0x200 bytes) outside RAM and every \
+                 page a VM owns, with an SPI no other device uses (only mvmm may read the user's input)",
+                slot.mmio, slot.irq
+            ),
             MvmmSlotReachable { name, range } => write!(
                 f,
                 "board {name} {range} must be one virtio-mmio slot (0x200 bytes) outside RAM and outside every page a VM owns (the device is mvmm's own: no VM may reach it)"
@@ -758,6 +805,7 @@ impl<'a> Board<'a> {
                 return Err(MvmmSlotReachable { name, range });
             }
         }
+        self.validate_input()?;
         if let Some(smmu) = self.smmu {
             self.validate_smmu(&smmu)?;
         }
@@ -868,6 +916,63 @@ impl<'a> Board<'a> {
                 });
             if !placed {
                 return Err(what);
+            }
+        }
+        Ok(())
+    }
+
+    /// The trusted path's input: mvmm's devices are slots no VM can reach
+    /// with interrupts of their own; each VM's emulated device is a slot of
+    /// its own away from everything it owns.
+    fn validate_input(&self) -> Result<(), PartitionError<'a>> {
+        use PartitionError::*;
+        let device_irq = |irq: u32| {
+            irq == self.uart.irq
+                || self.devices.iter().any(|d| d.irqs.contains(&irq))
+                || self.smmu.is_some_and(|s| s.event_irq == irq)
+        };
+        let vm_irq = |irq: u32| {
+            self.vms.iter().any(|vm| {
+                vm.vsock.is_some_and(|v| v.irq == irq) || vm.input.is_some_and(|v| v.irq == irq)
+            })
+        };
+        for (i, slot) in self.input.iter().enumerate() {
+            let m = slot.mmio;
+            let page = MemRange::new(m.base & !0xfff, 0x1000);
+            let reachable = self.ram.overlaps(&m)
+                || self.devices.iter().any(|d| d.mmio.overlaps(&page))
+                || self.vms.iter().any(|vm| {
+                    vm.vsock.is_some_and(|v| v.mmio.overlaps(&m))
+                        || vm.input.is_some_and(|v| v.mmio.overlaps(&m))
+                })
+                || [self.rpmb, self.entropy]
+                    .iter()
+                    .flatten()
+                    .any(|r| r.overlaps(&m))
+                || self.input[..i]
+                    .iter()
+                    .any(|o| o.mmio.overlaps(&m) || o.irq == slot.irq);
+            if !slot.well_formed() || reachable || device_irq(slot.irq) || vm_irq(slot.irq) {
+                return Err(InputDeviceReachable { slot: *slot });
+            }
+        }
+        for vm in self.vms {
+            let Some(slot) = vm.input else { continue };
+            let m = slot.mmio;
+            let clashes = [
+                self.ram,
+                self.uart.mmio,
+                self.gic.distributor,
+                self.gic.redistributors,
+            ]
+            .iter()
+            .any(|r| r.overlaps(&m))
+                || self.devices.iter().any(|d| d.mmio.overlaps(&m))
+                || vm
+                    .vsock
+                    .is_some_and(|v| v.mmio.overlaps(&m) || v.irq == slot.irq);
+            if !slot.well_formed() || clashes || device_irq(slot.irq) {
+                return Err(InputSlotInvalid { vm: vm.name });
             }
         }
         Ok(())
@@ -1205,6 +1310,7 @@ pub(crate) mod tests {
                 mmio: MemRange::new(0x0a00_0000, 0x200),
                 irq: 48,
             }),
+            input: None,
         },
         Vm {
             name: "secure",
@@ -1220,6 +1326,7 @@ pub(crate) mod tests {
                 mmio: MemRange::new(0x0a00_0000, 0x200),
                 irq: 48,
             }),
+            input: None,
         },
     ];
 
@@ -1258,6 +1365,7 @@ pub(crate) mod tests {
             mmio: MemRange::new(0x0905_0000, 0x2_0000),
             event_irq: 106,
         }),
+        input: &[],
     };
 
     fn with_vms<'a>(vms: &'a [Vm<'a>]) -> Result<(), String> {
@@ -1567,6 +1675,65 @@ pub(crate) mod tests {
             MemRange::new(0x0a00_0200, 0x100),
         ] {
             assert!(with(bad).unwrap_err().contains("board rpmb"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn input_devices_are_mvmms_alone_and_each_vms_input_slot_is_its_own() {
+        let slot = |base, irq| VirtioSlot {
+            mmio: MemRange::new(base, 0x200),
+            irq,
+        };
+        let physical = |input: &'static [VirtioSlot]| {
+            Board { input, ..BOARD }
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        static GOOD: [VirtioSlot; 2] = [
+            VirtioSlot {
+                mmio: MemRange::new(0x0a00_2200, 0x200),
+                irq: 65,
+            },
+            VirtioSlot {
+                mmio: MemRange::new(0x0a00_2400, 0x200),
+                irq: 66,
+            },
+        ];
+        assert_eq!(physical(&GOOD), Ok(()));
+        let bad: [&'static [VirtioSlot]; 7] = [
+            // The vsock slot, a page a VM owns (rtc's), RAM, not a slot,
+            // the UART's interrupt, the vsock interrupt, two slots sharing
+            // one interrupt.
+            Box::leak(Box::new([slot(0x0a00_0000, 65)])),
+            Box::leak(Box::new([slot(0x0901_0200, 65)])),
+            Box::leak(Box::new([slot(0x4100_0000, 65)])),
+            Box::leak(Box::new([VirtioSlot {
+                mmio: MemRange::new(0x0a00_2200, 0x1000),
+                irq: 65,
+            }])),
+            Box::leak(Box::new([slot(0x0a00_2200, 33)])),
+            Box::leak(Box::new([slot(0x0a00_2200, 48)])),
+            Box::leak(Box::new([slot(0x0a00_2200, 65), slot(0x0a00_2400, 65)])),
+        ];
+        for input in bad {
+            let err = physical(input).unwrap_err();
+            assert!(err.contains("board input device"), "{input:?}: {err}");
+        }
+        // A VM's own slot: fine away from its vsock slot; refused on it, in
+        // its RAM, or on a passed-through device's interrupt.
+        let emulated = |input| {
+            let vms: &'static [Vm<'static>] = Box::leak(Box::new([Vm { input, ..VMS[0] }, VMS[1]]));
+            Board { vms, ..BOARD }.validate().map_err(|e| e.to_string())
+        };
+        assert_eq!(emulated(Some(slot(0x0a00_0400, 50))), Ok(()));
+        for bad in [
+            slot(0x0a00_0000, 50),
+            slot(0x5000_0000, 50),
+            slot(0x0a00_0400, 48),
+            slot(0x0a00_0400, 34),
+        ] {
+            let err = emulated(Some(bad)).unwrap_err();
+            assert!(err.contains("its input slot"), "{bad:?}: {err}");
         }
     }
 

@@ -56,6 +56,8 @@ pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
     if take && let Some(cpu) = uart_cpu(focus) {
         arch::reroute_spi(BOARD.uart.irq, cpu);
     }
+    // The keyboard and touch screen follow the same focus.
+    set_input_focus(take);
     let discarded = {
         let mut input = INPUT.lock();
         FOCUS.store(focus, Ordering::Relaxed);

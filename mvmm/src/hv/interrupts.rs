@@ -47,6 +47,8 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
             }
         } else if is_smmu_irq(intid) {
             smmu_events();
+        } else if is_input_irq(intid) {
+            input_events();
         } else {
             log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
         }

@@ -37,6 +37,7 @@ mod display;
 mod dma;
 mod entropy;
 mod handover;
+mod input;
 mod interrupts;
 mod power;
 mod rpmb;
@@ -52,6 +53,7 @@ use display::{display_call, secure_display_ends, start_display};
 use dma::{is_smmu_irq, route_smmu_irq, smmu_events, start_smmu};
 use entropy::{start_entropy, trng_call};
 use handover::{prepare_handover, write_handover};
+use input::{input_access, input_events, is_input_irq, reset_input, set_input_focus, start_input};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
 use power::{load_images, power_call, stop_here, stop_if_asked};
 use rpmb::{rpmb_call, start_rpmb};
@@ -270,6 +272,8 @@ fn boot(dtb: u64) {
         arch::enable_rx_interrupt();
         route_smmu_irq(cpu);
     }
+    // The keyboard and touch interrupt the secure VM's CPU.
+    start_input();
     // Passed-through device interrupts go to the CPU of the owner's vCPU 0,
     // disabled until the guest enables them in its virtual GIC.
     for vm in BOARD.vms {

@@ -71,7 +71,7 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
             drop(state);
             log!("vm '{}': PSCI SYSTEM_OFF", vm.name);
             if vm.kind == VmKind::Secure {
-                secure_display_ends();
+                secure_path_ends(vm_index, vm);
             }
             let all_off = VMS.iter().take(BOARD.vms.len()).all(|s| s.lock().off);
             if vm.kind == VmKind::Rich || all_off {
@@ -141,6 +141,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         // the switch resets the VM's connections on the peer's side too.
         let _ = SWITCH.lock().mmio_write(vm_index, mmio::reg::STATUS, 4, 0);
     }
+    reset_input(vm_index);
     let stopped = quiesce_pcie(vm);
     if stopped > 0 {
         log!(
@@ -162,7 +163,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     if vm.kind == VmKind::Secure {
         write_handover(vm);
         // A trusted screen does not outlive the secure VM that drew it.
-        secure_display_ends();
+        secure_path_ends(vm_index, vm);
     }
     {
         let mut state = VMS[vm_index].lock();
@@ -309,4 +310,13 @@ fn quiesce_pcie(vm: &Vm<'static>) -> usize {
             _ => 0,
         })
         .sum()
+}
+
+/// The secure VM `vm_index` stopped (off, or reset): the trusted path it
+/// held (console and input focus, the display) goes back to the rich VM.
+fn secure_path_ends(vm_index: usize, vm: &Vm<'static>) {
+    if FOCUS.load(Ordering::Relaxed) == vm_index {
+        set_focus(vm_index, vm, false);
+    }
+    secure_display_ends();
 }

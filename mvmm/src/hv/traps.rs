@@ -115,6 +115,7 @@ pub(super) fn data_abort(
         }
         Some((Emulated::Vsock, offset)) => vsock_access(regs, vm_index, vm, abort, offset, va),
         Some((Emulated::Uart, offset)) => uart_access(regs, vm_index, vm, abort, offset, va),
+        Some((Emulated::Input, offset)) => input_access(regs, vm_index, vm, abort, offset, va),
         None => {
             report(
                 vm_index,

@@ -54,6 +54,14 @@ pub const RICH_INPUT: Profile = Profile {
     abs: &[(0, 32767), (1, 32767)],
 };
 
+/// What the secure VM's device is: the same keys and axes as the rich VM's
+/// (secure-os decodes them with `trusted_ui::evdev`).
+pub const SECURE_INPUT: Profile = Profile {
+    name: "mVMM trusted keyboard and touch",
+    serial: "mvmm-input-1",
+    ..RICH_INPUT
+};
+
 /// A guest's view of one device's configuration space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputConfig {

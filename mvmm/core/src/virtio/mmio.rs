@@ -19,7 +19,7 @@ pub const MAGIC: u32 = 0x7472_6976;
 pub const VERSION: u32 = 2;
 /// mvmm's vendor id: "mVMM" in little-endian ASCII.
 pub const VENDOR_ID: u32 = 0x4d4d_566d;
-/// Queues per device (vsock: rx, tx, event).
+/// Most queues a device has (vsock: rx, tx, event; input: event, status).
 pub const QUEUES: usize = 3;
 /// Bytes of device configuration space.
 pub const CONFIG_LEN: usize = 8;
@@ -111,6 +111,8 @@ pub struct Transport {
     interrupt_status: u32,
     /// Set when an interrupt bit is raised, cleared by [`Self::take_raised`].
     raised: bool,
+    /// Queues the device has (at most [`QUEUES`]); the others read as absent.
+    queue_count: usize,
     pub(crate) queues: [Queue; QUEUES],
 }
 
@@ -129,13 +131,22 @@ impl Transport {
             needs_reset: false,
             interrupt_status: 0,
             raised: false,
+            queue_count: QUEUES,
             queues: [Queue::new(); QUEUES],
         }
     }
 
+    /// The same device with only its first `count` queues (at most
+    /// [`QUEUES`]).
+    pub const fn with_queues(mut self, count: usize) -> Self {
+        self.queue_count = if count < QUEUES { count } else { QUEUES };
+        self
+    }
+
     /// Back to the state after power-on (status written with 0).
     pub fn reset(&mut self) {
-        *self = Self::new(self.device_id, self.device_features, self.config);
+        *self = Self::new(self.device_id, self.device_features, self.config)
+            .with_queues(self.queue_count);
     }
 
     /// The driver finished initialisation and the device is not broken.
@@ -193,12 +204,12 @@ impl Transport {
     }
 
     fn selected(&self) -> Option<&Queue> {
-        self.queues.get(self.queue_sel as usize)
+        self.queues[..self.queue_count].get(self.queue_sel as usize)
     }
 
     /// The selected queue while its configuration may still change.
     fn selected_idle(&mut self) -> Option<&mut Queue> {
-        self.queues
+        self.queues[..self.queue_count]
             .get_mut(self.queue_sel as usize)
             .filter(|q| !q.ready)
     }
@@ -324,7 +335,7 @@ impl Transport {
             }
             reg::QUEUE_READY => {
                 let index = self.queue_sel;
-                if let Some(q) = self.queues.get_mut(index as usize) {
+                if let Some(q) = self.queues[..self.queue_count].get_mut(index as usize) {
                     if value & 1 == 0 {
                         q.ready = false;
                     } else if !q.ready
@@ -338,7 +349,7 @@ impl Transport {
             reg::QUEUE_NOTIFY => {
                 // Without VIRTIO_F_NOTIFICATION_DATA the value is the index.
                 if let Ok(q) = u16::try_from(value)
-                    && usize::from(q) < QUEUES
+                    && usize::from(q) < self.queue_count
                 {
                     return Ok(WriteEffect::Notify(q));
                 }

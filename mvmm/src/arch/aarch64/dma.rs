@@ -9,9 +9,10 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 const PAGE: usize = 4096;
-/// DMA pages for the virtqueues of mvmm's devices (the disk's and the
-/// entropy device's: descriptors and rings) and spare.
-const POOL_PAGES: usize = 12;
+/// DMA pages for the virtqueues of mvmm's devices (descriptors and rings,
+/// two pages a queue: the disk's and the entropy device's one queue each,
+/// the two input devices' two each) and spare.
+const POOL_PAGES: usize = 16;
 
 #[repr(C, align(4096))]
 struct Pool([u8; POOL_PAGES * PAGE]);

@@ -6,6 +6,8 @@ mod firmware;
 mod fwcfg;
 mod gic;
 mod guestmem;
+mod heap;
+mod input;
 mod pci;
 mod pl011;
 mod rng;
@@ -21,6 +23,7 @@ pub use gic::{
     physical_state, reap_list_registers, reroute_spi, route_spi, set_spi_edge, set_spi_enabled,
 };
 pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
+pub use input::InputDevice;
 pub use pci::quiesce_functions;
 pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use rng::Entropy;
