@@ -48,6 +48,13 @@ use palette::*;
 /// Caption of the header bar on every screen.
 pub const HEADER_TEXT: &str = "Secure payment";
 
+/// The hints under the security word on the approval screen: approving
+/// takes a press-and-hold (`guard::HOLD_MS`), which type-ahead cannot make.
+pub const HINTS: [&str; 2] = [
+    "Only approve if the word is yours",
+    "Hold Approve (or Enter) 1 s to pay",
+];
+
 /// What the user decided, for [`draw_result`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -108,10 +115,7 @@ where
         .saturating_add(badge_height)
         .saturating_add(gap.saturating_mul(2));
 
-    for hint in [
-        "Only approve if the word is yours",
-        "OK approves, Cancel declines",
-    ] {
+    for hint in HINTS {
         let used = p.line(hint, column, y, TextRole::Small, MUTED, Align::Left)?;
         y = y.saturating_add(used).saturating_add(gap);
     }
@@ -392,4 +396,77 @@ where
         p.button(rect, button.label(), fill_colour, ink, role)?;
     }
     Ok(())
+}
+
+/// Redraws the progress of an Approve hold on the approval screen drawn by
+/// [`draw_approval`] on the same target: a bar along the bottom of the
+/// Approve button, `permille` of its width (0 clears it).
+pub fn draw_hold<D>(target: &mut D, permille: u16) -> Result<(), DrawError<D::Error>>
+where
+    D: DrawTarget<Color = Rgb888>,
+{
+    let mut p = Painter::new(target);
+    let Some((_, rect)) = p
+        .layout
+        .buttons(Screen::Approval)
+        .iter()
+        .find(|(button, _)| *button == Button::Approve)
+        .copied()
+    else {
+        return Ok(());
+    };
+    let inset = (rect.size.height / 16).max(2);
+    let height = (rect.size.height / 14).max(3);
+    let width = rect.size.width.saturating_sub(inset.saturating_mul(2));
+    let done = u32::try_from(u64::from(width) * u64::from(permille.min(1000)) / 1000).unwrap_or(0);
+    let top_left = offset(
+        rect.top_left,
+        inset,
+        rect.size
+            .height
+            .saturating_sub(inset)
+            .saturating_sub(height),
+    );
+    p.shape(Rectangle::new(top_left, Size::new(width, height)).into_styled(fill(GO)))?;
+    if done > 0 {
+        p.shape(Rectangle::new(top_left, Size::new(done, height)).into_styled(fill(ON_COLOUR)))?;
+    }
+    Ok(())
+}
+
+/// Puts `text` in a notice over the hints of the approval screen (the
+/// screen stays otherwise as drawn): for example `guard::CLOSING_NOTICE`
+/// while a prompt the app cancelled waits for the user to stop typing.
+pub fn draw_notice<D>(target: &mut D, text: &str) -> Result<ScreenText, DrawError<D::Error>>
+where
+    D: DrawTarget<Color = Rgb888>,
+{
+    let mut p = Painter::new(target);
+    let column = p.layout.text_column(Screen::Approval);
+    let gap = p.layout.gap();
+    let buttons_top = p
+        .layout
+        .buttons(Screen::Approval)
+        .first()
+        .map_or(column.top_left.y, |(_, rect)| rect.top_left.y);
+    let scale = fit_scale(
+        text,
+        p.layout.scale(TextRole::Small),
+        column.size.width.saturating_sub(gap.saturating_mul(4)),
+    );
+    let height = text_size(text, scale)
+        .height
+        .saturating_add(gap.saturating_mul(4));
+    let bottom = u32::try_from(buttons_top.saturating_sub(column.top_left.y)).unwrap_or(0);
+    let panel = Rectangle::new(
+        offset(
+            column.top_left,
+            0,
+            bottom.saturating_sub(height).saturating_sub(gap),
+        ),
+        Size::new(column.size.width, height),
+    );
+    p.panel(panel, BADGE, Some(STOP), gap)?;
+    p.centered(text, panel, TextRole::Small, INK)?;
+    Ok(p.finish())
 }

@@ -22,8 +22,8 @@ use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
 use protocol::Currency;
 use trusted_ui::{
-    ApprovalView, KeyEvent, Outcome, PinEntry, ScreenText, approval_text, draw_approval,
-    draw_lockout, draw_pin_entry, draw_result, draw_timeout,
+    ApprovalView, KeyEvent, Outcome, PinEntry, ScreenText, approval_text, draw_approval, draw_hold,
+    draw_lockout, draw_notice, draw_pin_entry, draw_result, draw_timeout,
 };
 
 /// A plain RGB framebuffer, like the secure VM's scan-out buffer.
@@ -97,6 +97,15 @@ fn screens() -> Vec<(&'static str, Render)> {
     vec![
         ("approval", |fb| {
             draw_approval(fb, &view(), SECURITY_WORD).expect("draws")
+        }),
+        ("approval_holding", |fb| {
+            let text = draw_approval(fb, &view(), SECURITY_WORD).expect("draws");
+            draw_hold(fb, 600).expect("draws");
+            text
+        }),
+        ("approval_closing", |fb| {
+            draw_approval(fb, &view(), SECURITY_WORD).expect("draws");
+            draw_notice(fb, trusted_ui::guard::CLOSING_NOTICE).expect("draws")
         }),
         ("pin_entry", |fb| {
             let mut entry = PinEntry::new(6);
