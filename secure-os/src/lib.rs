@@ -31,6 +31,7 @@ pub mod rollback;
 pub mod screen;
 pub mod server;
 pub mod text;
+pub mod touch;
 
 #[cfg(target_os = "none")]
 pub mod arch;
