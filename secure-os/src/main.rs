@@ -28,13 +28,16 @@ mod image {
     use rand_core::{Rng as _, SeedableRng};
     use secure_os::arch::flash::{CfiFlash, ProbeError};
     use secure_os::arch::hypercall::HypercallLink;
-    use secure_os::arch::virtio::{self, Kind, SocketError, Vsock, VsockAddr, VsockEventType};
+    use secure_os::arch::virtio::{
+        self, Input, Kind, SocketError, Vsock, VsockAddr, VsockEventType,
+    };
     use secure_os::arch::{entropy, framebuffer, heap, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
     use secure_os::prompt::{self, ConsoleGate, Prompt, Step};
     use secure_os::rollback::{RollbackCounter, StoreCounter};
     use secure_os::screen::{self, Framebuffer};
     use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard};
+    use secure_os::touch::{Effect, Session};
     use secure_os::{println, rt};
     use secure_store::{RecordError, SlotState, Store, slot_name};
     use sha2::{Digest, Sha256};
@@ -50,7 +53,7 @@ mod image {
 
     // The vsock device and the virtual GIC distributor come from the board
     // file (boards/<board>/board.toml).
-    use secure_os::arch::board::{GICD_BASE, VSOCK_BASE, VSOCK_INTID};
+    use secure_os::arch::board::{GICD_BASE, INPUT_BASE, INPUT_INTID, VSOCK_BASE, VSOCK_INTID};
     /// One virtio-mmio register window.
     const VSOCK_SIZE: usize = mvmm_core::partition::VIRTIO_MMIO_SLOT as usize;
     /// Receive buffer per vsock connection (our credit to the peer).
@@ -62,6 +65,8 @@ mod image {
     const EVENTS_PER_ROUND: usize = 64;
     /// Console bytes read per loop iteration during a prompt.
     const KEYS_PER_ROUND: usize = 16;
+    /// Input events read per loop iteration.
+    const INPUT_PER_ROUND: usize = 64;
 
     fn main() -> ! {
         let frequency = rt::timer_frequency();
@@ -143,6 +148,11 @@ mod image {
         /// the board has a display.
         screen: Option<Framebuffer<'static>>,
         display_held: bool,
+        /// The trusted path's keyboard and touch screen (mvmm routes events
+        /// here only while this VM holds the path).
+        input: Option<Input>,
+        /// The input rules of the approval on the display.
+        session: Option<Session>,
         recv_buf: Box<[u8]>,
     }
 
@@ -230,6 +240,8 @@ mod image {
             }
         };
 
+        let input = open_input();
+
         let (Some(vsock), Some((key, word, measurements)), Some(mut entropy), Some(seed), true) =
             (vsock, identity, entropy, seed, ok)
         else {
@@ -297,8 +309,34 @@ mod image {
                 Framebuffer::new(pixels, width, height)
             }),
             display_held: false,
+            input,
+            session: None,
             recv_buf: alloc::vec![0u8; 4096].into_boxed_slice(),
         })
+    }
+
+    /// The secure VM's input device, when the board gives it one.
+    fn open_input() -> Option<Input> {
+        if INPUT_BASE == 0 {
+            return None;
+        }
+        let size = mvmm_core::partition::VIRTIO_MMIO_SLOT as usize;
+        match virtio::probe_mmio(INPUT_BASE, size, Kind::Input)
+            .map_err(|e| format!("{e}"))
+            .and_then(|t| Input::new(t).map_err(|e| format!("{e}")))
+        {
+            Ok(device) => {
+                rt::enable_spi(GICD_BASE, INPUT_INTID);
+                println!("secure-os: keyboard and touch screen at {INPUT_BASE:#x} (virtio-input)");
+                Some(device)
+            }
+            Err(e) => {
+                println!(
+                    "secure-os: no input device at {INPUT_BASE:#x} ({e}): approvals from the console only"
+                );
+                None
+            }
+        }
     }
 
     type FlashStore = Store<CfiFlash, StoreCounter<HypercallLink, ChaCha20Rng>, ChaCha20Rng>;
@@ -520,7 +558,12 @@ mod image {
             if self.gate.is_some() {
                 self.read_keys(now_ms);
             }
-            if self.gate.is_some_and(|g| g.closing() && g.quiet(now_ms)) {
+            activity |= self.read_input(now_ms);
+            if let Some(effect) = self.session.as_mut().map(|s| s.tick(now_ms)) {
+                self.touch_effect(effect, now_ms);
+            }
+            let touch_quiet = self.session.as_ref().is_none_or(|s| s.quiet(now_ms));
+            if touch_quiet && self.gate.is_some_and(|g| g.closing() && g.quiet(now_ms)) {
                 println!("secure-os: input quiet, trusted path released");
                 self.end_prompt();
             }
@@ -716,10 +759,17 @@ mod image {
                 return;
             }
             self.limiter.ended(now_ms, Ending::Unanswered);
-            if gate.rich_cancel(now_ms) {
+            let console_quiet = gate.rich_cancel(now_ms);
+            let touch_quiet = match self.session.as_mut() {
+                Some(session) => matches!(session.rich_cancel(now_ms), Effect::Closed),
+                None => true,
+            };
+            if console_quiet && touch_quiet {
                 self.end_prompt();
             } else {
+                gate.hold_open();
                 println!("{}", prompt::CLOSING_NOTICE);
+                self.draw(|fb| trusted_ui::draw_notice(fb, prompt::CLOSING_NOTICE).map(|_| ()));
             }
         }
 
@@ -736,10 +786,16 @@ mod image {
                 return;
             }
             framebuffer::publish(fb.pixels());
+            let size = embedded_graphics::geometry::OriginDimensions::size(fb);
             let drawn = rt::now().wrapping_sub(started);
             match hypercall::display(true) {
                 0 => {
                     self.display_held = true;
+                    // Events queued before the screen was up are dropped:
+                    // they were typed at something else.
+                    self.drain_input();
+                    self.session =
+                        Some(Session::new(size, ui.prompt.pin_required, self.clock_ms()));
                     let frequency = rt::timer_frequency().max(1);
                     println!(
                         "secure-os: approval screen on the display (drawn in {} us)",
@@ -751,6 +807,125 @@ mod image {
                     hypercall::DISPLAY
                 ),
             }
+        }
+
+        /// Takes the input device's events: into the approval's input
+        /// rules while one is on the display, else dropped. True when any
+        /// came.
+        fn read_input(&mut self, now_ms: u64) -> bool {
+            let Some(device) = self.input.as_mut() else {
+                return false;
+            };
+            let _ = device.ack_interrupt();
+            let mut events = heapless::Vec::<trusted_ui::evdev::Event, INPUT_PER_ROUND>::new();
+            while let Some(e) = device.pop_pending_event() {
+                let event = trusted_ui::evdev::Event {
+                    kind: e.event_type,
+                    code: e.code,
+                    value: e.value,
+                };
+                if events.push(event).is_err() {
+                    break;
+                }
+            }
+            let any = !events.is_empty();
+            for event in events {
+                // Without an approval on the display the event is dropped;
+                // a decision ends the session and drops the rest.
+                let Some(session) = self.session.as_mut() else {
+                    break;
+                };
+                let effect = session.event(now_ms, event);
+                self.touch_effect(effect, now_ms);
+            }
+            any
+        }
+
+        /// Drops every event the device holds.
+        fn drain_input(&mut self) {
+            if let Some(device) = self.input.as_mut() {
+                let _ = device.ack_interrupt();
+                for _ in 0..256 {
+                    if device.pop_pending_event().is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+
+        /// Draws into the private framebuffer and makes it visible.
+        fn draw(
+            &mut self,
+            paint: impl FnOnce(
+                &mut Framebuffer<'static>,
+            )
+                -> Result<(), trusted_ui::DrawError<core::convert::Infallible>>,
+        ) {
+            if !self.display_held {
+                return;
+            }
+            let Some(fb) = self.screen.as_mut() else {
+                return;
+            };
+            if let Err(e) = paint(fb) {
+                println!("secure-os: screen not redrawn ({e:?})");
+            }
+            framebuffer::publish(fb.pixels());
+        }
+
+        /// Carries out what the approval's input rules decided.
+        fn touch_effect(&mut self, effect: Effect, now_ms: u64) {
+            match effect {
+                Effect::None | Effect::Closed => {}
+                Effect::Hold(permille) => {
+                    self.draw(|fb| trusted_ui::draw_hold(fb, permille));
+                }
+                Effect::Pin => self.draw_pin(None),
+                Effect::Decline => {
+                    println!("secure-os: declined on the touch screen");
+                    let outcome = match self.board.decline() {
+                        Approval::Done(outcome) => Some(outcome),
+                        _ => None,
+                    };
+                    self.finish(outcome);
+                }
+                Effect::Approve(pin) => {
+                    println!("secure-os: approved on the touch screen");
+                    let text = pin.as_ref().map(prompt::pin_text);
+                    match self.board.approve(text.as_deref(), now_ms) {
+                        Approval::Done(outcome) => self.finish(Some(outcome)),
+                        Approval::WrongPin { remaining } => {
+                            println!("Wrong PIN, {remaining} tries left");
+                            let shown = self.clock_ms();
+                            if let Some(session) = self.session.as_mut() {
+                                session.retry_pin(shown);
+                            }
+                            self.draw_pin(Some(remaining));
+                        }
+                        Approval::NothingPending => self.finish(None),
+                    }
+                }
+            }
+        }
+
+        /// Shows the PIN screen as the session's entry is.
+        fn draw_pin(&mut self, tries_left: Option<u8>) {
+            let Some(session) = self.session.as_ref() else {
+                return;
+            };
+            let Some(entry) = session.pin_entry() else {
+                return;
+            };
+            if !self.display_held {
+                return;
+            }
+            let Some(fb) = self.screen.as_mut() else {
+                return;
+            };
+            if let Err(e) = trusted_ui::draw_pin_entry(fb, entry, tries_left) {
+                println!("secure-os: PIN screen not drawn ({e:?})");
+            }
+            framebuffer::publish(fb.pixels());
         }
 
         fn read_keys(&mut self, now_ms: u64) {
@@ -824,6 +999,7 @@ mod image {
         fn end_prompt(&mut self) {
             self.prompt = None;
             self.gate = None;
+            self.session = None;
             if self.display_held {
                 self.display_held = false;
                 let status = hypercall::display(false);

@@ -76,6 +76,13 @@ impl ConsoleGate {
         }
     }
 
+    /// Keeps a cancelled prompt open until [`ConsoleGate::quiet`] even
+    /// though the console is quiet now (the user is still touching the
+    /// screen): every byte is swallowed meanwhile.
+    pub fn hold_open(&mut self) {
+        self.closing = true;
+    }
+
     /// Whether a cancelled prompt waits for quiet input.
     pub fn closing(&self) -> bool {
         self.closing

@@ -205,10 +205,7 @@ mod tests {
         let effects = touch(&mut s, t + 100, approve, true);
         assert!(matches!(effects.last(), Some(Effect::Hold(0))));
         assert!(matches!(s.tick(t + 100 + HOLD_MS / 2), Effect::Hold(500)));
-        assert!(matches!(
-            s.tick(t + 100 + HOLD_MS),
-            Effect::Approve(None)
-        ));
+        assert!(matches!(s.tick(t + 100 + HOLD_MS), Effect::Approve(None)));
     }
 
     #[test]
@@ -217,11 +214,20 @@ mod tests {
         let approve = centre(Screen::Approval, Button::Approve);
         // Pressed before arming and held past it: never approves.
         touch(&mut s, 1100, approve, true);
-        assert!(matches!(s.tick(1000 + ARM_DELAY_MS + HOLD_MS * 2), Effect::None));
+        assert!(matches!(
+            s.tick(1000 + ARM_DELAY_MS + HOLD_MS * 2),
+            Effect::None
+        ));
         // Enter pressed before arming, auto-repeating after: nothing.
         assert!(matches!(key(&mut s, 1200, 28, 1), Effect::None));
-        assert!(matches!(key(&mut s, 1000 + ARM_DELAY_MS + 100, 28, 2), Effect::None));
-        assert!(matches!(s.tick(1000 + ARM_DELAY_MS + HOLD_MS * 3), Effect::None));
+        assert!(matches!(
+            key(&mut s, 1000 + ARM_DELAY_MS + 100, 28, 2),
+            Effect::None
+        ));
+        assert!(matches!(
+            s.tick(1000 + ARM_DELAY_MS + HOLD_MS * 3),
+            Effect::None
+        ));
     }
 
     #[test]

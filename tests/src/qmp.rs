@@ -71,6 +71,42 @@ impl Qmp {
     }
 
     /// A PNG screenshot of the display, written to `path` and decoded.
+    /// The touch screen (QEMU's virtio tablet): moves to pixel (`x`, `y`)
+    /// of a `width` x `height` display and puts the finger down or lifts it,
+    /// in one report, as `input-send-event` does for a real tablet.
+    pub fn touch(
+        &mut self,
+        (x, y): (u32, u32),
+        (width, height): (u32, u32),
+        down: bool,
+    ) -> Result<(), String> {
+        // QEMU's absolute axes run 0..=0x7fff over the whole display; aim
+        // at the pixel's middle.
+        let abs =
+            |p: u32, size: u32| (u64::from(p) * 2 + 1) * 0x8000 / (2 * u64::from(size.max(1)));
+        self.execute(
+            "input-send-event",
+            json!({ "events": [
+                { "type": "abs", "data": { "axis": "x", "value": abs(x, width) } },
+                { "type": "abs", "data": { "axis": "y", "value": abs(y, height) } },
+                { "type": "btn", "data": { "down": down, "button": "left" } },
+            ]}),
+        )
+        .map(|_| ())
+    }
+
+    /// A key of the keyboard (QEMU's virtio keyboard) goes down or up;
+    /// `qcode` as QMP names it (`ret`, `esc`, `a`, `1`, ...).
+    pub fn key(&mut self, qcode: &str, down: bool) -> Result<(), String> {
+        self.execute(
+            "input-send-event",
+            json!({ "events": [
+                { "type": "key", "data": { "down": down, "key": { "type": "qcode", "data": qcode } } },
+            ]}),
+        )
+        .map(|_| ())
+    }
+
     pub fn screendump(&mut self, path: &Path) -> Result<Screenshot, String> {
         let _ = std::fs::remove_file(path);
         self.execute(

@@ -87,20 +87,54 @@ fn assert_same(shot: &Screenshot, golden: &Screenshot, what: &str, saved: &std::
     );
 }
 
+/// The centre of `button` on the approval screen of a `size` display, as
+/// trusted-ui lays it out (the same layout secure-os hit-tests against).
+fn button_centre(size: (u32, u32), button: trusted_ui::Button) -> (u32, u32) {
+    let area =
+        embedded_graphics::primitives::Rectangle::new(Point::zero(), Size::new(size.0, size.1));
+    let layout = trusted_ui::Layout::new(area);
+    let (_, rect) = layout
+        .buttons(trusted_ui::Screen::Approval)
+        .iter()
+        .find(|(b, _)| *b == button)
+        .copied()
+        .expect("the approval screen has the button");
+    let c = rect.center();
+    (c.x as u32, c.y as u32)
+}
+
+/// The numbers of the rich VM's `rich ev bytes: N` lines in `text`: how
+/// many bytes its reader of /dev/input/event0 has got so far.
+fn event_counts(text: &str) -> Vec<u64> {
+    text.split("rich ev bytes: ")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "needs the QEMU images: run `cargo xtask test`"]
 fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
-    // The rich VM keeps writing noise into its own framebuffer while the
-    // payment is pending; afterwards it paints it white and waits for a
-    // line on its console before it powers off.
+    // The rich VM reads its keyboard and touch device all along (the count
+    // of bytes it got is printed with every framebuffer write); it keeps
+    // writing noise into its own framebuffer while the payment is pending;
+    // afterwards it paints it white and waits for a line on its console
+    // before it powers off.
     let rich = format!(
         "echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null; \
          echo \"rich fb0: $(cat /sys/class/graphics/fb0/name)\"; \
+         cat /dev/input/event0 > /tmp/ev & sleep 1; \
+         echo 'rich input reader ready'; read -t 60 go; \
+         echo \"rich ev bytes: $(wc -c < /tmp/ev) before the payment\"; \
          mvmm-pay enroll --label '{label}' --json; \
-         (while [ ! -e /tmp/stop ]; do dd if=/dev/urandom of=/dev/fb0 bs=3200 count=480 2>/dev/null && echo w >> /tmp/fbwrites && echo 'rich fb written'; sleep 0.2; done) & \
+         (while [ ! -e /tmp/stop ]; do dd if=/dev/urandom of=/dev/fb0 bs=3200 count=480 2>/dev/null && echo w >> /tmp/fbwrites && echo \"rich fb written; rich ev bytes: $(wc -c < /tmp/ev)\"; sleep 0.2; done) & w=$!; \
+         echo 'rich paying'; \
          mvmm-pay request --amount {amount} --currency {currency} --merchant '{merchant}' --json; \
          echo \"mvmm-pay request exited with $?\"; \
-         touch /tmp/stop; wait; \
+         touch /tmp/stop; wait $w; \
          echo \"rich fb writes during the approval: $(wc -l < /tmp/fbwrites) in all\"; \
          tr '\\000' '\\377' < /dev/zero | head -c 1536000 > /dev/fb0; \
          echo 'rich fb painted white'; read -t 60 go",
@@ -111,6 +145,8 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
     );
     let dir = Images::dir_from_env();
     let golden = golden(&dir);
+    let size = (golden.width, golden.height);
+    let approve = button_centre(size, trusted_ui::Button::Approve);
     let work = work_dir("display-approval");
     std::fs::create_dir_all(&work).unwrap();
     write_png(&work.join("golden.png"), &golden).unwrap();
@@ -120,6 +156,23 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
         BOOT,
     ));
     ok(m.expect("[rich] rich fb0: simple", BOOT));
+    // Outside an approval the keyboard is the rich VM's: a key typed now
+    // reaches its /dev/input/event0.
+    ok(m.expect("[rich] rich input reader ready", BOOT));
+    qmp.key("a", true).unwrap();
+    qmp.key("a", false).unwrap();
+    sleep(Duration::from_millis(500));
+    m.send("\n");
+    let line = ok(m.expect(" before the payment", STEP));
+    let before = event_counts(&line);
+    assert!(
+        before.last().is_some_and(|&n| n > 0),
+        "a key typed outside an approval did not reach the rich VM: {line}"
+    );
+    // Type-ahead by touch: the finger goes down on where Approve will be
+    // as the app sends the request, and stays down through the prompt.
+    ok(m.expect("[rich] rich paying", BOOT));
+    qmp.touch(approve, size, true).unwrap();
     let line = ok(m.expect("secure-os: approval screen on the display", BOOT));
     let shown = Instant::now();
     assert!(
@@ -130,7 +183,8 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
     // A screenshot after each of two writes the rich VM made to its
     // framebuffer while the prompt is up (waiting for the writes, not for a
     // time, so a slow host changes nothing): both are exactly trusted-ui's
-    // screen.
+    // screen, whatever the rich VM draws and however long the early
+    // finger has been down.
     for i in 0..2 {
         ok(m.expect("[rich] rich fb written", STEP));
         let path = work.join(format!("approval-{i}.png"));
@@ -142,16 +196,43 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
             &path,
         );
     }
+    // The early touch has now been held for more than a hold's time: it
+    // approved nothing. Lift it.
+    sleep(Duration::from_millis(trusted_ui::guard::HOLD_MS).saturating_sub(shown.elapsed()));
+    qmp.touch(approve, size, false).unwrap();
+    // What the rich VM had when the user starts answering; nothing the user
+    // does on the trusted path may add to it.
+    let line = ok(m.expect("rich ev bytes: ", STEP));
+    let line = format!("{line}{}", ok(m.expect("[rich] rich fb written", STEP)));
+    let baseline = *event_counts(&line).last().expect("a count");
     let during = shown.elapsed();
-    for key in ["y", "\r"] {
-        sleep(Duration::from_millis(150));
-        m.send(key);
+    assert!(
+        !m.transcript().contains("secure-os: payment approved"),
+        "a touch that began before the prompt approved it"
+    );
+    // A deliberate press-and-hold on Approve, and a few keys (a PIN, say)
+    // while it is held.
+    qmp.touch(approve, size, true).unwrap();
+    for key in ["1", "2", "3"] {
+        qmp.key(key, true).unwrap();
+        qmp.key(key, false).unwrap();
     }
-    ok(m.expect("secure-os: payment approved", STEP));
-    ok(m.expect(
+    sleep(Duration::from_millis(trusted_ui::guard::HOLD_MS + 300));
+    qmp.touch(approve, size, false).unwrap();
+    let line = ok(m.expect("secure-os: payment approved", STEP));
+    assert!(
+        line.contains("secure-os: approved on the touch screen"),
+        "the payment was not approved by the hold:\n{line}"
+    );
+    let line = ok(m.expect(
         "[mvmm] display: scan-out shows the rich VM's framebuffer",
         STEP,
     ));
+    let counts = event_counts(&line);
+    assert!(
+        counts.iter().all(|&n| n == baseline),
+        "the rich VM's input device got events during the approval: {baseline} bytes, then {counts:?}"
+    );
     ok(m.expect("[rich] mvmm-pay request exited with 0", STEP));
     // Up to the end of the line: the number may arrive in a later read.
     let line = ok(m.expect(" in all", STEP));

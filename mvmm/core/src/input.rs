@@ -232,6 +232,9 @@ pub struct Router {
     focus: Side,
     held: [KeySet; 2],
     touch_owner: Option<Side>,
+    /// The button code the current contact went down with (BTN_TOUCH or
+    /// BTN_LEFT): its release is sent with the same code.
+    touch_code: u16,
     /// A contact is down that no side owns any more (focus moved while it
     /// was down): its motion and its release go nowhere.
     orphan_contact: bool,
@@ -253,6 +256,7 @@ impl Router {
             focus: Side::Rich,
             held: [KeySet::new(), KeySet::new()],
             touch_owner: None,
+            touch_code: BTN_TOUCH,
             orphan_contact: false,
             in_report: [false; 2],
             queues: [EventQueue::new(), EventQueue::new()],
@@ -292,7 +296,7 @@ impl Router {
                 }
                 self.held[rich] = KeySet::new();
                 if self.touch_owner == Some(Side::Rich) {
-                    self.queues[rich].push(Event::new(EV_KEY, BTN_TOUCH, 0));
+                    self.queues[rich].push(Event::new(EV_KEY, self.touch_code, 0));
                     self.touch_owner = None;
                     any = true;
                 }
@@ -337,6 +341,9 @@ impl Router {
                 } else if !self.orphan_contact {
                     // A new contact belongs to the focus. A second "down"
                     // while one is owned keeps the owner.
+                    if self.touch_owner.is_none() {
+                        self.touch_code = event.code;
+                    }
                     let owner = *self.touch_owner.get_or_insert(self.focus);
                     self.send(owner, event);
                 }

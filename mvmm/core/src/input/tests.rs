@@ -204,3 +204,23 @@ fn wire_format_round_trips() {
     assert_eq!(e.to_bytes(), [3, 0, 1, 0, 0x78, 0x56, 0x34, 0x12]);
     assert_eq!(Event::from_bytes(e.to_bytes()), e);
 }
+
+#[test]
+fn a_tablet_button_held_when_the_path_opens_is_released_with_its_own_code() {
+    // QEMU's virtio tablet reports BTN_LEFT, a touch screen BTN_TOUCH: the
+    // rich VM gets the release of the button it saw go down.
+    let mut r = Router::new();
+    for e in [abs(ABS_X, 5), key(BTN_LEFT, 1), syn()] {
+        r.route(e);
+    }
+    drain(&mut r, Side::Rich);
+    r.set_focus(Side::Secure);
+    assert_eq!(drain(&mut r, Side::Rich), vec![key(BTN_LEFT, 0), syn()]);
+    // The real lift later goes nowhere, and the finger's motion before it
+    // neither.
+    for e in [abs(ABS_X, 6), key(BTN_LEFT, 0), syn()] {
+        r.route(e);
+    }
+    assert!(drain(&mut r, Side::Rich).is_empty());
+    assert!(drain(&mut r, Side::Secure).is_empty());
+}

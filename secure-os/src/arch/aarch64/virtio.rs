@@ -73,6 +73,8 @@ pub type Transport = MmioTransport<'static>;
 pub const VSOCK_RX_BUFFER: usize = 4096;
 /// The vsock driver with connection tracking.
 pub type Vsock = VsockConnectionManager<IdentityHal, Transport, VSOCK_RX_BUFFER>;
+/// The input device (the trusted path's keyboard and touch screen).
+pub type Input = virtio_drivers::device::input::VirtIOInput<IdentityHal, Transport>;
 /// The raw vsock driver.
 pub type VsockDriver = VirtIOSocket<IdentityHal, Transport, VSOCK_RX_BUFFER>;
 pub use virtio_drivers::device::socket::{SocketError, VsockAddr, VsockEventType};
