@@ -1,9 +1,11 @@
-//! QEMU tests of the trusted display: mvmm drives QEMU's ramfb through
-//! fw_cfg; the rich VM's simple-framebuffer is on screen until the secure
-//! VM takes the display for an approval, and comes back after it.
-//! Screenshots come from QMP `screendump` (PNG) and are compared with the
-//! approval screen `trusted-ui` renders on the host for the same statement
-//! and security word, pixel for pixel (no tolerance).
+//! QEMU tests of the trusted display and input: mvmm drives QEMU's ramfb
+//! through fw_cfg and reads QEMU's virtio keyboard and tablet; the rich VM's
+//! simple-framebuffer is on screen (and the keyboard and touch are its own)
+//! until the secure VM takes the path for an approval, and come back after
+//! it. Screenshots come from QMP `screendump` (PNG) and are compared with
+//! the screens `trusted-ui` renders on the host for the same statement and
+//! security word, pixel for pixel (no tolerance); input comes from QMP
+//! `input-send-event`, as a user's finger and keys would.
 //!
 //! Run by `cargo xtask test` (they need the images: `#[ignore]` otherwise).
 
@@ -72,6 +74,14 @@ fn golden(dir: &std::path::Path) -> Screenshot {
     frame.0
 }
 
+/// `golden` with the notice a prompt the app cancelled shows while the user
+/// is still typing.
+fn golden_closing(golden: &Screenshot) -> Screenshot {
+    let mut frame = HostFrame(golden.clone());
+    trusted_ui::draw_notice(&mut frame, payment::CLOSING_NOTICE).unwrap();
+    frame.0
+}
+
 fn work_dir(name: &str) -> PathBuf {
     Images::dir_from_env().join("work").join(name)
 }
@@ -136,6 +146,11 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
          echo \"mvmm-pay request exited with $?\"; \
          touch /tmp/stop; wait $w; \
          echo \"rich fb writes during the approval: $(wc -l < /tmp/fbwrites) in all\"; \
+         echo \"rich ev bytes: $(wc -c < /tmp/ev) before the second payment\"; \
+         mvmm-pay request --amount {amount} --currency {currency} --merchant '{merchant}' --json > /tmp/second & p=$!; \
+         sleep 6; kill $p; wait $p; echo 'rich second request ended'; read -t 60 go; \
+         mvmm-pay request --amount {amount} --currency {currency} --merchant '{merchant}' --json > /tmp/third; \
+         echo \"rich third request exited with $?; rich ev bytes: $(wc -c < /tmp/ev) after the third payment\"; \
          tr '\\000' '\\377' < /dev/zero | head -c 1536000 > /dev/fb0; \
          echo 'rich fb painted white'; read -t 60 go",
         label = payment::LABEL,
@@ -251,6 +266,72 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
     assert!(
         writes >= 2,
         "the rich VM wrote its framebuffer {writes} times in {during:?} of approval"
+    );
+    // A cancel from the app while the user types (a PIN, say) on the
+    // keyboard: the screen says it closes when the typing stops, the path
+    // stays until it has, and nothing typed reaches the rich VM.
+    let line = ok(m.expect(" before the second payment", STEP));
+    let baseline = *event_counts(&line).last().expect("a count");
+    ok(m.expect("secure-os: approval screen on the display", BOOT));
+    sleep(payment::READ_TIME);
+    let deadline = Instant::now() + STEP;
+    let mut typed = 0;
+    loop {
+        let key = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"][typed % 10];
+        qmp.key(key, true).unwrap();
+        qmp.key(key, false).unwrap();
+        typed += 1;
+        match m.expect(payment::CLOSING_NOTICE, Duration::from_millis(250)) {
+            Ok(_) => break,
+            Err(ConsoleError::Timeout { .. }) if Instant::now() < deadline => {}
+            Err(e) => panic!("{e} (the app's cancel never came while the user typed)"),
+        }
+    }
+    let path = work.join("closing.png");
+    let shot = qmp.screendump(&path).unwrap();
+    assert_same(
+        &shot,
+        &golden_closing(&golden),
+        "the screen of a prompt the app cancelled",
+        &path,
+    );
+    for key in ["9", "8", "7", "6"] {
+        sleep(Duration::from_millis(300));
+        qmp.key(key, true).unwrap();
+        qmp.key(key, false).unwrap();
+    }
+    m.expect_all(
+        &[
+            "secure-os: input quiet, trusted path released",
+            "[mvmm] console input goes back to vm 'rich'",
+            "[rich] rich second request ended",
+        ],
+        STEP,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The console is the rich VM's again: it asks for the next payment.
+    m.send("\n");
+    // Declining is a tap on Decline.
+    ok(m.expect("secure-os: approval screen on the display", BOOT));
+    sleep(payment::READ_TIME);
+    let decline = button_centre(size, trusted_ui::Button::Decline);
+    qmp.touch(decline, size, true).unwrap();
+    sleep(Duration::from_millis(100));
+    qmp.touch(decline, size, false).unwrap();
+    let line = ok(m.expect("secure-os: payment declined", STEP));
+    assert!(
+        line.contains("secure-os: declined on the touch screen"),
+        "the tap on Decline did not decline:\n{line}"
+    );
+    let line = ok(m.expect(" after the third payment", STEP));
+    assert!(
+        !line.contains("exited with 0;"),
+        "a declined request succeeded: {line}"
+    );
+    let after = *event_counts(&line).last().expect("a count");
+    assert_eq!(
+        after, baseline,
+        "keys typed on the trusted path ({typed} before the cancel, 4 after it) or the tap reached the rich VM's input device"
     );
     // After the approval the rich VM's framebuffer is on screen again.
     ok(m.expect("[rich] rich fb painted white", STEP));
