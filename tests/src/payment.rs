@@ -46,6 +46,23 @@ pub const READ_TIME: Duration = Duration::from_millis(trusted_ui::guard::ARM_DEL
 
 /// Waits for the trusted prompt, reads it for [`READ_TIME`] and types `keys`
 /// one at a time, the way a person at the console would.
+/// The centre of `button` on the approval screen of a `size` display, as
+/// trusted-ui lays it out (the layout secure-os hit-tests touches against).
+pub fn button_centre(size: (u32, u32), button: trusted_ui::Button) -> (u32, u32) {
+    use embedded_graphics::prelude::{Point, Size};
+    let area =
+        embedded_graphics::primitives::Rectangle::new(Point::zero(), Size::new(size.0, size.1));
+    let layout = trusted_ui::Layout::new(area);
+    layout
+        .buttons(trusted_ui::Screen::Approval)
+        .iter()
+        .find(|(b, _)| *b == button)
+        .map_or((size.0 / 2, size.1 / 2), |(_, rect)| {
+            let c = rect.center();
+            (c.x.max(0) as u32, c.y.max(0) as u32)
+        })
+}
+
 pub fn answer(m: &mut Machine, keys: &str, timeout: Duration) -> Result<String, ConsoleError> {
     let prompt = m.expect(PROMPT, timeout)?;
     thread::sleep(READ_TIME);

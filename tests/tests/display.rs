@@ -97,22 +97,6 @@ fn assert_same(shot: &Screenshot, golden: &Screenshot, what: &str, saved: &std::
     );
 }
 
-/// The centre of `button` on the approval screen of a `size` display, as
-/// trusted-ui lays it out (the same layout secure-os hit-tests against).
-fn button_centre(size: (u32, u32), button: trusted_ui::Button) -> (u32, u32) {
-    let area =
-        embedded_graphics::primitives::Rectangle::new(Point::zero(), Size::new(size.0, size.1));
-    let layout = trusted_ui::Layout::new(area);
-    let (_, rect) = layout
-        .buttons(trusted_ui::Screen::Approval)
-        .iter()
-        .find(|(b, _)| *b == button)
-        .copied()
-        .expect("the approval screen has the button");
-    let c = rect.center();
-    (c.x as u32, c.y as u32)
-}
-
 /// The numbers of the rich VM's `rich ev bytes: N` lines in `text`: how
 /// many bytes its reader of /dev/input/event0 has got so far.
 fn event_counts(text: &str) -> Vec<u64> {
@@ -161,7 +145,7 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
     let dir = Images::dir_from_env();
     let golden = golden(&dir);
     let size = (golden.width, golden.height);
-    let approve = button_centre(size, trusted_ui::Button::Approve);
+    let approve = payment::button_centre(size, trusted_ui::Button::Approve);
     let work = work_dir("display-approval");
     std::fs::create_dir_all(&work).unwrap();
     write_png(&work.join("golden.png"), &golden).unwrap();
@@ -314,7 +298,7 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
     // Declining is a tap on Decline.
     ok(m.expect("secure-os: approval screen on the display", BOOT));
     sleep(payment::READ_TIME);
-    let decline = button_centre(size, trusted_ui::Button::Decline);
+    let decline = payment::button_centre(size, trusted_ui::Button::Decline);
     qmp.touch(decline, size, true).unwrap();
     sleep(Duration::from_millis(100));
     qmp.touch(decline, size, false).unwrap();

@@ -53,10 +53,12 @@ enum Cmd {
     Run(RunArgs),
     /// The mission in one command: boot everything headless, enroll a
     /// credential and request a payment from the rich VM with mvmm-pay,
-    /// answer the trusted prompt by typing on the console, and verify the
-    /// token on the host with mvmm-verify.
+    /// answer the trusted prompt on the touch screen (QEMU's virtio tablet,
+    /// driven over QMP: a 1 s press-and-hold on Approve, or a tap on
+    /// Decline), and verify the token on the host with mvmm-verify. The
+    /// screens it went through are saved under target/demo/.
     Demo {
-        /// What to type at the trusted prompt: y (approve) or n (decline).
+        /// The answer: y (hold Approve) or n (tap Decline).
         #[arg(long, default_value = "y", value_parser = ["y", "n"])]
         answer: String,
     },
@@ -525,8 +527,42 @@ fn demo(answer: &str) -> Result {
     m.expect("secure-os: approval screen on the display", limit)
         .map_err(|e| format!("demo: {e}"))?;
     save(&mut qmp, "2-approval.png");
-    payment::answer(&mut m, &format!("{answer}\r"), limit).map_err(|e| format!("demo: {e}"))?;
-    eprintln!("\nxtask: typed '{answer}' and Enter at the trusted prompt\n");
+    // The user reads the screen, then answers on the touch screen.
+    std::thread::sleep(payment::READ_TIME);
+    let size = file
+        .board
+        .display
+        .map_or((800, 480), |d| (d.width, d.height));
+    let button = if answer == "y" {
+        trusted_ui::Button::Approve
+    } else {
+        trusted_ui::Button::Decline
+    };
+    let at = payment::button_centre(size, button);
+    qmp.touch(at, size, true)?;
+    if answer == "y" {
+        std::thread::sleep(std::time::Duration::from_millis(
+            trusted_ui::guard::HOLD_MS / 2,
+        ));
+        save(&mut qmp, "2b-holding-approve.png");
+        std::thread::sleep(std::time::Duration::from_millis(
+            trusted_ui::guard::HOLD_MS / 2 + 300,
+        ));
+    } else {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The lift (the approval already happened at the end of the hold).
+    if let Err(e) = qmp.touch(at, size, false) {
+        eprintln!("xtask: demo: lifting the finger: {e}");
+    }
+    eprintln!(
+        "\nxtask: {} on the touch screen\n",
+        if answer == "y" {
+            "held Approve for a second"
+        } else {
+            "tapped Decline"
+        }
+    );
     m.expect(
         "[mvmm] display: scan-out shows the rich VM's framebuffer",
         limit,
@@ -671,7 +707,7 @@ fn demo_script(nonce: &str) -> String {
              echo 'demo: the secure VM already holds a card'; \
          else mvmm-pay enroll --label '{LABEL}' --json; fi; \
          mvmm-pay request --amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}' --nonce {nonce} --json; \
-         echo \"mvmm-pay request exited with $?\""
+         echo \"mvmm-pay request exited with $?\"; sleep 2"
     )
 }
 
