@@ -11,6 +11,7 @@ pub mod board;
 pub mod bootimg;
 pub mod console;
 pub mod decode;
+pub mod input;
 pub mod psci;
 pub mod record;
 pub mod service;
@@ -35,6 +36,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("service", service::check),
     ("console", console::check),
     ("switch", switch::check),
+    ("input", input::check),
 ];
 
 /// Decodes up to `max` values of `T` from what is left of `u` (a sequence
