@@ -153,6 +153,9 @@ mod image {
         input: Option<Input>,
         /// The input rules of the approval on the display.
         session: Option<Session>,
+        /// The counter when the last request's bytes were read (for the
+        /// prompt-to-pixels figure).
+        request_arrived: u64,
         recv_buf: Box<[u8]>,
     }
 
@@ -311,6 +314,7 @@ mod image {
             display_held: false,
             input,
             session: None,
+            request_arrived: 0,
             recv_buf: alloc::vec![0u8; 4096].into_boxed_slice(),
         })
     }
@@ -639,7 +643,9 @@ mod image {
                     };
                     activity = true;
                     let bytes = &self.recv_buf[..n];
+                    let arrived = rt::now();
                     if let Some(ui) = self.board.receive(endpoint, bytes, &mut self.rng, now_ms) {
+                        self.request_arrived = arrived;
                         self.start_prompt(&ui, now_ms);
                     }
                 }
@@ -796,10 +802,14 @@ mod image {
                     self.drain_input();
                     self.session =
                         Some(Session::new(size, ui.prompt.pin_required, self.clock_ms()));
-                    let frequency = rt::timer_frequency().max(1);
+                    // Prompt to pixels: from the request's bytes to the
+                    // scan-out showing the screen (the hypercall returns
+                    // once mvmm has pointed it here).
+                    let shown = rt::now().wrapping_sub(self.request_arrived);
                     println!(
-                        "secure-os: approval screen on the display (drawn in {} us)",
-                        u128::from(drawn) * 1_000_000 / u128::from(frequency)
+                        "secure-os: approval screen on the display (drawn in {} us; prompt to pixels {} us)",
+                        micros(drawn),
+                        micros(shown)
                     );
                 }
                 status => println!(
