@@ -137,7 +137,8 @@ fn status_buffers_come_back_unread() {
 #[test]
 fn hostile_event_buffers_break_the_device_not_mvmm() {
     // Too small, read-only, outside the VM's RAM.
-    let cases: [(&str, Box<dyn Fn(&mut Guest)>); 3] = [
+    type Post = Box<dyn Fn(&mut Guest)>;
+    let cases: [(&str, Post); 3] = [
         (
             "4-byte buffer",
             Box::new(|g: &mut Guest| {
