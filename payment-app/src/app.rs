@@ -3,6 +3,7 @@
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::elliptic_curve::Generate;
+use protocol::device_key::{SecurityWord, security_word};
 use protocol::eat::BootState;
 use protocol::session::sec1;
 use protocol::signed::{ApprovalText, ApprovalView, approval_text};
@@ -15,6 +16,7 @@ use protocol::{
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize as _;
 
 use crate::cose::{Attester, sign_token};
 use crate::storage::{MAX_STATE_LEN, PersistentState, PinRecord, Storage, StoredCredential};
@@ -68,7 +70,16 @@ pub enum Handled {
     /// A payment awaits the user: drive the trusted UI, then call
     /// [`PaymentApp::approve`], [`PaymentApp::decline`] or [`PaymentApp::poll`].
     Prompt(ApprovalPrompt),
+    /// The trusted path's setup awaits the user: show these words, let the
+    /// user choose one and a PIN, then call [`PaymentApp::finish_setup`] or
+    /// [`PaymentApp::cancel_setup`].
+    Setup(SetupWords),
 }
+
+/// The security words a setup offers (distinct, from fresh randomness).
+pub type SetupWords = [SecurityWord; SETUP_WORDS];
+/// How many words a setup offers.
+pub const SETUP_WORDS: usize = 3;
 
 /// Why [`PaymentApp::approve`] did not produce a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +114,8 @@ pub struct PaymentApp<S: Storage> {
     policy: Policy,
     state: PersistentState,
     pending: Option<Pending>,
+    /// The words of a setup in progress.
+    pending_setup: Option<SetupWords>,
     boot: BootState,
     attester: Option<Attester>,
 }
@@ -116,7 +129,7 @@ impl<S: Storage> PaymentApp<S> {
             Ok(None) => PersistentState::default(),
             Ok(Some(len)) => buf
                 .get(..len)
-                .and_then(|blob| postcard::from_bytes(blob).ok())
+                .and_then(PersistentState::decode)
                 .ok_or(ErrorCode::StorageFailure)?,
             Err(_) => return Err(ErrorCode::StorageFailure),
         };
@@ -126,6 +139,7 @@ impl<S: Storage> PaymentApp<S> {
             policy,
             state,
             pending: None,
+            pending_setup: None,
             boot: BootState::Unmeasured,
             attester: None,
         })
@@ -167,6 +181,12 @@ impl<S: Storage> PaymentApp<S> {
             }
             Request::Attest { nonce } => self.attest(nonce, rng).map(Reply::Attestation),
             Request::Status => Ok(Reply::Status(self.status())),
+            Request::Setup => {
+                return match self.begin_setup(rng) {
+                    Ok(words) => Handled::Setup(words),
+                    Err(code) => Handled::Reply(Err(code)),
+                };
+            }
         };
         Handled::Reply(reply)
     }
@@ -308,7 +328,7 @@ impl<S: Storage> PaymentApp<S> {
         request: &PaymentRequest,
         now_ms: u64,
     ) -> Result<ApprovalPrompt, ErrorCode> {
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.pending_setup.is_some() {
             return Err(ErrorCode::Busy);
         }
         if self.locked() {
@@ -393,6 +413,95 @@ impl<S: Storage> PaymentApp<S> {
         // Persist the counter before the token leaves the app.
         self.commit(next).map_err(finished)?;
         Ok(token)
+    }
+
+    /// Starts the trusted path's setup: three distinct security words for
+    /// the user to choose from. Refused while an approval or another setup
+    /// is pending, when locked, and once the path was set up.
+    pub fn begin_setup<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<SetupWords, ErrorCode> {
+        if self.pending.is_some() || self.pending_setup.is_some() {
+            return Err(ErrorCode::Busy);
+        }
+        if self.locked() {
+            return Err(ErrorCode::Locked);
+        }
+        if self.state.security_word.is_some() {
+            return Err(ErrorCode::AlreadySetUp);
+        }
+        let mut words: SetupWords = Default::default();
+        let mut chosen = 0;
+        // 6,400 words: a repeat is rare; 64 draws make it impossible in
+        // practice, and a short list is refused rather than padded.
+        for _ in 0..64 {
+            if chosen == SETUP_WORDS {
+                break;
+            }
+            let mut seed = [0u8; 32];
+            rng.fill_bytes(&mut seed);
+            let word = security_word(&seed);
+            seed.zeroize();
+            if !words[..chosen].contains(&word) {
+                words[chosen] = word;
+                chosen += 1;
+            }
+        }
+        if chosen < SETUP_WORDS {
+            return Err(ErrorCode::Internal);
+        }
+        self.pending_setup = Some(words.clone());
+        Ok(words)
+    }
+
+    /// The user chose word `choice` (an index into the offered words) and
+    /// a PIN on the trusted UI: both are stored, the PIN's failure count
+    /// starts at zero. The setup ends either way.
+    pub fn finish_setup<R: CryptoRng + ?Sized>(
+        &mut self,
+        choice: usize,
+        pin: &str,
+        rng: &mut R,
+    ) -> Result<(), ErrorCode> {
+        let words = self.pending_setup.take().ok_or(ErrorCode::Internal)?;
+        let word = words
+            .get(choice)
+            .cloned()
+            .ok_or(ErrorCode::InvalidRequest {
+                field: Field::Encoding,
+            })?;
+        if !PIN_DIGITS.contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ErrorCode::InvalidRequest {
+                field: Field::Encoding,
+            });
+        }
+        let mut salt = [0u8; 16];
+        rng.fill_bytes(&mut salt);
+        let mut next = self.state.clone();
+        next.pin = Some(PinRecord {
+            salt,
+            digest: pin_digest(&salt, pin),
+        });
+        next.pin_failures = 0;
+        next.security_word = Some(word);
+        self.commit(next)
+    }
+
+    /// The user (or the app, by closing) cancelled the setup; true when one
+    /// was in progress.
+    pub fn cancel_setup(&mut self) -> bool {
+        self.pending_setup.take().is_some()
+    }
+
+    /// Whether a setup waits for the user.
+    pub fn setup_pending(&self) -> bool {
+        self.pending_setup.is_some()
+    }
+
+    /// The security word the user chose, once the path is set up.
+    pub fn security_word(&self) -> Option<&str> {
+        self.state.security_word.as_ref().map(|w| w.as_str())
     }
 
     /// The user declined on the trusted UI.

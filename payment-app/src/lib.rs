@@ -18,7 +18,8 @@ pub mod service;
 pub mod storage;
 
 pub use app::{
-    ApprovalPrompt, ApproveError, DAY_MS, Handled, MAX_PIN_FAILURES, PIN_DIGITS, PaymentApp, Policy,
+    ApprovalPrompt, ApproveError, DAY_MS, Handled, MAX_PIN_FAILURES, PIN_DIGITS, PaymentApp,
+    Policy, SETUP_WORDS, SetupWords,
 };
 pub use cose::Attester;
 pub use protocol::eat::{BootMeasurements, BootState};

@@ -44,7 +44,7 @@ use protocol::{
 };
 use rand_core::CryptoRng;
 
-use crate::app::{ApprovalPrompt, ApproveError, Handled, PaymentApp};
+use crate::app::{ApprovalPrompt, ApproveError, Handled, PaymentApp, SetupWords};
 use crate::storage::Storage;
 
 /// Most sessions the service keeps at once.
@@ -70,6 +70,10 @@ pub enum Output {
     /// Nothing to send yet: show this approval on the trusted UI, then call
     /// [`Service::approve`], [`Service::decline`] or [`Service::poll`].
     Prompt(UiPrompt),
+    /// Nothing to send yet: show the setup (choose one of these words, then
+    /// a PIN) on the trusted UI, then call [`Service::finish_setup`] or
+    /// [`Service::decline`].
+    Setup(SetupWords),
 }
 
 /// Everything the trusted UI needs to draw the approval screen.
@@ -201,9 +205,28 @@ impl<S: Storage> Service<S> {
         if self.in_flight == Some(connection) {
             self.in_flight = None;
             let _ = self.app.decline();
+            self.app.cancel_setup();
             return true;
         }
         false
+    }
+
+    /// The user chose word `choice` and a PIN in the setup in flight.
+    pub fn finish_setup<R: CryptoRng + ?Sized>(
+        &mut self,
+        choice: usize,
+        pin: &str,
+        rng: &mut R,
+    ) -> Result<Completion, NothingPending> {
+        let connection = self.in_flight.ok_or(NothingPending)?;
+        if !self.app.setup_pending() {
+            return Err(NothingPending);
+        }
+        let (response, outcome) = match self.app.finish_setup(choice, pin, rng) {
+            Ok(()) => (Ok(Reply::Status(self.app.status())), Outcome::Approved),
+            Err(code) => (Err(code), Outcome::Failed(code)),
+        };
+        Ok(self.complete(connection, &response, outcome))
     }
 
     /// The user approved (with `pin` when the prompt asked for one).
@@ -213,6 +236,10 @@ impl<S: Storage> Service<S> {
         now_ms: u64,
     ) -> Result<ApproveStep, NothingPending> {
         let connection = self.in_flight.ok_or(NothingPending)?;
+        if self.app.setup_pending() {
+            // A setup is answered with finish_setup, not approved.
+            return Err(NothingPending);
+        }
         let (response, outcome) = match self.app.approve(pin, now_ms) {
             Ok(token) => (Ok(Reply::Authorized(token)), Outcome::Approved),
             Err(ApproveError::WrongPin { remaining }) => {
@@ -232,7 +259,11 @@ impl<S: Storage> Service<S> {
     /// The user declined.
     pub fn decline(&mut self) -> Result<Completion, NothingPending> {
         let connection = self.in_flight.ok_or(NothingPending)?;
-        let code = self.app.decline().map_err(|_| NothingPending)?;
+        let code = if self.app.cancel_setup() {
+            ErrorCode::Declined
+        } else {
+            self.app.decline().map_err(|_| NothingPending)?
+        };
         Ok(self.complete(connection, &Err(code), Outcome::Declined))
     }
 
@@ -331,6 +362,10 @@ impl<S: Storage> Service<S> {
             Ok(_) if self.in_flight == Some(connection) => Err(ErrorCode::Busy),
             Ok(request) => match self.app.handle(&request, rng, now_ms) {
                 Handled::Reply(response) => response,
+                Handled::Setup(words) => {
+                    self.in_flight = Some(connection);
+                    return Output::Setup(words);
+                }
                 Handled::Prompt(prompt) => {
                     let Request::RequestPayment(payment) = request else {
                         // The app prompts only for payments; refuse anything else.
@@ -492,6 +527,7 @@ mod tests {
         match output {
             Output::Reply(bytes) => decode_response(&bytes).expect("decodes"),
             Output::Prompt(p) => panic!("unexpected prompt {p:?}"),
+            Output::Setup(w) => panic!("unexpected setup {w:?}"),
         }
     }
 
@@ -546,6 +582,7 @@ mod tests {
         match svc.handle(conn, &bytes, rng, 0) {
             Output::Reply(out) => open_reply(session, &out),
             Output::Prompt(p) => panic!("unexpected prompt {p:?}"),
+            Output::Setup(w) => panic!("unexpected setup {w:?}"),
         }
     }
 
@@ -641,6 +678,7 @@ mod tests {
         match svc.handle(conn, bytes, rng, 0) {
             Output::Reply(out) => open_reply(session, &out),
             Output::Prompt(p) => panic!("{p:?}"),
+            Output::Setup(w) => panic!("{w:?}"),
         }
     }
 

@@ -90,9 +90,40 @@ pub struct PersistentState {
     pub pin: Option<PinRecord>,
     pub pin_failures: u8,
     pub spending: Spending,
+    /// The security word the user chose when setting the trusted path up
+    /// (`Request::Setup`); `None` before that.
+    pub security_word: Option<protocol::device_key::SecurityWord>,
+}
+
+/// The state as stored before the security word was added (one release):
+/// still read, so an older device's cards and PIN survive the update.
+#[derive(Deserialize)]
+struct PersistentStateV1 {
+    credentials: heapless::Vec<StoredCredential, MAX_CREDENTIALS>,
+    counter: u64,
+    pin: Option<PinRecord>,
+    pin_failures: u8,
+    spending: Spending,
 }
 
 impl PersistentState {
+    /// Reads a stored state (this layout or the one before it); `None`
+    /// when `blob` is neither.
+    pub fn decode(blob: &[u8]) -> Option<PersistentState> {
+        if let Ok(state) = postcard::from_bytes::<PersistentState>(blob) {
+            return Some(state);
+        }
+        let old: PersistentStateV1 = postcard::from_bytes(blob).ok()?;
+        Some(PersistentState {
+            credentials: old.credentials,
+            counter: old.counter,
+            pin: old.pin,
+            pin_failures: old.pin_failures,
+            spending: old.spending,
+            security_word: None,
+        })
+    }
+
     pub(crate) fn credential(&self, id: &[u8; CREDENTIAL_ID_LEN]) -> Option<&StoredCredential> {
         self.credentials.iter().find(|c| &c.id == id)
     }

@@ -311,3 +311,97 @@ fn credential_lifecycle_and_other_requests() {
         }))
     );
 }
+
+#[test]
+fn setup_offers_three_words_and_keeps_the_chosen_one_and_the_pin() {
+    let mut f = fixture();
+    let words = match f.app.handle(&Request::Setup, &mut f.rng, 0) {
+        Handled::Setup(words) => words,
+        other => panic!("{other:?}"),
+    };
+    assert!(words[0] != words[1] && words[1] != words[2] && words[0] != words[2]);
+    // While it waits, no payment and no second setup.
+    assert!(matches!(
+        f.app.handle(&Request::Setup, &mut f.rng, 0),
+        Handled::Reply(Err(ErrorCode::Busy))
+    ));
+    assert_eq!(
+        f.app.begin_payment(&payment(f.credential, 100), 0),
+        Err(ErrorCode::Busy)
+    );
+    // A bad choice or PIN ends the setup and stores nothing.
+    assert!(f.app.finish_setup(3, "2468", &mut f.rng).is_err());
+    assert_eq!(f.app.security_word(), None);
+    let words = match f.app.handle(&Request::Setup, &mut f.rng, 0) {
+        Handled::Setup(words) => words,
+        other => panic!("{other:?}"),
+    };
+    f.app.finish_setup(1, "2468", &mut f.rng).unwrap();
+    assert_eq!(f.app.security_word(), Some(words[1].as_str()));
+    assert!(f.app.status().pin_set);
+    // Once set up, a setup is refused; a payment asks for the PIN.
+    assert!(matches!(
+        f.app.handle(&Request::Setup, &mut f.rng, 0),
+        Handled::Reply(Err(ErrorCode::AlreadySetUp))
+    ));
+    let prompt = f.app.begin_payment(&payment(f.credential, 100), 0).unwrap();
+    assert!(prompt.pin_required);
+    assert!(matches!(
+        f.app.approve(Some("1111"), 0),
+        Err(ApproveError::WrongPin { remaining: 2 })
+    ));
+    assert!(f.app.approve(Some("2468"), 0).is_ok());
+}
+
+#[test]
+fn a_cancelled_setup_changes_nothing() {
+    let mut f = fixture();
+    assert!(matches!(
+        f.app.handle(&Request::Setup, &mut f.rng, 0),
+        Handled::Setup(_)
+    ));
+    assert!(f.app.cancel_setup());
+    assert!(!f.app.cancel_setup());
+    assert_eq!(f.app.security_word(), None);
+    assert!(!f.app.status().pin_set);
+}
+
+#[test]
+fn a_state_stored_before_the_security_word_existed_still_loads() {
+    // The previous layout: the same fields without the word at the end.
+    #[derive(serde::Serialize)]
+    struct V1<'a> {
+        credentials: &'a heapless::Vec<payment_app::storage::StoredCredential, MAX_CREDENTIALS>,
+        counter: u64,
+        pin: Option<payment_app::storage::PinRecord>,
+        pin_failures: u8,
+        spending: payment_app::storage::Spending,
+    }
+    let mut f = fixture();
+    f.app.set_pin("2468", &mut f.rng).unwrap();
+    let mut state = PersistentState::default();
+    let label = String::try_from("Old card").unwrap();
+    state
+        .credentials
+        .push(payment_app::storage::StoredCredential {
+            id: [5; 16],
+            label,
+            secret: [7; 32],
+        })
+        .unwrap();
+    state.counter = 9;
+    let old = V1 {
+        credentials: &state.credentials,
+        counter: 9,
+        pin: None,
+        pin_failures: 1,
+        spending: Default::default(),
+    };
+    let blob = postcard::to_allocvec(&old).unwrap();
+    let loaded = PersistentState::decode(&blob).expect("the old layout loads");
+    assert_eq!(loaded.counter, 9);
+    assert_eq!(loaded.pin_failures, 1);
+    assert_eq!(loaded.credentials.len(), 1);
+    assert_eq!(loaded.security_word, None);
+    assert!(PersistentState::decode(&blob[..blob.len() - 1]).is_none());
+}

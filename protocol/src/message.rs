@@ -104,6 +104,12 @@ pub enum Request {
     Attest { nonce: Nonce },
     /// Reports the app's state.
     Status,
+    /// Sets the trusted path up, once per device: on the trusted display
+    /// the user chooses their security word (shown on every approval, never
+    /// sent to the rich VM) and a PIN. Answered with [`Reply::Status`] once
+    /// done; [`ErrorCode::Declined`] when the user cancels;
+    /// [`ErrorCode::AlreadySetUp`] when it was done before.
+    Setup,
 }
 
 impl Request {
@@ -213,6 +219,8 @@ pub enum ErrorCode {
     BadRecord,
     /// The secure side hit an internal limit; nothing was changed.
     Internal,
+    /// The trusted path was set up before (security word and PIN chosen).
+    AlreadySetUp,
 }
 
 /// The request field an [`ErrorCode::InvalidRequest`] names.

@@ -28,7 +28,28 @@ use payment_app::service::{
     ApproveStep, Completion, FrameReader, NothingPending, Outcome, Output, UiPrompt,
     encode_frame_header,
 };
-use payment_app::{ConnectionId, Service, Storage};
+use payment_app::{ConnectionId, Service, SetupWords, Storage};
+
+/// What a request asks of the trusted UI.
+#[derive(Debug)]
+pub enum Ui {
+    /// Show this payment for approval.
+    Payment(UiPrompt),
+    /// Set the trusted path up: the user chooses one of these words and a
+    /// PIN (answer with [`Switchboard::finish_setup`] or
+    /// [`Switchboard::decline`]).
+    Setup(SetupWords),
+}
+
+impl Ui {
+    /// The payment to approve, if this is one.
+    pub fn payment(self) -> Option<UiPrompt> {
+        match self {
+            Ui::Payment(p) => Some(p),
+            Ui::Setup(_) => None,
+        }
+    }
+}
 use rand_core::CryptoRng;
 
 /// The payment service's vsock port.
@@ -254,15 +275,15 @@ impl<S: Storage> Switchboard<S> {
             .is_some_and(|c| !c.doomed && c.outbox.len() < INPUT_PAUSE)
     }
 
-    /// Bytes arrived on `endpoint`. Returns the approval to show when a
-    /// payment request needs the user.
+    /// Bytes arrived on `endpoint`. Returns what to show when a request
+    /// needs the user (a payment to approve, or the setup).
     pub fn receive<R: CryptoRng + ?Sized>(
         &mut self,
         endpoint: Endpoint,
         bytes: &[u8],
         rng: &mut R,
         now_ms: u64,
-    ) -> Option<UiPrompt> {
+    ) -> Option<Ui> {
         let conn = self.conns.iter_mut().find(|c| c.endpoint == endpoint)?;
         if conn.doomed {
             return None;
@@ -280,7 +301,8 @@ impl<S: Storage> Switchboard<S> {
                             self.stats.frames += 1;
                             match self.service.handle(*id, &packet, rng, now_ms) {
                                 Output::Reply(reply) => push_frame(&mut conn.outbox, &reply),
-                                Output::Prompt(p) => prompt = Some(p),
+                                Output::Prompt(p) => prompt = Some(Ui::Payment(p)),
+                                Output::Setup(words) => prompt = Some(Ui::Setup(words)),
                             }
                         }
                         Err(_) => {
@@ -373,6 +395,19 @@ impl<S: Storage> Switchboard<S> {
         match self.service.approve(pin, now_ms) {
             Ok(ApproveStep::Done(completion)) => Approval::Done(self.deliver(completion)),
             Ok(ApproveStep::WrongPin { remaining }) => Approval::WrongPin { remaining },
+            Err(NothingPending) => Approval::NothingPending,
+        }
+    }
+
+    /// The user chose word `choice` and a PIN in the setup in flight.
+    pub fn finish_setup<R: CryptoRng + ?Sized>(
+        &mut self,
+        choice: usize,
+        pin: &str,
+        rng: &mut R,
+    ) -> Approval {
+        match self.service.finish_setup(choice, pin, rng) {
+            Ok(completion) => Approval::Done(self.deliver(completion)),
             Err(NothingPending) => Approval::NothingPending,
         }
     }
@@ -552,6 +587,7 @@ mod tests {
         });
         let prompt = sb
             .receive(A, &sealed(&mut sa, &payment), &mut rng, 0)
+            .and_then(Ui::payment)
             .expect("prompt");
         assert_eq!(
             prompt.prompt.text.as_str(),

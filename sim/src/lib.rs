@@ -322,6 +322,13 @@ fn serve(
                     Output::Prompt(prompt) => {
                         let _ = ui_tx.send(ui::UiMsg::Show(Box::new(prompt)));
                     }
+                    // The simulator has no setup screen: the setup is
+                    // declined (docs/trusted-path.md).
+                    Output::Setup(_) => {
+                        if let Ok(done) = service.decline() {
+                            finish(&mut writers, done);
+                        }
+                    }
                 }
                 let count = usize::from(service.app().status().credentials);
                 if count != known_credentials {

@@ -33,8 +33,11 @@ pub enum Button {
     Ok,
     /// Delete the last PIN digit.
     Back,
-    /// Abandon PIN entry.
+    /// Abandon PIN entry, or the setup.
     Cancel,
+    /// One of the security words a setup offers, `0..3` (its key is the
+    /// digit one above: 1, 2, 3).
+    Word(u8),
 }
 
 impl Button {
@@ -45,6 +48,7 @@ impl Button {
             Button::Decline | Button::Cancel => KeyEvent::Cancel,
             Button::Digit(d) => KeyEvent::Digit(d),
             Button::Back => KeyEvent::Back,
+            Button::Word(i) => KeyEvent::Digit(i.saturating_add(1)),
         }
     }
 
@@ -69,6 +73,8 @@ impl Button {
             Button::Ok => "OK",
             Button::Back => "Back",
             Button::Cancel => "Cancel",
+            // The screen draws the word itself.
+            Button::Word(_) => "",
         }
     }
 }

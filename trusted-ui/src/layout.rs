@@ -24,6 +24,8 @@ pub enum Screen {
     Lockout,
     /// The user did not answer in time.
     Timeout,
+    /// The setup: choose one of three security words.
+    ChooseWord,
 }
 
 /// Landscape when wider than tall, portrait otherwise.
@@ -204,6 +206,29 @@ impl Layout {
                 };
                 keypad(&mut list, pad, m / 2);
                 add(&mut list, Button::Cancel, cancel);
+            }
+            Screen::ChooseWord => {
+                // Three word rows under the title line, then Cancel.
+                let top = self
+                    .header()
+                    .size
+                    .height
+                    .saturating_add(m)
+                    .saturating_add(bh.saturating_mul(2) / 3);
+                let room = bottom_row_y.saturating_sub(m).saturating_sub(top);
+                let gap = m / 2;
+                let row = bh.min(room.saturating_sub(gap.saturating_mul(2)) / 3);
+                for i in 0..3u8 {
+                    let y =
+                        top.saturating_add(u32::from(i).saturating_mul(row.saturating_add(gap)));
+                    add(&mut list, Button::Word(i), self.rect(m, y, full_width, row));
+                }
+                let half = full_width.saturating_sub(m) / 2;
+                add(
+                    &mut list,
+                    Button::Cancel,
+                    self.rect(m, bottom_row_y, half, bh),
+                );
             }
             Screen::Result | Screen::Lockout | Screen::Timeout => {
                 let width = match self.orientation {

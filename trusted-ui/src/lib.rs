@@ -26,8 +26,8 @@ pub use input::{Button, KeyEvent, PIN_MAX_LEN, Pin, PinEntry, PinStep};
 pub use layout::{ButtonList, Layout, MAX_BUTTONS, Orientation, Screen};
 pub use paint::{DrawError, SCREEN_TEXT_CAPACITY, ScreenText};
 pub use screens::{
-    HEADER_TEXT, HINTS, Outcome, draw_approval, draw_hold, draw_lockout, draw_notice,
-    draw_pin_entry, draw_result, draw_timeout,
+    HEADER_TEXT, HINTS, Outcome, draw_approval, draw_choose_word, draw_hold, draw_lockout,
+    draw_notice, draw_pin_entry, draw_pin_setup, draw_result, draw_timeout,
 };
 pub use text::{
     AMOUNT_TEXT_CAPACITY, APPROVAL_TEXT_CAPACITY, ApprovalText, ApprovalView,

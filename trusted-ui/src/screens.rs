@@ -136,19 +136,73 @@ pub fn draw_pin_entry<D>(
 where
     D: DrawTarget<Color = Rgb888>,
 {
+    pin_screen(target, "Enter your PIN", entry, tries_left)
+}
+
+/// Draws the setup's PIN screen: as [`draw_pin_entry`], asking the user to
+/// choose a PIN (4 to 12 digits, then OK).
+pub fn draw_pin_setup<D>(
+    target: &mut D,
+    entry: &PinEntry,
+) -> Result<ScreenText, DrawError<D::Error>>
+where
+    D: DrawTarget<Color = Rgb888>,
+{
+    pin_screen(target, "Choose a PIN (4+ digits)", entry, None)
+}
+
+/// Draws the setup's first screen: the three security words offered, one
+/// per button, and Cancel. The word the user taps is shown on every
+/// approval from then on.
+pub fn draw_choose_word<D>(
+    target: &mut D,
+    words: [&str; 3],
+) -> Result<ScreenText, DrawError<D::Error>>
+where
+    D: DrawTarget<Color = Rgb888>,
+{
+    for word in words {
+        check_field(Field::SecurityWord, word)?;
+    }
+    let mut p = Painter::new(target);
+    p.clear(BACKGROUND)?;
+    header(&mut p)?;
+    let column = p.layout.text_column(Screen::ChooseWord);
+    p.line(
+        "Tap your security word",
+        column,
+        0,
+        TextRole::Body,
+        INK,
+        Align::Left,
+    )?;
+    for (button, rect) in p.layout.buttons(Screen::ChooseWord) {
+        match button {
+            Button::Word(i) => {
+                let word = words.get(usize::from(i)).copied().unwrap_or("");
+                p.button(rect, word, BADGE, INK, TextRole::Large)?;
+            }
+            other => p.button(rect, other.label(), STOP, ON_COLOUR, TextRole::Large)?,
+        }
+    }
+    Ok(p.finish())
+}
+
+fn pin_screen<D>(
+    target: &mut D,
+    title: &str,
+    entry: &PinEntry,
+    tries_left: Option<u8>,
+) -> Result<ScreenText, DrawError<D::Error>>
+where
+    D: DrawTarget<Color = Rgb888>,
+{
     let mut p = Painter::new(target);
     p.clear(BACKGROUND)?;
     header(&mut p)?;
     let column = p.layout.text_column(Screen::PinEntry);
     let gap = p.layout.gap();
-    let mut y = p.line(
-        "Enter your PIN",
-        column,
-        0,
-        TextRole::Large,
-        INK,
-        Align::Left,
-    )?;
+    let mut y = p.line(title, column, 0, TextRole::Large, INK, Align::Left)?;
     y = y.saturating_add(gap.saturating_mul(3));
 
     // Dots: diameter from the text scale, shrunk if the row would not fit.
@@ -392,6 +446,7 @@ where
             Button::Decline | Button::Cancel => (STOP, ON_COLOUR, TextRole::Large),
             Button::Digit(_) => (KEY, INK, TextRole::Large),
             Button::Back => (KEY, INK, TextRole::Body),
+            Button::Word(_) => (BADGE, INK, TextRole::Large),
         };
         p.button(rect, button.label(), fill_colour, ink, role)?;
     }

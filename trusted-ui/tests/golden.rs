@@ -22,8 +22,9 @@ use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
 use protocol::Currency;
 use trusted_ui::{
-    ApprovalView, KeyEvent, Outcome, PinEntry, ScreenText, approval_text, draw_approval, draw_hold,
-    draw_lockout, draw_notice, draw_pin_entry, draw_result, draw_timeout,
+    ApprovalView, KeyEvent, Outcome, PinEntry, ScreenText, approval_text, draw_approval,
+    draw_choose_word, draw_hold, draw_lockout, draw_notice, draw_pin_entry, draw_pin_setup,
+    draw_result, draw_timeout,
 };
 
 /// A plain RGB framebuffer, like the secure VM's scan-out buffer.
@@ -113,6 +114,16 @@ fn screens() -> Vec<(&'static str, Render)> {
                 entry.handle(KeyEvent::Digit(d));
             }
             draw_pin_entry(fb, &entry, Some(2)).expect("draws")
+        }),
+        ("choose_word", |fb| {
+            draw_choose_word(fb, ["HERON-76", "LIGHTHOUSE-07", "MAPLE-31"]).expect("draws")
+        }),
+        ("pin_setup", |fb| {
+            let mut entry = PinEntry::new(12);
+            for d in [2, 4] {
+                entry.handle(KeyEvent::Digit(d));
+            }
+            draw_pin_setup(fb, &entry).expect("draws")
         }),
         ("result_approved", |fb| {
             draw_result(fb, Outcome::Approved).expect("draws")
