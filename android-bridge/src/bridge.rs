@@ -246,6 +246,17 @@ impl Bridge {
         }
     }
 
+    /// Sets the trusted path up (once per device): the user chooses their
+    /// security word and a PIN on the trusted display. Waits as long as a
+    /// payment approval; [`BridgeError::DeclinedByUser`] when the user
+    /// cancels, [`BridgeError::SecureSide`]`(AlreadySetUp)` when it was done.
+    pub fn setup(&mut self) -> Result<DeviceStatus, BridgeError> {
+        match self.call_with(&Request::Setup, "setup", None, self.timeouts.approval)? {
+            Reply::Status(status) => Ok(status),
+            other => Err(unexpected("setup", &other)),
+        }
+    }
+
     /// The payment app's state.
     pub fn status(&mut self) -> Result<DeviceStatus, BridgeError> {
         match self.call(&Request::Status, "status", None)? {

@@ -33,10 +33,10 @@ mod image {
     };
     use secure_os::arch::{entropy, framebuffer, heap, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
-    use secure_os::prompt::{self, ConsoleGate, Prompt, Step};
+    use secure_os::prompt::{self, ConsoleGate, Prompt, SetupPrompt, SetupStep, Step};
     use secure_os::rollback::{RollbackCounter, StoreCounter};
     use secure_os::screen::{self, Framebuffer};
-    use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard};
+    use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard, Ui};
     use secure_os::touch::{Effect, Session};
     use secure_os::{println, rt};
     use secure_store::{RecordError, SlotState, Store, slot_name};
@@ -156,6 +156,8 @@ mod image {
         /// The counter when the last request's bytes were read (for the
         /// prompt-to-pixels figure).
         request_arrived: u64,
+        /// The setup on screen: the words offered and the console's keys.
+        setup: Option<(payment_app::SetupWords, SetupPrompt)>,
         recv_buf: Box<[u8]>,
     }
 
@@ -287,6 +289,17 @@ mod image {
         // What mvmm measured (its own code and this image) is what the
         // attestation states.
         app.set_boot_state(BootState::Measured(measurements));
+        // The word the user chose at setup replaces the device's own.
+        let word = match app
+            .security_word()
+            .and_then(|w| SecurityWord::try_from(w).ok())
+        {
+            Some(chosen) => {
+                println!("secure-os: the user's security word is set (chosen at setup)");
+                chosen
+            }
+            None => word,
+        };
         let board = Switchboard::new(Service::new(app, key));
         // Mix once more so the seed never equals raw device output.
         let mut first = [0u8; 32];
@@ -315,6 +328,7 @@ mod image {
             input,
             session: None,
             request_arrived: 0,
+            setup: None,
             recv_buf: alloc::vec![0u8; 4096].into_boxed_slice(),
         })
     }
@@ -644,9 +658,13 @@ mod image {
                     activity = true;
                     let bytes = &self.recv_buf[..n];
                     let arrived = rt::now();
-                    if let Some(ui) = self.board.receive(endpoint, bytes, &mut self.rng, now_ms) {
-                        self.request_arrived = arrived;
-                        self.start_prompt(&ui, now_ms);
+                    match self.board.receive(endpoint, bytes, &mut self.rng, now_ms) {
+                        Some(Ui::Payment(ui)) => {
+                            self.request_arrived = arrived;
+                            self.start_prompt(&ui, now_ms);
+                        }
+                        Some(Ui::Setup(words)) => self.start_setup(words, now_ms),
+                        None => {}
                     }
                 }
             }
@@ -697,6 +715,76 @@ mod image {
                     .into();
                 self.rng = ChaCha20Rng::from_seed(seed);
             }
+        }
+
+        /// Shows the setup: the words offered (on the screen and the
+        /// console), then the new PIN.
+        fn start_setup(&mut self, words: payment_app::SetupWords, now_ms: u64) {
+            if self.gate.is_some() {
+                println!("secure-os: setup declined (the previous prompt is still closing)");
+                self.refuse();
+                return;
+            }
+            let status = hypercall::console_focus(true);
+            if status != 0 {
+                println!(
+                    "secure-os: console focus unavailable (hvc {:#x} returned {:#x}): declining the setup",
+                    hypercall::CONSOLE_FOCUS,
+                    status
+                );
+                self.refuse();
+                return;
+            }
+            self.focus_held = true;
+            drain_console();
+            let texts = [words[0].as_str(), words[1].as_str(), words[2].as_str()];
+            if let Some(fb) = self.screen.as_mut() {
+                match trusted_ui::draw_choose_word(fb, texts) {
+                    Ok(_) => {
+                        framebuffer::publish(fb.pixels());
+                        let size = embedded_graphics::geometry::OriginDimensions::size(fb);
+                        if hypercall::display(true) == 0 {
+                            self.display_held = true;
+                            self.drain_input();
+                            self.session = Some(Session::setup(size, self.clock_ms()));
+                            println!("secure-os: setup screen on the display");
+                        }
+                    }
+                    Err(e) => println!("secure-os: setup screen not drawn ({e:?}); console only"),
+                }
+            }
+            for line in prompt::setup_lines(&texts) {
+                println!("{line}");
+            }
+            self.setup = Some((words, SetupPrompt::new()));
+            self.gate = Some(ConsoleGate::new(self.clock_ms().max(now_ms)));
+        }
+
+        /// The user chose word `choice` and `pin` in the setup.
+        fn complete_setup(&mut self, choice: usize, pin: &trusted_ui::Pin) {
+            let chosen = self
+                .setup
+                .as_ref()
+                .and_then(|(words, _)| words.get(choice).cloned());
+            let text = prompt::pin_text(pin);
+            match self.board.finish_setup(choice, &text, &mut self.rng) {
+                Approval::Done(Outcome::Approved) => {
+                    if let Some(word) = chosen {
+                        self.word = word;
+                    }
+                    println!("secure-os: trusted path set up (security word chosen, PIN set)");
+                }
+                Approval::Done(outcome) => println!("secure-os: setup failed ({outcome:?})"),
+                _ => println!("secure-os: setup ended"),
+            }
+            self.end_prompt();
+        }
+
+        /// The user cancelled the setup.
+        fn cancel_setup(&mut self) {
+            let _ = self.board.decline();
+            println!("secure-os: setup cancelled");
+            self.end_prompt();
         }
 
         fn start_prompt(&mut self, ui: &payment_app::service::UiPrompt, now_ms: u64) {
@@ -891,6 +979,8 @@ mod image {
                     self.draw(|fb| trusted_ui::draw_hold(fb, permille));
                 }
                 Effect::Pin => self.draw_pin(None),
+                Effect::SetupDone { choice, pin } => self.complete_setup(choice, &pin),
+                Effect::Decline if self.setup.is_some() => self.cancel_setup(),
                 Effect::Decline => {
                     println!("secure-os: declined on the touch screen");
                     let outcome = match self.board.decline() {
@@ -932,7 +1022,12 @@ mod image {
             let Some(fb) = self.screen.as_mut() else {
                 return;
             };
-            if let Err(e) = trusted_ui::draw_pin_entry(fb, entry, tries_left) {
+            let drawn = if session.is_setup() {
+                trusted_ui::draw_pin_setup(fb, entry)
+            } else {
+                trusted_ui::draw_pin_entry(fb, entry, tries_left)
+            };
+            if let Err(e) = drawn {
                 println!("secure-os: PIN screen not drawn ({e:?})");
             }
             framebuffer::publish(fb.pixels());
@@ -945,6 +1040,26 @@ mod image {
                 };
                 // Too early, or the prompt is closing: the byte is dropped.
                 if !self.gate.as_mut().is_some_and(|g| g.admit(now_ms)) {
+                    continue;
+                }
+                if let Some((_, setup)) = self.setup.as_mut() {
+                    match setup.key(byte) {
+                        SetupStep::Nothing => {}
+                        SetupStep::Selected(n) => println!("> {}", n + 1),
+                        SetupStep::AskPin => println!("{}", prompt::SETUP_PIN_QUESTION),
+                        SetupStep::TooShort => {
+                            println!("At least 4 digits");
+                            println!("{}", prompt::SETUP_PIN_QUESTION);
+                        }
+                        SetupStep::Done { choice, pin } => {
+                            self.complete_setup(choice, &pin);
+                            return;
+                        }
+                        SetupStep::Cancel => {
+                            self.cancel_setup();
+                            return;
+                        }
+                    }
                     continue;
                 }
                 let Some(prompt) = self.prompt.as_mut() else {
@@ -1010,6 +1125,7 @@ mod image {
             self.prompt = None;
             self.gate = None;
             self.session = None;
+            self.setup = None;
             if self.display_held {
                 self.display_held = false;
                 let status = hypercall::display(false);

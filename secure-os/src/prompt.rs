@@ -241,9 +241,142 @@ pub fn pin_text(pin: &Pin) -> heapless::String<PIN_MAX_LEN> {
     out
 }
 
+/// The heading of the setup on the console.
+pub const SETUP_HEADING: &str = "=== TRUSTED SETUP (secure VM) ===";
+/// The setup's word question.
+pub const SETUP_QUESTION: &str = "Choose your security word: 1, 2 or 3, then Enter (Esc cancels)";
+/// The setup's PIN question.
+pub const SETUP_PIN_QUESTION: &str = "New PIN: (4 to 12 digits, then Enter)";
+
+/// The console lines of a setup: heading, the words numbered, the question.
+pub fn setup_lines(words: &[&str]) -> heapless::Vec<Line, 8> {
+    let mut lines = heapless::Vec::new();
+    let _ = lines.push(line(SETUP_HEADING));
+    for (i, word) in words.iter().enumerate() {
+        let mut l = Line::new();
+        let _ = write!(l, "  {}) {word}", i + 1);
+        let _ = lines.push(l);
+    }
+    let _ = lines.push(line(SETUP_QUESTION));
+    lines
+}
+
+/// What one key did in a setup on the console.
+#[derive(Debug)]
+pub enum SetupStep {
+    /// Nothing to report (a digit of the PIN, an ignored key).
+    Nothing,
+    /// Word `n` (0-based) is selected, not committed yet.
+    Selected(usize),
+    /// The word is committed: ask for the PIN ([`SETUP_PIN_QUESTION`]).
+    AskPin,
+    /// Enter on a PIN shorter than 4 digits: ask again.
+    TooShort,
+    /// Word and PIN chosen.
+    Done { choice: usize, pin: Pin },
+    /// Esc or Ctrl-C.
+    Cancel,
+}
+
+/// The key handling of one setup on the console (the same choices as the
+/// screen: one of three words, then a PIN of 4 to 12 digits).
+#[derive(Debug)]
+pub struct SetupPrompt {
+    selected: Option<usize>,
+    committed: Option<usize>,
+    pin: PinEntry,
+}
+
+impl Default for SetupPrompt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SetupPrompt {
+    pub fn new() -> SetupPrompt {
+        SetupPrompt {
+            selected: None,
+            committed: None,
+            pin: PinEntry::new(PIN_MAX_LEN),
+        }
+    }
+
+    /// Handles one byte from the console.
+    pub fn key(&mut self, byte: u8) -> SetupStep {
+        if matches!(byte, ESC | CTRL_C) {
+            return SetupStep::Cancel;
+        }
+        let Some(choice) = self.committed else {
+            return match byte {
+                b'1'..=b'3' => {
+                    let n = usize::from(byte - b'1');
+                    self.selected = Some(n);
+                    SetupStep::Selected(n)
+                }
+                b'\r' | b'\n' if self.selected.is_some() => {
+                    self.committed = self.selected;
+                    SetupStep::AskPin
+                }
+                _ => SetupStep::Nothing,
+            };
+        };
+        match byte {
+            b'0'..=b'9' => {
+                self.pin.handle(KeyEvent::Digit(byte - b'0'));
+                SetupStep::Nothing
+            }
+            BACKSPACE | DEL => {
+                self.pin.handle(KeyEvent::Back);
+                SetupStep::Nothing
+            }
+            b'\r' | b'\n' if self.pin.len() < 4 => SetupStep::TooShort,
+            b'\r' | b'\n' => SetupStep::Done {
+                choice,
+                pin: self.pin.take(),
+            },
+            _ => SetupStep::Nothing,
+        }
+    }
+
+    /// Digits of the new PIN typed so far.
+    pub fn pin_len(&self) -> usize {
+        self.pin.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setup_on_the_console_takes_a_word_then_a_pin() {
+        let mut s = SetupPrompt::new();
+        assert!(matches!(s.key(b'\r'), SetupStep::Nothing));
+        assert!(matches!(s.key(b'4'), SetupStep::Nothing));
+        assert!(matches!(s.key(b'2'), SetupStep::Selected(1)));
+        assert!(matches!(s.key(b'3'), SetupStep::Selected(2)));
+        assert!(matches!(s.key(b'\r'), SetupStep::AskPin));
+        for b in b"12" {
+            s.key(*b);
+        }
+        assert!(matches!(s.key(b'\r'), SetupStep::TooShort));
+        for b in b"34" {
+            s.key(*b);
+        }
+        match s.key(b'\n') {
+            SetupStep::Done { choice, pin } => {
+                assert_eq!(choice, 2);
+                assert_eq!(pin.digits(), &[1, 2, 3, 4]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut s = SetupPrompt::new();
+        s.key(b'1');
+        assert!(matches!(s.key(0x1b), SetupStep::Cancel));
+        let lines = setup_lines(&["A-01", "B-02", "C-03"]);
+        assert_eq!(lines[2].as_str(), "  2) B-02");
+    }
 
     fn feed(prompt: &mut Prompt, keys: &[u8]) -> std::vec::Vec<Step> {
         keys.iter().map(|&k| prompt.key(k)).collect()

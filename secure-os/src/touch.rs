@@ -33,16 +33,24 @@ pub enum Effect {
     Pin,
     /// The user approved (with the PIN, when one was asked for).
     Approve(Option<Pin>),
-    /// The user declined.
+    /// The user declined (or cancelled the setup).
     Decline,
+    /// Setup: the user chose word `choice` and typed a PIN (4 digits or
+    /// more) and OK.
+    SetupDone { choice: usize, pin: Pin },
     /// A prompt the app cancelled has seen quiet input: release the path.
     Closed,
 }
 
 enum Stage {
     Approval,
+    /// Setup: choosing the security word.
+    Word,
     Pin(PinEntry),
 }
+
+/// The shortest PIN a setup accepts (`payment_app::PIN_DIGITS`).
+pub const SETUP_PIN_MIN: usize = 4;
 
 /// One approval on the display, from the moment it is shown.
 pub struct Session {
@@ -51,6 +59,9 @@ pub struct Session {
     guard: Guard,
     pin_required: bool,
     stage: Stage,
+    /// Setup: the word chosen, once it is.
+    chosen: Option<usize>,
+    setup: bool,
 }
 
 impl Session {
@@ -63,7 +74,29 @@ impl Session {
             guard: Guard::new(Screen::Approval, layout, shown_at),
             pin_required,
             stage: Stage::Approval,
+            chosen: None,
+            setup: false,
         }
+    }
+
+    /// The setup's word choice on a `size` display, shown at `shown_at`;
+    /// a choice leads to the PIN screen (armed anew).
+    pub fn setup(size: Size, shown_at: u64) -> Session {
+        let layout = Layout::new(Rectangle::new(Point::zero(), size));
+        Session {
+            layout,
+            decoder: Decoder::new(size, ABS_MAX),
+            guard: Guard::new(Screen::ChooseWord, layout, shown_at),
+            pin_required: false,
+            stage: Stage::Word,
+            chosen: None,
+            setup: true,
+        }
+    }
+
+    /// Whether this is a setup (its PIN screen asks for a new PIN).
+    pub fn is_setup(&self) -> bool {
+        self.setup
     }
 
     /// The PIN typed so far (its length only is ever drawn), on the PIN
@@ -71,7 +104,7 @@ impl Session {
     pub fn pin_entry(&self) -> Option<&PinEntry> {
         match &self.stage {
             Stage::Pin(entry) => Some(entry),
-            Stage::Approval => None,
+            Stage::Approval | Stage::Word => None,
         }
     }
 
@@ -135,10 +168,29 @@ impl Session {
                     KeyEvent::Cancel => Effect::Decline,
                     _ => Effect::None,
                 },
-                Stage::Pin(entry) => match entry.handle(key) {
-                    PinStep::Editing => Effect::Pin,
-                    PinStep::Submitted => Effect::Approve(Some(entry.take())),
-                    PinStep::Cancelled => Effect::Decline,
+                Stage::Word => match key {
+                    KeyEvent::Cancel => Effect::Decline,
+                    KeyEvent::Digit(d @ 1..=3) => {
+                        self.chosen = Some(usize::from(d - 1));
+                        self.open_pin(now);
+                        Effect::Pin
+                    }
+                    _ => Effect::None,
+                },
+                Stage::Pin(entry)
+                    if self.setup && key == KeyEvent::Ok && entry.len() < SETUP_PIN_MIN =>
+                {
+                    // Too short for a new PIN: keep typing.
+                    Effect::Pin
+                }
+                Stage::Pin(entry) => match (entry.handle(key), self.chosen) {
+                    (PinStep::Editing, _) => Effect::Pin,
+                    (PinStep::Submitted, Some(choice)) if self.setup => Effect::SetupDone {
+                        choice,
+                        pin: entry.take(),
+                    },
+                    (PinStep::Submitted, _) => Effect::Approve(Some(entry.take())),
+                    (PinStep::Cancelled, _) => Effect::Decline,
                 },
             },
             Action::None | Action::Discarded => Effect::None,
@@ -284,6 +336,47 @@ mod tests {
         // Without recent input, a cancel releases at once.
         let mut s = Session::new(SIZE, false, 0);
         assert!(matches!(s.rich_cancel(QUIET_MS + 1), Effect::Closed));
+    }
+
+    #[test]
+    fn setup_takes_a_tapped_word_and_a_pin_of_four_digits_or_more() {
+        let mut s = Session::setup(SIZE, 0);
+        let word = centre(Screen::ChooseWord, Button::Word(1));
+        // Before arming: nothing.
+        touch(&mut s, 10, word, true);
+        assert!(matches!(
+            touch(&mut s, 20, word, false).last(),
+            Some(Effect::None)
+        ));
+        let t = ARM_DELAY_MS;
+        touch(&mut s, t, word, true);
+        assert!(matches!(
+            touch(&mut s, t + 50, word, false).last(),
+            Some(Effect::Pin)
+        ));
+        assert!(s.pin_entry().is_some());
+        // The PIN screen is armed anew; then 2, 4, OK is too short, 2468 OK
+        // is taken.
+        let t = t + 50 + ARM_DELAY_MS;
+        for (i, code) in [3u16, 5].into_iter().enumerate() {
+            key(&mut s, t + i as u64 * 10, code, 1);
+        }
+        assert!(matches!(key(&mut s, t + 30, 28, 1), Effect::Pin));
+        for (i, code) in [7u16, 9].into_iter().enumerate() {
+            key(&mut s, t + 40 + i as u64 * 10, code, 1);
+        }
+        match key(&mut s, t + 100, 28, 1) {
+            Effect::SetupDone { choice, pin } => {
+                assert_eq!(choice, 1);
+                assert_eq!(pin.digits(), &[2, 4, 6, 8]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Keys 1-3 choose too; Cancel cancels.
+        let mut s = Session::setup(SIZE, 0);
+        assert!(matches!(key(&mut s, ARM_DELAY_MS, 4, 1), Effect::Pin));
+        let mut s = Session::setup(SIZE, 0);
+        assert!(matches!(key(&mut s, ARM_DELAY_MS, 1, 1), Effect::Decline));
     }
 
     #[test]

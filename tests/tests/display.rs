@@ -339,3 +339,164 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
     assert_eq!(json.len(), 2, "enroll and request lines: {out}");
     payment::verify(&json[0], &json[1]).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `golden` drawn again with `word` as the security word.
+fn golden_with_word(golden: &Screenshot, word: &str) -> Screenshot {
+    let mut frame = HostFrame(golden.clone());
+    let view = trusted_ui::ApprovalView {
+        merchant: payment::MERCHANT,
+        amount_minor: payment::AMOUNT_MINOR,
+        currency: protocol::Currency::from_code(payment::CURRENCY).unwrap(),
+        credential_label: payment::LABEL,
+    };
+    trusted_ui::draw_approval(&mut frame, &view, word).unwrap();
+    frame.0
+}
+
+/// The centre of `button` on `screen` of a `size` display.
+fn centre_on(
+    size: (u32, u32),
+    screen: trusted_ui::Screen,
+    button: trusted_ui::Button,
+) -> (u32, u32) {
+    let area =
+        embedded_graphics::primitives::Rectangle::new(Point::zero(), Size::new(size.0, size.1));
+    let (_, rect) = trusted_ui::Layout::new(area)
+        .buttons(screen)
+        .iter()
+        .find(|(b, _)| *b == button)
+        .copied()
+        .expect("the screen has the button");
+    let c = rect.center();
+    (c.x as u32, c.y as u32)
+}
+
+/// A tap: finger down and up on `at`.
+fn tap(qmp: &mut mvmm_tests::qmp::Qmp, at: (u32, u32), size: (u32, u32)) {
+    qmp.touch(at, size, true).unwrap();
+    sleep(Duration::from_millis(80));
+    qmp.touch(at, size, false).unwrap();
+    sleep(Duration::from_millis(80));
+}
+
+/// The setup on the trusted path, then a payment that asks for the PIN:
+/// the user taps one of the three words offered (the screen is exactly
+/// trusted-ui's), types a new PIN on the keyboard; the next approval screen
+/// shows the chosen word; after the hold the PIN keypad comes up, a wrong
+/// PIN is refused with the tries left, and the right one, tapped on the
+/// keypad, approves.
+#[test]
+#[ignore = "needs the QEMU images: run `cargo xtask test`"]
+fn the_user_chooses_the_security_word_and_pin_on_the_trusted_path_and_pays_with_the_pin() {
+    use trusted_ui::{Button, Screen};
+    let rich = format!(
+        "mvmm-pay enroll --label '{label}' --json; \
+         mvmm-pay setup --json; echo \"setup exited with $?\"; \
+         mvmm-pay request --amount {amount} --currency {currency} --merchant '{merchant}' --json; \
+         echo \"request exited with $?\"",
+        label = payment::LABEL,
+        amount = payment::AMOUNT,
+        currency = payment::CURRENCY,
+        merchant = payment::MERCHANT,
+    );
+    let dir = Images::dir_from_env();
+    let golden = golden(&dir);
+    let size = (golden.width, golden.height);
+    let work = work_dir("display-setup");
+    std::fs::create_dir_all(&work).unwrap();
+    let (mut m, mut qmp) = Machine::boot_linux_with_qmp(Some(&rich), "display-setup");
+    ok(m.expect("secure-os: setup screen on the display", BOOT));
+    let text = ok(m.expect("Choose your security word", STEP));
+    let words: Vec<String> = (1..=3)
+        .map(|n| {
+            let tag = format!("  {n}) ");
+            let rest = text
+                .split(&tag)
+                .nth(1)
+                .unwrap_or_else(|| panic!("no word {n} on the console:\n{text}"));
+            rest.split(['\r', '\n'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        words.iter().all(|w| !w.is_empty()) && words[0] != words[1] && words[1] != words[2],
+        "{words:?}"
+    );
+    // The choice screen, pixel for pixel.
+    let mut choose = HostFrame(golden.clone());
+    trusted_ui::draw_choose_word(&mut choose, [&words[0], &words[1], &words[2]]).unwrap();
+    let path = work.join("choose-word.png");
+    let shot = qmp.screendump(&path).unwrap();
+    assert_same(&shot, &choose.0, "the word choice", &path);
+    // Tap the second word; then a new PIN on the keyboard (2468, Enter).
+    sleep(payment::READ_TIME);
+    tap(
+        &mut qmp,
+        centre_on(size, Screen::ChooseWord, Button::Word(1)),
+        size,
+    );
+    sleep(payment::READ_TIME);
+    for key in ["2", "4", "6", "8", "ret"] {
+        qmp.key(key, true).unwrap();
+        qmp.key(key, false).unwrap();
+        sleep(Duration::from_millis(60));
+    }
+    ok(m.expect("secure-os: trusted path set up", STEP));
+    ok(m.expect("[rich] setup exited with 0", STEP));
+    // The payment shows the chosen word.
+    ok(m.expect("secure-os: approval screen on the display", STEP));
+    let path = work.join("approval-chosen-word.png");
+    sleep(Duration::from_millis(200));
+    let shot = qmp.screendump(&path).unwrap();
+    assert_same(
+        &shot,
+        &golden_with_word(&golden, &words[1]),
+        "the approval screen with the chosen word",
+        &path,
+    );
+    // Hold Approve: the PIN keypad follows.
+    sleep(payment::READ_TIME);
+    let approve = payment::button_centre(size, Button::Approve);
+    qmp.touch(approve, size, true).unwrap();
+    sleep(Duration::from_millis(trusted_ui::guard::HOLD_MS + 300));
+    qmp.touch(approve, size, false).unwrap();
+    sleep(payment::READ_TIME);
+    // A wrong PIN on the keyboard, then the right one on the keypad.
+    for key in ["1", "1", "1", "1", "ret"] {
+        qmp.key(key, true).unwrap();
+        qmp.key(key, false).unwrap();
+        sleep(Duration::from_millis(60));
+    }
+    ok(m.expect("Wrong PIN, 2 tries left", STEP));
+    sleep(payment::READ_TIME);
+    for digit in [2u8, 4, 6, 8] {
+        tap(
+            &mut qmp,
+            centre_on(size, Screen::PinEntry, Button::Digit(digit)),
+            size,
+        );
+    }
+    tap(
+        &mut qmp,
+        centre_on(size, Screen::PinEntry, Button::Ok),
+        size,
+    );
+    let line = ok(m.expect("secure-os: payment approved", STEP));
+    assert!(line.contains("approved on the touch screen"), "{line}");
+    ok(m.expect("[rich] request exited with 0", STEP));
+    ok(m.expect("[rich] mvmm-rich: exit status", STEP));
+    let out = m.transcript();
+    let json = payment::json_lines(&out);
+    let enroll = json
+        .iter()
+        .find(|j| j.get("signature").is_some())
+        .expect("the enrollment");
+    let request = json
+        .iter()
+        .find(|j| j.get("token").is_some())
+        .expect("the authorization");
+    payment::verify(enroll, request).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -118,6 +118,9 @@ enum Command {
     },
     /// Show the payment app's state.
     Status,
+    /// Set the trusted path up (once per device): on the trusted display
+    /// the user chooses a security word and a PIN. Not over --binder.
+    Setup,
 }
 
 fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
@@ -210,12 +213,24 @@ trait Payments {
     fn request_payment(&mut self, request: &PaymentRequest) -> Result<Authorization, BridgeError>;
     fn attest(&mut self, nonce: &Nonce) -> Result<Attestation, BridgeError>;
     fn status(&mut self) -> Result<DeviceStatus, BridgeError>;
+    /// The trusted path's setup (see `Bridge::setup`).
+    fn setup(&mut self) -> Result<DeviceStatus, BridgeError> {
+        Err(BridgeError::Protocol(
+            "setup is offered over the VMM channel only, not through the payment HAL (drop --binder)"
+                .into(),
+        ))
+    }
 }
 
 /// One `impl Payments` forwarding every call to the type's own method.
 macro_rules! forward_payments {
-    ($ty:ty) => {
+    ($ty:ty $(, $extra:ident)*) => {
         impl Payments for $ty {
+            $(
+                fn $extra(&mut self) -> Result<DeviceStatus, BridgeError> {
+                    <$ty>::$extra(self)
+                }
+            )*
             fn enroll(&mut self, label: &str) -> Result<EnrollmentRecord, BridgeError> {
                 <$ty>::enroll(self, label)
             }
@@ -241,7 +256,7 @@ macro_rules! forward_payments {
     };
 }
 
-forward_payments!(Bridge);
+forward_payments!(Bridge, setup);
 #[cfg(target_os = "linux")]
 forward_payments!(android_bridge::hal::HalClient);
 
@@ -416,6 +431,14 @@ fn run(args: &Args) -> Result<Value, Failure> {
             Ok(json!({
                 "nonce": hex::encode(nonce),
                 "eat": base64::engine::general_purpose::STANDARD.encode(&attestation.eat),
+            }))
+        }
+        Command::Setup => {
+            let status = bridge.setup()?;
+            Ok(json!({
+                "set_up": true,
+                "pin_set": status.pin_set,
+                "device_public_key": key.to_hex(),
             }))
         }
         Command::Status => {
