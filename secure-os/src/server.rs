@@ -32,6 +32,10 @@ use payment_app::{ConnectionId, Service, SetupWords, Storage};
 
 /// What a request asks of the trusted UI.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per request, never stored"
+)]
 pub enum Ui {
     /// Show this payment for approval.
     Payment(UiPrompt),
