@@ -21,8 +21,10 @@
 //!    stops the same way, so two simultaneous requests reset the VM once.
 //! 3. The owner waits until [`VmPower::ready_to_reset`]; there is no
 //!    deadline on that wait. It then rewrites the VM and calls
-//!    [`VmPower::finish_reset`]: it is the VM's only vCPU that is on, and
-//!    it starts the VM's entry.
+//!    [`VmPower::finish_reset`]: the VM restarts as it boots, on vCPU 0
+//!    alone (as after a real reset, the boot CPU runs and the others wait
+//!    for CPU_ON). An owner that is vCPU 0 starts the entry itself; any
+//!    other owner powers off and vCPU 0 takes the entry as a start.
 //!
 //! Only if the wait lasts far longer than any scheduling delay
 //! ([`Overdue`]) does the owner say so, and at last power the machine off:
@@ -45,6 +47,16 @@ pub enum AtExit {
     /// Stop here: this vCPU is now Off (another vCPU resets the VM); wait
     /// for a CPU_ON. Nothing about the exit is handled.
     Stop,
+}
+
+/// Where the VM restarts after a reset ([`VmPower::finish_reset`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// The owner is vCPU 0: it starts the VM's entry now.
+    Here,
+    /// The owner is another vCPU: it is Off now (it waits for a CPU_ON);
+    /// vCPU 0 takes the entry with [`VmPower::take_start`] (wake it).
+    BootVcpu,
 }
 
 /// The answer to a reset request.
@@ -203,18 +215,23 @@ impl VmPower {
         })
     }
 
-    /// The reset is done: the owner is the VM's one running vCPU. Returns
-    /// false (and changes nothing) when `owner` does not own a reset that
-    /// is ready.
-    pub fn finish_reset(&mut self, owner: usize) -> bool {
-        if self.reset_owner != Some(owner) || !self.ready_to_reset() {
-            return false;
+    /// The reset is done: vCPU 0 is the VM's one vCPU that runs, from
+    /// `entry` with `context` in x0. `None` (and nothing changes) when
+    /// `owner` does not own a reset that is ready.
+    pub fn finish_reset(&mut self, owner: usize, entry: u64, context: u64) -> Option<Restart> {
+        if self.reset_owner != Some(owner) || !self.ready_to_reset() || self.count == 0 {
+            return None;
         }
         self.vcpus = [VcpuPower::Off; MAX_CPUS];
-        self.vcpus[owner] = VcpuPower::On;
         self.stop = [false; MAX_CPUS];
         self.reset_owner = None;
-        true
+        if owner == 0 {
+            self.vcpus[0] = VcpuPower::On;
+            Some(Restart::Here)
+        } else {
+            self.vcpus[0] = VcpuPower::OnPending { entry, context };
+            Some(Restart::BootVcpu)
+        }
     }
 
     /// On a powered-off vCPU waiting for a CPU_ON: its entry point and
@@ -269,7 +286,7 @@ mod tests {
         assert_eq!(p.waiting_for(), 0b10);
         assert_eq!(p.at_exit(1), AtExit::Stop);
         assert!(p.ready_to_reset());
-        assert!(p.finish_reset(0));
+        assert_eq!(p.finish_reset(0, 0x5000_0000, 0), Some(Restart::Here));
         assert_eq!(p.state(0), VcpuPower::On);
         assert_eq!(p.state(1), VcpuPower::Off);
         assert!(!p.resetting());
@@ -283,20 +300,32 @@ mod tests {
         assert_eq!(p.request_reset(0), ResetRequest::Owner { kick: 0 });
         assert_eq!(p.take_start(1), None);
         assert!(p.ready_to_reset());
-        assert!(p.finish_reset(0));
+        assert_eq!(p.finish_reset(0, 0x5000_0000, 0), Some(Restart::Here));
         assert_eq!(p.take_start(1), None);
     }
 
     #[test]
     fn only_the_owner_of_a_ready_reset_finishes_it() {
         let mut p = both_on();
-        assert!(!p.finish_reset(0));
+        assert_eq!(p.finish_reset(0, 0x5000_0000, 0), None);
         p.request_reset(1);
-        assert!(!p.finish_reset(1), "vCPU 0 has not stopped");
+        assert_eq!(
+            p.finish_reset(1, 0x5000_0000, 0),
+            None,
+            "vCPU 0 has not stopped"
+        );
         assert_eq!(p.at_exit(0), AtExit::Stop);
-        assert!(!p.finish_reset(0), "vCPU 0 does not own the reset");
-        assert!(p.finish_reset(1));
-        assert_eq!(p.state(1), VcpuPower::On);
+        assert_eq!(
+            p.finish_reset(0, 0x5000_0000, 0),
+            None,
+            "vCPU 0 does not own the reset"
+        );
+        // vCPU 1 owns it, but the VM restarts on vCPU 0, as it boots.
+        assert_eq!(p.finish_reset(1, 0x5000_0000, 9), Some(Restart::BootVcpu));
+        assert_eq!(p.state(1), VcpuPower::Off);
+        assert_eq!(p.take_start(1), None);
+        assert_eq!(p.take_start(0), Some((0x5000_0000, 9)));
+        assert_eq!(p.state(0), VcpuPower::On);
     }
 
     #[test]
@@ -380,9 +409,13 @@ mod tests {
                     if !w.power.ready_to_reset() {
                         return None;
                     }
-                    assert!(w.power.finish_reset(v));
                     w.resets_done += 1;
-                    w.pc[v] = Pc::Restarted;
+                    w.pc[v] = match w.power.finish_reset(v, 0x5000_0000, 0) {
+                        Some(Restart::Here) => Pc::Restarted,
+                        // vCPU 0 takes the entry; the owner waits.
+                        Some(Restart::BootVcpu) => Pc::Parked,
+                        None => panic!("a ready reset did not finish: {w:?}"),
+                    };
                 }
                 Pc::Parked => {
                     w.power.take_start(v)?;
@@ -430,11 +463,15 @@ mod tests {
             *finals += 1;
             // Never stuck: a reset that was asked for completed, once.
             assert!(!w.power.resetting(), "stuck mid-reset: {w:?}");
-            let asked = w.pc.contains(&Pc::Restarted);
-            if asked {
+            if w.resets_done > 0 {
                 assert_eq!(w.resets_done, 1, "{w:?}");
                 let on = (0..2).filter(|&v| w.power.state(v) == VcpuPower::On);
                 assert_eq!(on.count(), 1, "exactly one vCPU runs after a reset: {w:?}");
+                assert_eq!(
+                    w.power.state(0),
+                    VcpuPower::On,
+                    "the VM restarts on vCPU 0, as it boots: {w:?}"
+                );
             }
         }
     }

@@ -20,7 +20,7 @@ use mvmm_core::hypercall::{self, Hypercall};
 use mvmm_core::image_store::{self, Manifest, ManifestError};
 use mvmm_core::partition;
 use mvmm_core::partition::{MAX_VMS, Vm, VmKind};
-use mvmm_core::power::{AtExit, Overdue, ResetRequest, VmPower};
+use mvmm_core::power::{AtExit, Overdue, ResetRequest, Restart, VmPower};
 use mvmm_core::psci::{self, Call, Outcome};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
 use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, sysreg};

@@ -165,12 +165,13 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         // A trusted screen does not outlive the secure VM that drew it.
         secure_path_ends(vm_index, vm);
     }
-    {
+    let restart = {
         let mut state = VMS[vm_index].lock();
-        state.power.finish_reset(vcpu);
+        let restart = state.power.finish_reset(vcpu, vm.entry, vm.boot_arg);
         state.uart = VirtualPl011::new();
         state.vgic = Vgic::new(vm.cpus.len());
-    }
+        restart
+    };
     arch::clear_list_registers();
     log!(
         "vm '{}': SYSTEM_RESET: restarting at {:#x}{}",
@@ -182,6 +183,14 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
             ""
         }
     );
+    if restart == Some(Restart::BootVcpu) {
+        // The VM restarts on vCPU 0, as it boots: wake it (it waits for a
+        // start since it stopped for this reset); this vCPU is off now.
+        if let Some(&cpu) = vm.cpus.first() {
+            arch::kick(cpu);
+        }
+        stop_here(vm_index, vcpu);
+    }
     start_guest(arch::this_cpu(), vm.entry, vm.boot_arg)
 }
 
