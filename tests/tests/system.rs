@@ -190,6 +190,20 @@ fn psci_is_emulated_per_vm() {
     );
     m.send("cpu-on\n");
     ok(m.expect("[rich] probe: vcpu 1 up", STEP));
+    // vCPU 1 alone resets the VM: it restarts on vCPU 0, as it boots (so
+    // vCPU 1 is off and starts again on request).
+    m.send("reset-1\n");
+    ok(m.expect(
+        "[mvmm] vm 'rich': SYSTEM_RESET: restarting at 0x50000000",
+        STEP,
+    ));
+    ok(m.expect(
+        "[mvmm] vm 'rich': vcpu 0 starts at 0x50000000 on cpu 0",
+        STEP,
+    ));
+    ok(m.expect("[rich] probe: ready", BOOT));
+    m.send("cpu-on\n");
+    ok(m.expect("[rich] probe: vcpu 1 up", STEP));
     // Resetting the rich VM restarts it alone.
     m.send("reset\n");
     ok(m.expect(

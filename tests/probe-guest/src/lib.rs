@@ -28,6 +28,8 @@ pub enum Command<'a> {
     CpuOn { target: u64 },
     /// `reset-both`: vCPU 1 and vCPU 0 call SYSTEM_RESET at the same time.
     ResetBoth,
+    /// `reset-1`: vCPU 1 calls SYSTEM_RESET while vCPU 0 waits.
+    ResetFromSecondary,
     /// `focus`: ask mvmm for console input focus (only a secure VM may).
     Focus,
     /// `display`: ask mvmm for the display (only a secure VM may).
@@ -82,6 +84,7 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         },
         ("cpu-on", _) => Command::Usage(CPU_ON_USAGE),
         ("reset-both", [None, ..]) => Command::ResetBoth,
+        ("reset-1", [None, ..]) => Command::ResetFromSecondary,
         ("focus", [None, ..]) => Command::Focus,
         ("display", [None, ..]) => Command::Display,
         ("off", [None, ..]) => Command::Off,
@@ -90,8 +93,8 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         ("ptimer", [None, ..]) => Command::PhysicalTimer,
         ("irqstate", [None, ..]) => Command::IrqState,
         (
-            "psci-version" | "focus" | "display" | "off" | "reset" | "reset-both" | "monitors"
-            | "ptimer" | "irqstate",
+            "psci-version" | "focus" | "display" | "off" | "reset" | "reset-both" | "reset-1"
+            | "monitors" | "ptimer" | "irqstate",
             _,
         ) => Command::Usage(NO_ARGS_USAGE),
         (other, _) => Command::Unknown(other),
@@ -101,7 +104,7 @@ pub fn parse(line: &[u8]) -> Command<'_> {
 const PEEK_USAGE: &str = "peek <hexaddr>";
 const POKE_USAGE: &str = "poke <hexaddr> <hexvalue>";
 const CPU_ON_USAGE: &str = "cpu-on [<hexmpidr>]";
-const NO_ARGS_USAGE: &str = "psci-version | focus | display | off | reset | reset-both | monitors | ptimer | irqstate take no arguments";
+const NO_ARGS_USAGE: &str = "psci-version | focus | display | off | reset | reset-both | reset-1 | monitors | ptimer | irqstate take no arguments";
 
 #[cfg(test)]
 mod tests {
@@ -135,6 +138,7 @@ mod tests {
         assert_eq!(parse(b"cpu-on 0x2"), Command::CpuOn { target: 2 });
         assert_eq!(parse(b"cpu-on zz"), Command::Usage(CPU_ON_USAGE));
         assert_eq!(parse(b"reset-both"), Command::ResetBoth);
+        assert_eq!(parse(b"reset-1"), Command::ResetFromSecondary);
         assert_eq!(parse(b"off"), Command::Off);
         assert_eq!(parse(b"reset"), Command::Reset);
         assert_eq!(parse(b"monitors"), Command::Monitors);

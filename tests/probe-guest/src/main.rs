@@ -90,6 +90,14 @@ mod image {
                 let status = rt::system_reset();
                 println!("probe: SYSTEM_RESET failed: {status}");
             }
+            Command::ResetFromSecondary => {
+                println!("probe: system reset from vcpu 1");
+                let _ = rt::cpu_on(SECONDARY_VCPU, secondary_reset);
+                // Wait to be stopped by the reset.
+                loop {
+                    rt::wait_for_interrupt();
+                }
+            }
             Command::Off => {
                 println!("probe: system off");
                 let status = rt::system_off();
