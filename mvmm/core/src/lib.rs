@@ -18,6 +18,7 @@ pub mod dice;
 pub mod display;
 #[cfg(feature = "config")]
 pub mod el2_map;
+pub mod exits;
 pub mod hypercall;
 pub mod image_store;
 pub mod input;

@@ -11,6 +11,7 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         }
         return;
     };
+    count_exit(ExitKind::Irq);
     // A kick may be another vCPU resetting this VM: then this vCPU stops
     // (what was pending for it is dropped with it).
     if VMS[vm_index].lock().power.at_exit(vcpu) == AtExit::Stop {
@@ -23,7 +24,13 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         // The EL1 timers and passed-through devices are forwarded with the
         // HW bit: priority drop only here, the guest's deactivation ends the
         // physical interrupt too.
-        if vgic::FORWARDED_TIMERS.contains(&intid) || device_irqs(vm).any(|(irq, _)| irq == intid) {
+        let timer = vgic::FORWARDED_TIMERS.contains(&intid);
+        if timer || device_irqs(vm).any(|(irq, _)| irq == intid) {
+            count_irq(if timer {
+                IrqSource::Timer
+            } else {
+                IrqSource::Device
+            });
             arch::end_of_interrupt(intid, false);
             if arch::inject_virtual(intid, true, FORWARDED_PRIORITY) != arch::Injected::Loaded {
                 arch::end_of_interrupt(intid, true);
@@ -32,6 +39,7 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         }
         arch::end_of_interrupt(intid, true);
         if intid == arch::KICK_INTID || intid == vgic::MAINTENANCE_INTID {
+            count_irq(IrqSource::Kick);
             arch::reap_list_registers();
             // A level interrupt still high after the guest's EOI is raised
             // again.
@@ -41,15 +49,19 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
             }
             flush(vm_index, vcpu);
         } else if intid == BOARD.uart.irq {
+            count_irq(IrqSource::Uart);
             let focus = FOCUS.load(Ordering::Relaxed);
             if let (Some(target), Some(focus_vm)) = (feed_input(focus), BOARD.vms.get(focus)) {
                 deliver(focus, focus_vm, target);
             }
         } else if is_smmu_irq(intid) {
+            count_irq(IrqSource::Mvmm);
             smmu_events();
         } else if is_input_irq(intid) {
+            count_irq(IrqSource::Mvmm);
             input_events();
         } else {
+            count_irq(IrqSource::Mvmm);
             log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
         }
     }

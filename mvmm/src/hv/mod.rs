@@ -16,6 +16,7 @@ use mvmm_core::boot_options::BootOptions;
 use mvmm_core::bus::{Bus, Emulated};
 use mvmm_core::console::{ConsoleMux, InputQueue};
 use mvmm_core::dice;
+use mvmm_core::exits::{ExitCounters, ExitCounts, ExitKind, IrqSource};
 use mvmm_core::hypercall::{self, Hypercall};
 use mvmm_core::image_store::{self, Manifest, ManifestError};
 use mvmm_core::partition;
@@ -115,6 +116,10 @@ static SWITCH: TicketMutex<Switch> = TicketMutex::new(Switch::new());
 /// Each VM's device bus: which emulated device answers which address
 /// (`mvmm_core::bus`), built from the board at boot.
 static BUSES: spin::Once<[Bus; MAX_VMS]> = spin::Once::new();
+/// Exit accounting (`mvmm_core::exits`), per physical CPU: each CPU runs
+/// one vCPU of one VM, so each set of counters has one writer.
+static EXITS: [ExitCounters; partition::MAX_CPUS] =
+    [const { ExitCounters::new() }; partition::MAX_CPUS];
 /// The VM whose vUART receives what is typed on the physical console.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 
@@ -345,4 +350,31 @@ fn park() -> ! {
 fn current() -> Option<(usize, usize, &'static Vm<'static>)> {
     let (vm, vcpu) = BOARD.vm_of_cpu(arch::this_cpu())?;
     Some((vm, vcpu, &BOARD.vms[vm]))
+}
+
+/// Counts an exit of this CPU's vCPU.
+fn count_exit(kind: ExitKind) {
+    if let Some(counters) = EXITS.get(arch::this_cpu()) {
+        counters.exit(kind);
+    }
+}
+
+/// Counts a physical interrupt taken on this CPU.
+fn count_irq(source: IrqSource) {
+    if let Some(counters) = EXITS.get(arch::this_cpu()) {
+        counters.irq(source);
+    }
+}
+
+/// Logs the exit counts of `vm` (the sum over its CPUs), and zeroes them
+/// when `clear` (the VM restarts).
+fn log_exits(vm: &Vm<'static>, clear: bool) {
+    let mut counts = ExitCounts::default();
+    for counters in vm.cpus.iter().filter_map(|&cpu| EXITS.get(cpu)) {
+        counters.add_to(&mut counts);
+        if clear {
+            counters.clear();
+        }
+    }
+    log!("vm '{}' exits: {counts}", vm.name);
 }

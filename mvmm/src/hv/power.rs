@@ -75,6 +75,9 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
             }
             let all_off = VMS.iter().take(BOARD.vms.len()).all(|s| s.lock().off);
             if vm.kind == VmKind::Rich || all_off {
+                for vm in BOARD.vms {
+                    log_exits(vm, false);
+                }
                 log!("powering off");
                 arch::system_off();
             }
@@ -134,8 +137,10 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         // this wait now and then too.
         arch::wait_for_event();
     }
-    // No vCPU of the VM runs now. Quiesce its devices before its RAM is
-    // rewritten, so that nothing the peer sends lands in the fresh images.
+    // No vCPU of the VM runs now: what it cost ends with it.
+    log_exits(vm, true);
+    // Quiesce its devices before its RAM is rewritten, so that nothing the
+    // peer sends lands in the fresh images.
     if vm.vsock.is_some() {
         // Writing 0 to the virtio-mmio Status register resets the device;
         // the switch resets the VM's connections on the peer's side too.

@@ -11,7 +11,12 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
     // Another vCPU may be resetting this VM: then nothing of this exit is
     // handled.
     stop_if_asked(vm_index, vcpu);
-    match Exit::decode(esr) {
+    let exit = Exit::decode(esr);
+    if !matches!(exit, Exit::DataAbort(_)) {
+        // A data abort is counted by the device it hits (`data_abort`).
+        count_exit(ExitKind::of(&exit, None));
+    }
+    match exit {
         Exit::Wfi => {
             // Idle: whatever it printed without a newline is a prompt.
             console_flush(vm_index + 1);
@@ -109,6 +114,10 @@ pub(super) fn data_abort(
         .and_then(|buses| buses.get(vm_index))
         .and_then(|bus| bus.lookup(ipa))
         .filter(|_| emulable);
+    count_exit(ExitKind::of(
+        &Exit::DataAbort(*abort),
+        device.map(|(d, _)| d),
+    ));
     match device {
         Some((Emulated::GicDistributor | Emulated::GicRedistributors, _)) => {
             gic_access(regs, vm_index, vm, abort, ipa, va);
