@@ -16,9 +16,16 @@
 //! `mvmm-pay request` to the token, with the trusted prompt answered by the
 //! harness the moment it appears.
 //!
+//! Under -icount, mvmm's exit counts (`mvmm_core::exits`, logged when the
+//! VM powers off) give exits per guest second of each workload: the boot
+//! (from one more boot that runs nothing), `dd` and `sha256sum` (that
+//! boot's counts subtracted), and the channel workload.
+//!
 //! Results are printed as a table and written to target/bench/results.json.
-//! `MVMM_BENCH=boot` or `MVMM_BENCH=channel` runs one half only.
+//! `MVMM_BENCH=boot`, `channel` or `micro` (the probe guest's
+//! microbenchmarks, `bench_micro`) runs one part only.
 
+use mvmm_core::exits::{ExitCounts, ExitKind};
 use mvmm_tests::{
     Console, Images, Machine, RICH_CMDLINE, RichSource, load_board, payment, prepare_rich_boot,
     qemu_command, rich,
@@ -32,7 +39,8 @@ use std::{fs, io};
 
 /// The workload: 64 MiB of zeros hashed from tmpfs, bracketed by kernel
 /// log lines whose timestamps give its guest duration.
-const WORKLOAD: &str = "dd if=/dev/zero of=/tmp/z bs=1048576 count=64 2>/dev/null; \
+const WORKLOAD: &str = "echo 'mvmm-bench: dd start' > /dev/kmsg; \
+    dd if=/dev/zero of=/tmp/z bs=1048576 count=64 2>/dev/null; \
     echo 'mvmm-bench: sha256 start' > /dev/kmsg; sha256sum /tmp/z; \
     echo 'mvmm-bench: sha256 end' > /dev/kmsg";
 const MARKER: &str = "mvmm-rich: initramfs up";
@@ -40,7 +48,7 @@ const MARKER_KERNEL: &str = "mvmm-rich: initramfs up (kernel clock)";
 const LIMIT: Duration = Duration::from_secs(300);
 /// QEMU's deterministic mode: one virtual nanosecond per instruction, the
 /// RTC on the virtual clock.
-const ICOUNT: [&str; 4] = [
+pub const ICOUNT: [&str; 4] = [
     "-icount",
     "shift=0,sleep=off",
     "-rtc",
@@ -60,6 +68,9 @@ fn channel_workload() -> String {
          chan-tool echo-throughput --cid 4 --port 7101 --size 65536 --count {THROUGHPUT_COUNT}"
     )
 }
+/// Around the channel workload under -icount (its exits per guest second).
+const CHAN_START: &str = "mvmm-bench: chan start";
+const CHAN_END: &str = "mvmm-bench: chan end";
 /// Appended to the wall-clock boot: a payment approval bracketed by kernel
 /// log lines (the guest's clock, microseconds).
 const PAY_START: &str = "mvmm-bench: pay start";
@@ -91,6 +102,10 @@ struct Boot {
     /// Kernel clock (s) at the marker and around the workload.
     kernel_marker: f64,
     kernel_workload: f64,
+    /// Kernel clock (s) from `dd` to the end of `sha256sum`.
+    kernel_dd_sha: f64,
+    /// The rich VM's exits over the whole run (under mvmm).
+    exits: Option<ExitCounts>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -103,17 +118,27 @@ enum Host {
 pub fn bench(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
     let only = std::env::var("MVMM_BENCH").unwrap_or_default();
     let mut results = Vec::new();
+    if only == "micro" {
+        return crate::bench_micro::micro_benchmarks(board, dir);
+    }
+    // The boot's own exits, subtracted from each workload's run.
+    eprintln!("bench: booting Linux under mvmm, -icount, to the initramfs only (exit counts) ...");
+    let boot_only = boot_only_exits(board, dir)?;
+    results.extend(exit_rates("boot", &boot_only.0, boot_only.1));
     if only != "channel" {
-        results.extend(boot_benchmarks(board, dir)?);
+        results.extend(boot_benchmarks(board, dir, &boot_only.0)?);
     }
     if only != "boot" {
-        results.extend(channel_benchmarks(board, dir)?);
+        results.extend(channel_benchmarks(board, dir, &boot_only.0)?);
+    }
+    if only.is_empty() {
+        results.extend(crate::bench_micro::micro_benchmarks(board, dir)?);
     }
     Ok(results)
 }
 
 /// Linux boot and sha256: bare QEMU against mvmm, wall and -icount.
-fn boot_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
+fn boot_benchmarks(board: &str, dir: &Path, boot_exits: &ExitCounts) -> Result<Vec<Entry>, String> {
     let (file, qemu) = load_board(board)?;
     let work = dir.join("work").join("bench");
     let rich = prepare_rich_boot(
@@ -173,6 +198,14 @@ fn boot_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
         }
         let (bare, mvmm) = (&boots[0], &boots[1]);
         if icount {
+            let full = mvmm
+                .exits
+                .ok_or("bench: mvmm logged no exit counts for vm 'rich'")?;
+            results.extend(exit_rates(
+                "dd_sha256",
+                &full.minus(boot_exits),
+                mvmm.kernel_dd_sha,
+            ));
             results.push(Entry {
                 name: "linux_boot_to_initramfs_icount".into(),
                 unit: "guest_ms",
@@ -238,12 +271,91 @@ fn measure(cmd: Command) -> Result<Boot, String> {
         wall_marker,
         kernel_marker: at(MARKER_KERNEL)?,
         kernel_workload: end - start,
+        kernel_dd_sha: end - at("mvmm-bench: dd start")?,
+        exits: rich_exits(&transcript),
     })
+}
+
+/// The rich VM's exit counts mvmm logged last (`vm 'rich' exits: ...`).
+pub fn rich_exits(console: &str) -> Option<ExitCounts> {
+    let (_, rest) = console.rsplit_once("vm 'rich' exits: ")?;
+    ExitCounts::parse(rest.lines().next()?)
+}
+
+/// Boots the rich VM under mvmm with -icount to the initramfs and powers
+/// off: its exit counts and the guest seconds to the marker.
+fn boot_only_exits(board: &str, dir: &Path) -> Result<(ExitCounts, f64), String> {
+    let (file, qemu) = load_board(board)?;
+    let work = dir.join("work").join("bench-boot-only");
+    let rich = prepare_rich_boot(
+        &file,
+        &qemu,
+        dir,
+        &RichSource::built(dir),
+        Some("true"),
+        &work,
+    )?;
+    let mut cmd = qemu_command(
+        &file,
+        &qemu,
+        &Images::with_rich_linux(dir, &rich),
+        Console::Piped,
+    );
+    cmd.args(ICOUNT);
+    let mut machine = Machine::start_quiet(cmd);
+    machine
+        .expect(MARKER, LIMIT)
+        .map_err(|e| format!("bench boot-only: {e}"))?;
+    if machine.wait_exit(Duration::from_secs(60)).is_none() {
+        return Err("bench boot-only: QEMU did not power off".into());
+    }
+    let transcript = machine.transcript();
+    let exits = rich_exits(&transcript).ok_or_else(|| {
+        format!(
+            "bench boot-only: mvmm logged no exit counts for vm 'rich'\n{}",
+            tail(&transcript)
+        )
+    })?;
+    let marker = kernel_time(&transcript, MARKER_KERNEL)
+        .ok_or("bench boot-only: no kernel-stamped initramfs marker")?;
+    Ok((exits, marker))
+}
+
+/// Exits per guest second of `workload`: the total, and each kind that
+/// makes at least 1% of it. Printed whole on stderr.
+fn exit_rates(workload: &str, counts: &ExitCounts, seconds: f64) -> Vec<Entry> {
+    eprintln!("bench: exits of {workload} ({seconds:.3} guest s): {counts}");
+    if seconds <= 0.0 {
+        return Vec::new();
+    }
+    let total = counts.total();
+    let mut entries = vec![Entry {
+        name: format!("exits_{workload}_icount"),
+        unit: "exits/guest_s",
+        value: total as f64 / seconds,
+        baseline: None,
+    }];
+    for kind in ExitKind::ALL {
+        let n = counts.exits(kind);
+        if n > 0 && n * 100 >= total {
+            entries.push(Entry {
+                name: format!("exits_{workload}_{}", kind.name()),
+                unit: "exits/guest_s",
+                value: n as f64 / seconds,
+                baseline: None,
+            });
+        }
+    }
+    entries
 }
 
 /// The VMM channel under mvmm: one boot per mode runs the channel workload
 /// (and, on the wall clock, a payment approval).
-fn channel_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
+fn channel_benchmarks(
+    board: &str,
+    dir: &Path,
+    boot_exits: &ExitCounts,
+) -> Result<Vec<Entry>, String> {
     let (file, qemu) = load_board(board)?;
     let mut results = Vec::new();
     for icount in [false, true] {
@@ -254,7 +366,18 @@ fn channel_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
         // from the host can count: that boot does not answer, and the
         // request's failure is expected.
         let command = if icount {
-            format!("{}; ({}) || true", channel_workload(), payment_workload())
+            // The prompt, unanswered, ends after 5 guest seconds (the
+            // rich side cancels): its idle exits stay few next to the
+            // channel's.
+            format!(
+                "echo '{CHAN_START}' > /dev/kmsg; ({}); echo '{CHAN_END}' > /dev/kmsg; \
+                 mvmm-pay enroll --label 'Bench card' --json; \
+                 timeout 5 mvmm-pay request --amount {} --currency {} --merchant '{}' --json || true",
+                channel_workload(),
+                payment::AMOUNT,
+                payment::CURRENCY,
+                payment::MERCHANT
+            )
         } else {
             format!("{}; {}", channel_workload(), payment_workload())
         };
@@ -346,6 +469,19 @@ fn channel_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
             baseline: None,
         });
         if icount {
+            let at = |what: &str| {
+                kernel_time(&transcript, what)
+                    .ok_or_else(|| format!("bench channel: no kernel-stamped {what:?} line"))
+            };
+            let full = rich_exits(&transcript)
+                .ok_or("bench channel: mvmm logged no exit counts for vm 'rich'")?;
+            // The unanswered payment after the channel workload counts too
+            // (a few guest seconds, mostly idle).
+            results.extend(exit_rates(
+                "channel",
+                &full.minus(boot_exits),
+                at(CHAN_END)? - at(CHAN_START)?,
+            ));
             results.push(Entry {
                 name: "vsock_rtt_64b_icount".into(),
                 unit: "guest_us",
@@ -501,6 +637,28 @@ mod tests {
         assert_eq!(kernel_time(console, "mvmm-bench: sha256 end"), Some(10.25));
         assert_eq!(kernel_time(console, "mvmm-bench: sha256 start"), None);
         assert_eq!(kernel_time("[garbage mvmm-bench: x", "mvmm-bench: x"), None);
+    }
+
+    #[test]
+    fn the_rich_vms_last_exit_counts_are_read() {
+        let console = "[mvmm] vm 'rich' exits: total 9; wfi 9; irqs none\n\
+            [mvmm] vm 'secure' exits: total 1; hvc 1; irqs none\n\
+            [mvmm] vm 'rich' exits: total 3; irq 2, hvc 1; irqs timer 2\n[mvmm] powering off\n";
+        let counts = rich_exits(console).expect("parsed");
+        assert_eq!(counts.total(), 3);
+        assert_eq!(counts.exits(ExitKind::Irq), 2);
+        assert_eq!(
+            rich_exits("[mvmm] vm 'rich' exits: total 4; wfi 3; irqs none"),
+            None
+        );
+        let rates = exit_rates("x", &counts, 0.5);
+        assert_eq!(rates[0].name, "exits_x_icount");
+        assert_eq!(rates[0].value, 6.0);
+        assert!(
+            rates
+                .iter()
+                .any(|e| e.name == "exits_x_hvc" && e.value == 2.0)
+        );
     }
 
     #[test]
