@@ -5,6 +5,7 @@
 
 mod android_tools;
 mod bench;
+mod bench_micro;
 mod fuzz;
 mod sim;
 

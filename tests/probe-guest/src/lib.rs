@@ -48,6 +48,10 @@ pub enum Command<'a> {
     /// `monitors`: try to make the cycle counter count at EL2 around a
     /// hypercall and to enable debug exceptions; print what reads back.
     Monitors,
+    /// `bench`: the microbenchmarks (hypercall, trapped MMIO reads, SGI
+    /// round trip between vCPU 0 and 1, virtual timer latency), each line
+    /// `probe: bench <name> <ns> ns/op`, then `probe: bench done`.
+    Bench,
     /// A known command with wrong arguments; holds its usage text.
     Usage(&'static str),
     /// Not a command; holds the first word (or the whole line if it is not
@@ -92,9 +96,10 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         ("monitors", [None, ..]) => Command::Monitors,
         ("ptimer", [None, ..]) => Command::PhysicalTimer,
         ("irqstate", [None, ..]) => Command::IrqState,
+        ("bench", [None, ..]) => Command::Bench,
         (
             "psci-version" | "focus" | "display" | "off" | "reset" | "reset-both" | "reset-1"
-            | "monitors" | "ptimer" | "irqstate",
+            | "monitors" | "ptimer" | "irqstate" | "bench",
             _,
         ) => Command::Usage(NO_ARGS_USAGE),
         (other, _) => Command::Unknown(other),
@@ -104,7 +109,7 @@ pub fn parse(line: &[u8]) -> Command<'_> {
 const PEEK_USAGE: &str = "peek <hexaddr>";
 const POKE_USAGE: &str = "poke <hexaddr> <hexvalue>";
 const CPU_ON_USAGE: &str = "cpu-on [<hexmpidr>]";
-const NO_ARGS_USAGE: &str = "psci-version | focus | display | off | reset | reset-both | reset-1 | monitors | ptimer | irqstate take no arguments";
+const NO_ARGS_USAGE: &str = "psci-version | focus | display | off | reset | reset-both | reset-1 | monitors | ptimer | irqstate | bench take no arguments";
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +149,8 @@ mod tests {
         assert_eq!(parse(b"monitors"), Command::Monitors);
         assert_eq!(parse(b"ptimer"), Command::PhysicalTimer);
         assert_eq!(parse(b"irqstate"), Command::IrqState);
+        assert_eq!(parse(b"bench"), Command::Bench);
+        assert_eq!(parse(b"bench 3"), Command::Usage(NO_ARGS_USAGE));
         assert_eq!(parse(b"\toff\t"), Command::Off);
     }
 

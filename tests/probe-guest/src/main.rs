@@ -30,6 +30,10 @@ mod image {
     const SECONDARY_VCPU: u64 = 1;
 
     fn main() -> ! {
+        // The GIC as bare hardware needs it (on bare QEMU, for `bench`'s
+        // baseline): distributor on, vCPU 0's redistributor awake, the tick
+        // enabled. Under mvmm these are emulated registers.
+        micro::prepare_gic();
         println!("probe: ready");
         rt::start_tick((rt::timer_frequency() / POLLS_PER_SECOND).max(1));
         let mut line = LineBuffer::<MAX_LINE>::new();
@@ -139,6 +143,7 @@ mod image {
                     m.pmcr, m.before, m.after, m.mdscr
                 );
             }
+            Command::Bench => micro::run(),
             Command::Usage(usage) => println!("probe: usage: {usage}"),
             Command::Unknown(word) => println!("probe: unknown command '{}'", word.escape_debug()),
         }
@@ -301,5 +306,263 @@ mod image {
         let status = rt::cpu_off();
         println!("probe: vcpu {cpu}: CPU_OFF failed: {status}");
         rt::halt()
+    }
+
+    /// The microbenchmarks of `bench`: what one exit of each common kind
+    /// costs the guest, measured on its virtual counter with interrupts
+    /// masked (pending interrupts are taken by polling the CPU interface,
+    /// so no handler runs). The same image runs on bare QEMU (Linux's
+    /// place, EL1, no hypervisor) for the baseline: `cargo xtask bench`.
+    mod micro {
+        use core::arch::asm;
+        use core::sync::atomic::{AtomicBool, Ordering};
+        use secure_os::arch::board::{GICD_BASE, GICR_BASE, GICR_STRIDE, UART_BASE};
+        use secure_os::println;
+        use secure_os::rt;
+
+        /// Calls or reads per trapped-access figure.
+        const CALLS: u64 = 2000;
+        /// SGI round trips, timer shots.
+        const ROUND_TRIPS: u64 = 200;
+        const SHOTS: u64 = 100;
+        /// The SGI the two vCPUs send each other.
+        const SGI: u32 = 3;
+        const VIRTUAL_TIMER: u32 = 27;
+        /// The EL1 physical timer: the watchdog of every wait.
+        const PHYSICAL_TIMER: u32 = 30;
+        /// Redistributor registers (RD frame, then the SGI frame).
+        const GICR_WAKER: usize = 0x14;
+        const SGI_FRAME: usize = 0x1_0000;
+        const GICR_IGROUPR0: usize = SGI_FRAME + 0x080;
+        const GICR_ISENABLER0: usize = SGI_FRAME + 0x100;
+        const GICD_TYPER: usize = 0x4;
+        const UART_FR: usize = 0x18;
+
+        static RESPONDER_UP: AtomicBool = AtomicBool::new(false);
+        static STOP: AtomicBool = AtomicBool::new(false);
+
+        pub fn run() {
+            let hz = rt::timer_frequency().max(1);
+            // SAFETY: masks IRQs at this vCPU (PSTATE.I) and turns its tick
+            // (the virtual timer) off; restored at the end. No memory.
+            unsafe {
+                asm!(
+                    "msr daifset, #2",
+                    "msr cntv_ctl_el0, xzr",
+                    "isb",
+                    options(nomem, nostack)
+                )
+            };
+            for vcpu in 0..2 {
+                enable_ppi_or_sgi(vcpu, SGI);
+            }
+            enable_ppi_or_sgi(0, PHYSICAL_TIMER);
+
+            let start = rt::now();
+            for _ in 0..CALLS {
+                let _ = rt::psci_version();
+            }
+            report("hvc", rt::now() - start, hz, CALLS);
+            let start = rt::now();
+            for _ in 0..CALLS {
+                read32(GICD_BASE + GICD_TYPER);
+            }
+            report("mmio_read_gicd", rt::now() - start, hz, CALLS);
+            let start = rt::now();
+            for _ in 0..CALLS {
+                read32(UART_BASE + UART_FR);
+            }
+            report("mmio_read_uart", rt::now() - start, hz, CALLS);
+
+            match sgi_round_trips(hz) {
+                Some(ticks) => report("sgi_round_trip", ticks, hz, ROUND_TRIPS),
+                None => println!("probe: bench sgi_round_trip failed (no answer from vcpu 1)"),
+            }
+            match timer_latency(hz) {
+                Some(ticks) => report("vtimer_latency", ticks, hz, SHOTS),
+                None => println!("probe: bench vtimer_latency failed (the timer never fired)"),
+            }
+            // The tick again, interrupts on.
+            rt::start_tick((hz / 100).max(1));
+            // SAFETY: unmasks IRQs at this vCPU again. No memory.
+            unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
+            println!("probe: bench done");
+        }
+
+        /// Turns the distributor on (affinity routing, group 1), wakes vCPU
+        /// 0's redistributor and enables its virtual timer interrupt.
+        pub fn prepare_gic() {
+            const GICD_CTLR: usize = 0;
+            const ARE_GROUP1: u32 = 1 << 4 | 1 << 1;
+            // SAFETY: the (virtual) distributor's control register (board
+            // data, device memory): affinity routing and group 1 on.
+            unsafe { core::ptr::write_volatile((GICD_BASE + GICD_CTLR) as *mut u32, ARE_GROUP1) };
+            enable_ppi_or_sgi(0, VIRTUAL_TIMER);
+        }
+
+        /// `probe: bench <name> <ns> ns/op`, one decimal.
+        fn report(name: &str, ticks: u64, hz: u64, ops: u64) {
+            let tenths =
+                u128::from(ticks) * 10_000_000_000 / u128::from(hz) / u128::from(ops.max(1));
+            println!("probe: bench {name} {}.{} ns/op", tenths / 10, tenths % 10);
+        }
+
+        fn read32(address: usize) -> u32 {
+            // SAFETY: `address` is a register of the (virtual) GIC or
+            // PL011, board data mapped as device memory; reading it has no
+            // side effect (TYPER, FR).
+            unsafe { core::ptr::read_volatile(address as *const u32) }
+        }
+
+        fn write32(address: usize, value: u32) {
+            // SAFETY: a redistributor register of this VM's (virtual) GIC
+            // (board data, device memory): the writes below only wake the
+            // redistributor and group and enable one private interrupt.
+            unsafe { core::ptr::write_volatile(address as *mut u32, value) }
+        }
+
+        /// Wakes vCPU `vcpu`'s redistributor and enables private interrupt
+        /// `intid` there as group 1.
+        fn enable_ppi_or_sgi(vcpu: usize, intid: u32) {
+            let rd = GICR_BASE + vcpu * GICR_STRIDE;
+            write32(rd + GICR_WAKER, 0);
+            let groups = read32(rd + GICR_IGROUPR0);
+            write32(rd + GICR_IGROUPR0, groups | 1 << intid);
+            write32(rd + GICR_ISENABLER0, 1 << intid);
+        }
+
+        /// Sends the SGI to the vCPU whose affinity 0 is `aff0`.
+        fn send_sgi(aff0: u32) {
+            let value = u64::from(SGI) << 24 | 1u64 << aff0;
+            // SAFETY: ICC_SGI1R_EL1 sends an SGI to a vCPU of this VM. No
+            // memory is touched.
+            unsafe { asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nomem, nostack)) };
+        }
+
+        /// Waits in WFI for `intid` (acknowledged, not yet ended: the
+        /// caller ends it with [`end`]) and the counter when it came; `None`
+        /// at `deadline` (the EL1 physical timer as a watchdog). Any other
+        /// interrupt is ended at once. WFI, not a spin: a waiting vCPU
+        /// idles, as Linux's does, and under -icount QEMU runs the other
+        /// vCPU at once instead of at the end of a time slice.
+        fn wait(intid: u32, deadline: u64) -> Option<u64> {
+            use secure_os::arch::gic;
+            // SAFETY: arms this vCPU's EL1 physical timer at `deadline`.
+            unsafe {
+                asm!("msr cntp_cval_el0, {}", "msr cntp_ctl_el0, {}", "isb",
+                    in(reg) deadline, in(reg) 1u64, options(nomem, nostack))
+            };
+            let came = loop {
+                let taken = gic::acknowledge();
+                if taken == intid {
+                    break Some(rt::now());
+                }
+                if gic::is_spurious(taken) {
+                    idle();
+                    continue;
+                }
+                if taken == PHYSICAL_TIMER {
+                    break None;
+                }
+                gic::end_of_interrupt(taken);
+            };
+            // SAFETY: turns the watchdog off again.
+            unsafe { asm!("msr cntp_ctl_el0, xzr", "isb", options(nomem, nostack)) };
+            if came.is_none() {
+                gic::end_of_interrupt(PHYSICAL_TIMER);
+            }
+            came
+        }
+
+        fn end(intid: u32) {
+            secure_os::arch::gic::end_of_interrupt(intid);
+        }
+
+        /// WFI with interrupts kept masked: a pending interrupt wakes it and
+        /// stays for the acknowledge (the runtime's `wait_for_interrupt`
+        /// would let its handler take it).
+        fn idle() {
+            // SAFETY: waits for an interrupt; no state changes.
+            unsafe { asm!("wfi", options(nomem, nostack)) };
+        }
+
+        /// vCPU 1 answers each SGI with one to vCPU 0; the counter ticks of
+        /// all round trips from vCPU 0.
+        fn sgi_round_trips(hz: u64) -> Option<u64> {
+            STOP.store(false, Ordering::SeqCst);
+            RESPONDER_UP.store(false, Ordering::SeqCst);
+            if rt::cpu_on(1, responder) != 0 {
+                return None;
+            }
+            let deadline = rt::now() + hz;
+            while !RESPONDER_UP.load(Ordering::SeqCst) && rt::now() < deadline {
+                core::hint::spin_loop();
+            }
+            let start = rt::now();
+            let mut answered = true;
+            for _ in 0..ROUND_TRIPS {
+                send_sgi(1);
+                if wait(SGI, rt::now() + hz).is_none() {
+                    answered = false;
+                    break;
+                }
+                end(SGI);
+            }
+            let ticks = rt::now() - start;
+            STOP.store(true, Ordering::SeqCst);
+            // One more SGI, so that a responder waiting in the CPU
+            // interface sees the stop.
+            send_sgi(1);
+            let deadline = rt::now() + hz;
+            while RESPONDER_UP.load(Ordering::SeqCst) && rt::now() < deadline {
+                core::hint::spin_loop();
+            }
+            answered.then_some(ticks)
+        }
+
+        /// Runs on vCPU 1 during `bench`: answers every SGI until told to
+        /// stop, then powers itself off.
+        extern "C" fn responder(_cpu: u64) -> ! {
+            secure_os::arch::gic::init_cpu_interface();
+            RESPONDER_UP.store(true, Ordering::SeqCst);
+            while !STOP.load(Ordering::SeqCst) {
+                let taken = secure_os::arch::gic::acknowledge();
+                if secure_os::arch::gic::is_spurious(taken) {
+                    idle();
+                    continue;
+                }
+                secure_os::arch::gic::end_of_interrupt(taken);
+                if taken == SGI && !STOP.load(Ordering::SeqCst) {
+                    send_sgi(0);
+                }
+            }
+            RESPONDER_UP.store(false, Ordering::SeqCst);
+            let status = rt::cpu_off();
+            println!("probe: vcpu 1: CPU_OFF failed: {status}");
+            rt::halt()
+        }
+
+        /// Arms the virtual timer 100 us ahead [`SHOTS`] times; the counter
+        /// ticks from each deadline to the interrupt's acknowledge, summed.
+        fn timer_latency(hz: u64) -> Option<u64> {
+            let ahead = (hz / 10_000).max(1);
+            let mut late = 0;
+            for _ in 0..SHOTS {
+                let deadline = rt::now() + ahead;
+                // SAFETY: programs this vCPU's virtual timer (deadline,
+                // enabled, unmasked). No memory.
+                unsafe {
+                    asm!("msr cntv_cval_el0, {}", "msr cntv_ctl_el0, {}", "isb",
+                        in(reg) deadline, in(reg) 1u64, options(nomem, nostack))
+                };
+                let at = wait(VIRTUAL_TIMER, deadline + hz);
+                // SAFETY: turns this vCPU's virtual timer off again (its
+                // condition would raise the interrupt again).
+                unsafe { asm!("msr cntv_ctl_el0, xzr", "isb", options(nomem, nostack)) };
+                end(VIRTUAL_TIMER);
+                late += at?.saturating_sub(deadline);
+            }
+            Some(late)
+        }
     }
 }
