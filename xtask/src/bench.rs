@@ -17,7 +17,8 @@
 //! harness the moment it appears.
 //!
 //! Results are printed as a table and written to target/bench/results.json.
-//! `MVMM_BENCH=boot` or `MVMM_BENCH=channel` runs one half only.
+//! `MVMM_BENCH=boot`, `MVMM_BENCH=channel` or `MVMM_BENCH=nic` (the NIC's
+//! throughput, bench_nic.rs) runs one part only.
 
 use mvmm_tests::{
     Console, Images, Machine, RICH_CMDLINE, RichSource, load_board, payment, prepare_rich_boot,
@@ -103,11 +104,14 @@ enum Host {
 pub fn bench(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
     let only = std::env::var("MVMM_BENCH").unwrap_or_default();
     let mut results = Vec::new();
-    if only != "channel" {
+    if only.is_empty() || only == "boot" {
         results.extend(boot_benchmarks(board, dir)?);
     }
-    if only != "boot" {
+    if only.is_empty() || only == "channel" {
         results.extend(channel_benchmarks(board, dir)?);
+    }
+    if only.is_empty() || only == "nic" {
+        results.extend(crate::bench_nic::nic_benchmarks(board, dir)?);
     }
     Ok(results)
 }
