@@ -781,7 +781,7 @@ fn run_backend(
     let backend = mvmm_tests::payment::Backend::listen(&format!("127.0.0.1:{port}"))?;
     let device_id = backend.pin_device(&provision(dir, file)?.device_key)?;
     println!(
-        "backend: mvmm-verify serve on {} (device {device_id}…: pinned)\n\
+        "backend: mvmm-verify serve on {}, device key pinned (device id {device_id})\n\
          backend: from the rich VM: {} (e.g. wget -q -O- {}/health; mvmm-pay --backend {} ...)",
         backend.url(),
         backend.url_from_guest(),
