@@ -41,7 +41,7 @@ const MARKER_KERNEL: &str = "mvmm-rich: initramfs up (kernel clock)";
 const LIMIT: Duration = Duration::from_secs(300);
 /// QEMU's deterministic mode: one virtual nanosecond per instruction, the
 /// RTC on the virtual clock.
-const ICOUNT: [&str; 4] = [
+pub const ICOUNT: [&str; 4] = [
     "-icount",
     "shift=0,sleep=off",
     "-rtc",

@@ -33,6 +33,36 @@ const ROUNDS: usize = 5;
 const LIMIT: Duration = Duration::from_secs(300);
 const START: &str = "mvmm-bench: nic start";
 const END: &str = "mvmm-bench: nic end";
+/// The guest's CPU counters (`/proc/stat`'s `cpu` line) around each round.
+const CPU: &str = "mvmm-bench: nic cpu";
+/// `/proc/stat` counts in USER_HZ ticks: 10 ms on arm64 Linux.
+const TICK_MS: f64 = 10.0;
+
+/// The guest's busy CPU time (all CPUs; everything but idle and iowait),
+/// in ms, spent over all rounds, per MiB received.
+fn cpu_ms_per_mib(console: &str) -> Result<f64, String> {
+    let busy = |round: usize, when: &str| -> Result<f64, String> {
+        let tag = format!("{CPU} {round} {when} cpu ");
+        let line = console
+            .lines()
+            .find_map(|l| l.split_once(&tag).map(|(_, rest)| rest))
+            .ok_or_else(|| format!("bench nic: no {tag:?} line"))?;
+        let ticks: Vec<f64> = line
+            .split_whitespace()
+            .map(|t| t.parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bench nic: {line:?}: {e}"))?;
+        if ticks.len() < 5 {
+            return Err(format!("bench nic: {line:?} is not a /proc/stat cpu line"));
+        }
+        Ok(ticks.iter().sum::<f64>() - ticks[3] - ticks[4])
+    };
+    let mut total = 0.0;
+    for round in 0..ROUNDS {
+        total += busy(round, "after")? - busy(round, "before")?;
+    }
+    Ok(total * TICK_MS / (ROUNDS * BODY_MIB) as f64)
+}
 
 /// Serves `BODY_MIB` MiB (a byte pattern, not zeros) to every GET on
 /// 127.0.0.1; returns the port. The thread lives as long as the process.
@@ -71,9 +101,11 @@ fn workload(port: u16) -> String {
     let mut script = String::from("set -e; ");
     for round in 0..ROUNDS {
         script.push_str(&format!(
-            "echo '{START} {round}' > /dev/kmsg; \
+            "echo \"{CPU} {round} before $(head -1 /proc/stat)\"; \
+             echo '{START} {round}' > /dev/kmsg; \
              wget -q -O /dev/null http://{}:{port}/body; \
-             echo '{END} {round}' > /dev/kmsg; ",
+             echo '{END} {round}' > /dev/kmsg; \
+             echo \"{CPU} {round} after $(head -1 /proc/stat)\"; ",
             mvmm_tests::payment::HOST_FROM_GUEST
         ));
     }
@@ -97,11 +129,14 @@ fn throughput(console: &str) -> Result<f64, String> {
         }
         rates.push(BODY_MIB as f64 / seconds);
     }
+    let shown: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
+    eprintln!("bench: NIC rounds: {} MiB/s", shown.join(", "));
     rates.sort_by(f64::total_cmp);
     Ok(rates[rates.len() / 2])
 }
 
-/// NIC throughput, bare QEMU and under mvmm, wall clock.
+/// NIC throughput, bare QEMU and under mvmm, wall clock; the guest CPU
+/// time a MiB costs, under -icount.
 pub fn nic_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
     let (file, qemu) = load_board(board)?;
     let port = serve_body()?;
@@ -138,22 +173,54 @@ pub fn nic_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
         Console::Piped,
     );
     let mut rates = Vec::new();
-    for (label, cmd) in [("bare QEMU", bare), ("under mvmm", under_mvmm)] {
-        eprintln!("bench: NIC throughput, {label}: {ROUNDS} x {BODY_MIB} MiB over HTTP ...");
-        let rate = measure(cmd)?;
-        eprintln!("bench: NIC throughput, {label}: {rate:.1} MiB/s (median)");
-        rates.push(rate);
+    let mut costs = Vec::new();
+    for icount in [false, true] {
+        for (label, cmd) in [("bare QEMU", &bare), ("under mvmm", &under_mvmm)] {
+            let mut cmd = clone_command(cmd);
+            let mode = if icount {
+                cmd.args(crate::bench::ICOUNT);
+                "-icount"
+            } else {
+                "wall clock"
+            };
+            eprintln!("bench: NIC, {label}, {mode}: {ROUNDS} x {BODY_MIB} MiB over HTTP ...");
+            let console = boot(cmd)?;
+            if icount {
+                let cost = cpu_ms_per_mib(&console)?;
+                eprintln!("bench: NIC, {label}, {mode}: {cost:.1} guest CPU ms per MiB");
+                costs.push(cost);
+            } else {
+                let rate = throughput(&console)?;
+                eprintln!("bench: NIC, {label}, {mode}: {rate:.1} MiB/s (median)");
+                rates.push(rate);
+            }
+        }
     }
-    Ok(vec![Entry {
-        name: format!("nic_http_{BODY_MIB}mib_wall"),
-        unit: "MiB/s",
-        value: rates[1],
-        baseline: Some(rates[0]),
-    }])
+    Ok(vec![
+        Entry {
+            name: format!("nic_http_{BODY_MIB}mib_wall"),
+            unit: "MiB/s",
+            value: rates[1],
+            baseline: Some(rates[0]),
+        },
+        Entry {
+            name: "nic_http_cpu_per_mib_icount".into(),
+            unit: "guest_ms",
+            value: costs[1],
+            baseline: Some(costs[0]),
+        },
+    ])
 }
 
-/// Boots `cmd`, waits for the fetches and the power-off, reads the rate.
-fn measure(cmd: Command) -> Result<f64, String> {
+/// A copy of `cmd` (program, arguments; the harness sets the rest).
+fn clone_command(cmd: &Command) -> Command {
+    let mut copy = Command::new(cmd.get_program());
+    copy.args(cmd.get_args());
+    copy
+}
+
+/// Boots `cmd`, waits for the fetches and the power-off; the console.
+fn boot(cmd: Command) -> Result<String, String> {
     let started = Instant::now();
     let mut machine = Machine::start_quiet(cmd);
     let done = machine.expect("mvmm-rich: exit status", LIMIT);
@@ -174,7 +241,7 @@ fn measure(cmd: Command) -> Result<f64, String> {
         "bench: NIC boot took {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    throughput(&transcript)
+    Ok(transcript)
 }
 
 #[cfg(test)]
@@ -201,6 +268,23 @@ mod tests {
         assert_eq!(throughput(&console), Ok(BODY_MIB as f64));
         let cut = console.replace(&format!("{END} 3"), "other");
         assert!(throughput(&cut).unwrap_err().contains("nic end\" 3"));
+    }
+
+    #[test]
+    fn the_cpu_cost_is_read_from_proc_stat() {
+        let mut console = String::new();
+        for round in 0..ROUNDS {
+            // 16 busy ticks (160 ms) per round; idle and iowait do not count.
+            console.push_str(&format!(
+                "[rich] {CPU} {round} before cpu  100 0 50 9000 7 0 3 0 0 0\n\
+                 [rich] {CPU} {round} after cpu  110 0 55 9900 70 0 4 0 0 0\n"
+            ));
+        }
+        let expected = 160.0 * ROUNDS as f64 / (ROUNDS * BODY_MIB) as f64;
+        assert_eq!(cpu_ms_per_mib(&console), Ok(expected));
+        let cut = console.replace(&format!("{CPU} 2 after"), "x");
+        assert!(cpu_ms_per_mib(&cut).unwrap_err().contains("2 after"));
+        assert!(cpu_ms_per_mib(&console.replace("cpu  100", "cpu  1x0")).is_err());
     }
 
     #[test]
