@@ -19,6 +19,8 @@
 //! - [`DeviceKey`]: the secure VM's device public key that the client pins.
 //! - `hal` (Linux): the payment HAL over Android's binder, `dev.mvmm.IPayment`
 //!   served by `mvmm-payment-hal` and called by `mvmm-pay --binder`.
+//! - [`backend`]: the payment backend's HTTP API (nonces, enrollment, token
+//!   verdicts), reached over the rich VM's network.
 //! - [`amount`]: decimal amounts to minor units with the currency's exponent.
 //! - [`ffi`]: the C ABI (header in `include/mvmm_bridge.h`); [`jni`] the JNI
 //!   entry points behind the Kotlin wrapper.
@@ -26,6 +28,7 @@
 //! See `docs/android-integration.md`.
 
 pub mod amount;
+pub mod backend;
 mod bridge;
 mod device_key;
 mod error;

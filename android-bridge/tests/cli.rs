@@ -159,3 +159,173 @@ fn decline_and_bad_input_exit_non_zero_with_a_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/mvmm.sock"), "{stderr}");
 }
+
+/// The wallet's path to the backend (`--backend`): the nonce comes from the
+/// backend, the new card is enrolled there, the token is sent there and
+/// accepted once; sent again (`submit`) it is refused as a replay, and a
+/// token checked against another amount is refused naming the field.
+#[test]
+fn the_backend_gives_the_nonce_enrolls_the_card_and_accepts_the_token_once() {
+    let sim = start("cli-backend", Answer::Approve);
+    let server = mvmm_verify::server::start("127.0.0.1:0", Default::default()).expect("backend");
+    let url = format!("http://{}", server.addr());
+    // The operator pins the device key (the rich VM cannot).
+    let device_key = std::fs::read_to_string(&sim.running.device_key_file).expect("device key");
+    let pin = serde_json::json!({ "public_key": device_key.trim() });
+    let backend = android_bridge::backend::Backend::new(&url, std::time::Duration::from_secs(10))
+        .expect("url");
+    let pinned = backend
+        .call("POST", "/v1/devices", Some(&pin))
+        .expect("pin");
+    assert_eq!(pinned.status, 201, "{pinned:?}");
+
+    let out = pay(
+        &sim,
+        &[
+            "--backend",
+            &url,
+            "--json",
+            "enroll",
+            "--label",
+            "Visa ending 4242",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let enrolled = json(&out);
+    assert_eq!(enrolled["backend"]["status"], 201, "{enrolled}");
+    assert_eq!(
+        enrolled["backend"]["body"]["credential"],
+        enrolled["credential"]
+    );
+
+    let payment = [
+        "--amount",
+        "12.50",
+        "--currency",
+        "EUR",
+        "--merchant",
+        "Corner Cafe",
+    ];
+    let mut args = vec!["--backend", url.as_str(), "--json", "request"];
+    args.extend(payment);
+    let out = pay(&sim, &args);
+    assert!(out.status.success(), "{out:?}");
+    let paid = json(&out);
+    let verdict = &paid["backend"];
+    assert_eq!(verdict["status"], 200, "{paid}");
+    assert_eq!(verdict["body"]["valid"], true, "{paid}");
+    // The nonce is one the backend issued (it accepted it), and the token's.
+    assert_eq!(verdict["body"]["nonce"], paid["nonce"], "{paid}");
+    let token = paid["token"].as_str().expect("token").to_string();
+
+    let mut args = vec![
+        "--backend",
+        url.as_str(),
+        "--json",
+        "submit",
+        "--token",
+        &token,
+    ];
+    args.extend(payment);
+    let out = pay(&sim, &args);
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    let replay = json(&out);
+    assert_eq!(replay["backend"]["status"], 409, "{replay}");
+    assert_eq!(replay["backend"]["body"]["error"], "replay", "{replay}");
+
+    let out = pay(
+        &sim,
+        &[
+            "--backend",
+            &url,
+            "--json",
+            "submit",
+            "--token",
+            &token,
+            "--amount",
+            "13.00",
+            "--currency",
+            "EUR",
+            "--merchant",
+            "Corner Cafe",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    let mismatch = json(&out);
+    assert_eq!(
+        mismatch["backend"]["body"]["error"], "mismatch",
+        "{mismatch}"
+    );
+}
+
+#[test]
+fn an_unreachable_or_malformed_backend_is_named() {
+    let sim = start("cli-no-backend", Answer::Approve);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = pay(
+        &sim,
+        &[
+            "--backend",
+            &url,
+            "submit",
+            "--token",
+            "AAAA",
+            "--amount",
+            "1.00",
+            "--currency",
+            "EUR",
+            "--merchant",
+            "m",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(10), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&url),
+        "{out:?}"
+    );
+    let out = pay(
+        &sim,
+        &[
+            "--backend",
+            "10.0.2.2:8470",
+            "submit",
+            "--token",
+            "AAAA",
+            "--amount",
+            "1.00",
+            "--currency",
+            "EUR",
+            "--merchant",
+            "m",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"10.0.2.2:8470\""),
+        "{out:?}"
+    );
+    let out = pay(
+        &sim,
+        &[
+            "submit",
+            "--token",
+            "AAAA",
+            "--amount",
+            "1.00",
+            "--currency",
+            "EUR",
+            "--merchant",
+            "m",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--backend"),
+        "{out:?}"
+    );
+}

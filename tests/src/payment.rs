@@ -139,6 +139,31 @@ fn hex_into(text: &str, out: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The host as the rich VM sees it under QEMU's user networking: its
+/// 127.0.0.1 is 10.0.2.2 from the guest.
+pub const HOST_FROM_GUEST: &str = "10.0.2.2";
+
+/// The rich VM's shell command that pays over the network: enroll the card
+/// at the backend (unless `enroll` is false), request the payment with the
+/// backend's nonce and send the token there (`mvmm-pay --backend`), then
+/// send the same token again (`mvmm-pay submit`). Each step prints a JSON
+/// line and its exit status.
+pub fn network_script(url: &str, enroll: bool, then: &str) -> String {
+    let enroll = if enroll {
+        format!("mvmm-pay --backend {url} enroll --label '{LABEL}' --json; ")
+    } else {
+        String::new()
+    };
+    let payment = format!("--amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}'");
+    format!(
+        "{enroll}mvmm-pay --backend {url} request {payment} --json > /tmp/pay.json; \
+         echo \"mvmm-pay request exited with $?\"; cat /tmp/pay.json; \
+         token=$(sed -n 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/p' /tmp/pay.json); \
+         mvmm-pay --backend {url} submit --token \"$token\" {payment} --json; \
+         echo \"mvmm-pay submit exited with $?\"; {then}"
+    )
+}
+
 /// A payment backend: `mvmm-verify serve` in this process on 127.0.0.1,
 /// spoken to over HTTP as any backend client would.
 pub struct Backend {
@@ -146,9 +171,56 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// On an ephemeral port of 127.0.0.1.
     pub fn start() -> Result<Backend, String> {
-        let server = mvmm_verify::server::start("127.0.0.1:0", Default::default())?;
+        Backend::listen("127.0.0.1:0")
+    }
+
+    /// On `addr` (`127.0.0.1:PORT`; port 0 for any free one).
+    pub fn listen(addr: &str) -> Result<Backend, String> {
+        let server = mvmm_verify::server::start(addr, Default::default())?;
         Ok(Backend { server })
+    }
+
+    /// Its URL on the host.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// Its URL from the rich VM (QEMU's user networking): reachable when
+    /// it listens on the host's loopback or on all addresses.
+    pub fn url_from_guest(&self) -> String {
+        format!("http://{HOST_FROM_GUEST}:{}", self.server.addr().port())
+    }
+
+    /// Pins the device key (hex SEC1): the operator's act, from the
+    /// provisioning record, which lets the backend check enrollment records
+    /// the rich VM sends. Returns the device id.
+    pub fn pin_device(&self, device_key: &str) -> Result<String, String> {
+        let device = self.expect(
+            "POST",
+            "/v1/devices",
+            &serde_json::json!({ "public_key": device_key }),
+            201,
+        )?;
+        field(&device, "device_id").map(str::to_string)
+    }
+
+    /// Enrolls the credential of an enrollment record (mvmm-pay's JSON)
+    /// for the pinned device `device_id`.
+    pub fn enroll(&self, device_id: &str, enroll: &Value) -> Result<Value, String> {
+        self.expect(
+            "POST",
+            "/v1/credentials",
+            &serde_json::json!({
+                "device_id": device_id,
+                "credential": field(enroll, "credential")?,
+                "label": field(enroll, "label")?,
+                "public_key": field(enroll, "public_key")?,
+                "signature": field(enroll, "signature")?,
+            }),
+            201,
+        )
     }
 
     /// One HTTP request; returns the status and the JSON body.
@@ -216,25 +288,8 @@ impl Backend {
         enroll: &Value,
         request: &Value,
     ) -> Result<Value, String> {
-        let device = self.expect(
-            "POST",
-            "/v1/devices",
-            &serde_json::json!({ "public_key": device_key }),
-            201,
-        )?;
-        let device_id = field(&device, "device_id")?;
-        self.expect(
-            "POST",
-            "/v1/credentials",
-            &serde_json::json!({
-                "device_id": device_id,
-                "credential": field(enroll, "credential")?,
-                "label": field(enroll, "label")?,
-                "public_key": field(enroll, "public_key")?,
-                "signature": field(enroll, "signature")?,
-            }),
-            201,
-        )?;
+        let device_id = self.pin_device(device_key)?;
+        self.enroll(&device_id, enroll)?;
         let check = serde_json::json!({
             "token": field(request, "token")?,
             "amount_minor": AMOUNT_MINOR,

@@ -22,8 +22,9 @@
 //! boot's counts subtracted), and the channel workload.
 //!
 //! Results are printed as a table and written to target/bench/results.json.
-//! `MVMM_BENCH=boot`, `channel` or `micro` (the probe guest's
-//! microbenchmarks, `bench_micro`) runs one part only.
+//! `MVMM_BENCH=boot`, `channel`, `micro` (the probe guest's
+//! microbenchmarks, bench_micro.rs) or `nic` (the NIC's throughput,
+//! bench_nic.rs) runs one part only.
 
 use mvmm_core::exits::{ExitCounts, ExitKind};
 use mvmm_tests::{
@@ -118,21 +119,25 @@ enum Host {
 pub fn bench(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
     let only = std::env::var("MVMM_BENCH").unwrap_or_default();
     let mut results = Vec::new();
-    if only == "micro" {
-        return crate::bench_micro::micro_benchmarks(board, dir);
+    if only.is_empty() || only == "boot" || only == "channel" {
+        // The boot's own exits, subtracted from each workload's run.
+        eprintln!(
+            "bench: booting Linux under mvmm, -icount, to the initramfs only (exit counts) ..."
+        );
+        let boot_only = boot_only_exits(board, dir)?;
+        results.extend(exit_rates("boot", &boot_only.0, boot_only.1));
+        if only != "channel" {
+            results.extend(boot_benchmarks(board, dir, &boot_only.0)?);
+        }
+        if only != "boot" {
+            results.extend(channel_benchmarks(board, dir, &boot_only.0)?);
+        }
     }
-    // The boot's own exits, subtracted from each workload's run.
-    eprintln!("bench: booting Linux under mvmm, -icount, to the initramfs only (exit counts) ...");
-    let boot_only = boot_only_exits(board, dir)?;
-    results.extend(exit_rates("boot", &boot_only.0, boot_only.1));
-    if only != "channel" {
-        results.extend(boot_benchmarks(board, dir, &boot_only.0)?);
-    }
-    if only != "boot" {
-        results.extend(channel_benchmarks(board, dir, &boot_only.0)?);
-    }
-    if only.is_empty() {
+    if only.is_empty() || only == "micro" {
         results.extend(crate::bench_micro::micro_benchmarks(board, dir)?);
+    }
+    if only.is_empty() || only == "nic" {
+        results.extend(crate::bench_nic::nic_benchmarks(board, dir)?);
     }
     Ok(results)
 }

@@ -6,6 +6,7 @@
 mod android_tools;
 mod bench;
 mod bench_micro;
+mod bench_nic;
 mod fuzz;
 mod sim;
 
@@ -56,8 +57,10 @@ enum Cmd {
     /// credential and request a payment from the rich VM with mvmm-pay,
     /// answer the trusted prompt on the touch screen (QEMU's virtio tablet,
     /// driven over QMP: a 1 s press-and-hold on Approve, or a tap on
-    /// Decline), and verify the token on the host with mvmm-verify. The
-    /// screens it went through are saved under target/demo/.
+    /// Decline); the rich VM sends the token over its NIC to the payment
+    /// backend (mvmm-verify serve, on the host's loopback), which accepts it
+    /// once and refuses its replay; the token is also checked on the host
+    /// with mvmm-verify. The screens are saved under target/demo/.
     Demo {
         /// The answer: y (hold Approve) or n (tap Decline).
         #[arg(long, default_value = "y", value_parser = ["y", "n"])]
@@ -159,6 +162,13 @@ struct RunArgs {
     /// Boot the small probe test guest in the rich VM instead of Linux.
     #[arg(long, conflicts_with_all = ["rich_kernel", "rich_initrd", "rich_cmd"])]
     rich_probe: bool,
+    /// Run the payment backend (mvmm-verify serve) on the host's loopback
+    /// at PORT (a free one when no PORT is given) while the machine runs,
+    /// with the device key pinned; the rich VM reaches it at
+    /// http://10.0.2.2:PORT, and --rich-cmd gets MVMM_BACKEND set to that
+    /// URL (so `mvmm-pay request` sends its token there).
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "0")]
+    backend: Option<u16>,
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -483,23 +493,44 @@ fn demo(answer: &str) -> Result {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let (file, qemu) = load_board("qemu-virt")?;
-    // The payment backend (mvmm-verify serve) runs here; the payment
-    // answers the nonce it issues.
+    let out = target_dir().join("demo");
+    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // The payment backend (mvmm-verify serve) runs here, on the host's
+    // loopback; the rich VM reaches it over its NIC at 10.0.2.2 (QEMU's user
+    // networking). The operator pins the device key from the provisioning
+    // record; the rich VM enrolls the card, takes the backend's nonce and
+    // sends it the token.
     let backend = payment::Backend::start()?;
-    let nonce = backend.nonce()?;
+    let device_id = backend.pin_device(&provision(&dir, &file)?.device_key)?;
+    // A card the secure VM kept from an earlier demo: the backend (whose
+    // state lives in memory) learns it again from the record saved then.
+    let enrollment_file = out.join("enrollment.json");
+    if let Ok(text) = fs::read_to_string(&enrollment_file) {
+        let saved: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: {e}", enrollment_file.display()))?;
+        if let Err(e) = backend.enroll(&device_id, &saved) {
+            eprintln!(
+                "xtask: demo: the card saved in {} is not enrolled again: {e}",
+                enrollment_file.display()
+            );
+        }
+    }
+    let url = backend.url_from_guest();
+    println!(
+        "demo: the payment backend listens on {} (from the rich VM: {url})",
+        backend.url()
+    );
     let rich = prepare_rich_boot(
         &file,
         &qemu,
         &dir,
         &RichSource::built(&dir),
-        Some(&demo_script(&nonce)),
+        Some(&demo_script(&url)),
         &dir.join("work").join("demo"),
     )?;
     step(
-        "demo: booting mvmm, secure-os and Linux; mvmm-pay will enroll a card (unless the secure VM's storage already holds one) and ask to pay 12.50 EUR to Corner Cafe",
+        "demo: booting mvmm, secure-os and Linux; mvmm-pay will enroll a card at the backend (unless the secure VM's storage already holds one), ask to pay 12.50 EUR to Corner Cafe and send the token to the backend over the rich VM's network",
     );
-    let out = target_dir().join("demo");
-    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut cmd = qemu_command(
         &file,
         &qemu,
@@ -575,9 +606,8 @@ fn demo(answer: &str) -> Result {
     m.wait_exit(std::time::Duration::from_secs(60));
     let transcript = m.transcript();
     let json = payment::json_lines(&transcript);
-    // The backend's record of the card: from this run's enrollment, or the
-    // one an earlier demo saved (the secure VM's storage kept the card).
-    let enrollment_file = out.join("enrollment.json");
+    // The record of the card: from this run's enrollment, or the one an
+    // earlier demo saved (the secure VM's storage kept the card).
     let enrolled = json.iter().find(|j| j.get("signature").is_some()).cloned();
     let enroll = match enrolled {
         Some(enroll) => {
@@ -653,14 +683,45 @@ fn demo(answer: &str) -> Result {
         key_file.display(),
         token_file.display()
     );
-    run_cmd(&mut cmd).map_err(|e| format!("demo: the backend rejected the token: {e}"))?;
-    step("demo: the backend service (HTTP) accepts the token once and refuses its replay");
-    let device = provision(&dir, &file)?.device_key;
-    let accepted = backend
-        .accept_once(&device, enroll, request)
-        .map_err(|e| format!("demo: {e}"))?;
-    println!("POST /v1/tokens/verify -> 200 {accepted}");
-    println!("POST /v1/tokens/verify (the same token again) -> 409 replay");
+    run_cmd(&mut cmd).map_err(|e| format!("demo: mvmm-verify rejected the token: {e}"))?;
+    step("demo: the backend's verdicts, as the rich VM received them over its NIC");
+    let verdict = |line: &serde_json::Value| {
+        format!("{} {}", line["backend"]["status"], line["backend"]["body"])
+    };
+    if let Some(enrolled) = json
+        .iter()
+        .find(|j| j.get("signature").is_some() && j.get("backend").is_some())
+    {
+        println!(
+            "rich VM: POST {url}/v1/credentials -> {}",
+            verdict(enrolled)
+        );
+    }
+    println!(
+        "rich VM: POST {url}/v1/tokens/verify -> {}",
+        verdict(request)
+    );
+    let Some(replay) = json.iter().find(|j| {
+        j.get("backend").is_some() && j.get("token").is_none() && j.get("signature").is_none()
+    }) else {
+        return Err("demo: the rich VM did not send the token again".into());
+    };
+    println!(
+        "rich VM: POST {url}/v1/tokens/verify (the same token again) -> {}",
+        verdict(replay)
+    );
+    if request["backend"]["status"] != 200 || request["backend"]["body"]["valid"] != true {
+        return Err(format!(
+            "demo: the backend refused the token: {}",
+            verdict(request)
+        ));
+    }
+    if replay["backend"]["body"]["error"] != "replay" {
+        return Err(format!(
+            "demo: the backend did not refuse the replay: {}",
+            verdict(replay)
+        ));
+    }
     if mvmm_verify::python_example::python3_available() {
         step("demo: Python's pycose verifies the same token (verifier/examples/python)");
         let python =
@@ -701,15 +762,34 @@ fn persistent_storage(dir: &Path) -> mvmm_tests::StorageImage {
 
 /// The demo's rich-VM command: enroll a card unless the secure VM already
 /// holds one, then pay with the backend's nonce.
-fn demo_script(nonce: &str) -> String {
-    use mvmm_tests::payment::{AMOUNT, CURRENCY, LABEL, MERCHANT};
+fn demo_script(url: &str) -> String {
+    use mvmm_tests::payment::{LABEL, network_script};
     format!(
         "if mvmm-pay list --json | grep -q '\"public_key\"'; then \
              echo 'demo: the secure VM already holds a card'; \
-         else mvmm-pay enroll --label '{LABEL}' --json; fi; \
-         mvmm-pay request --amount {AMOUNT} --currency {CURRENCY} --merchant '{MERCHANT}' --nonce {nonce} --json; \
-         echo \"mvmm-pay request exited with $?\"; sleep 2"
+         else mvmm-pay --backend {url} enroll --label '{LABEL}' --json; fi; {}",
+        network_script(url, false, "sleep 2")
     )
+}
+
+/// `xtask run --backend`: the payment backend on the host's loopback at
+/// `port` (0: any free one), the device key pinned, its URL printed.
+fn run_backend(
+    dir: &Path,
+    file: &mvmm_core::config::BoardFile,
+    port: u16,
+) -> Result<mvmm_tests::payment::Backend> {
+    let backend = mvmm_tests::payment::Backend::listen(&format!("127.0.0.1:{port}"))?;
+    let device_id = backend.pin_device(&provision(dir, file)?.device_key)?;
+    println!(
+        "backend: mvmm-verify serve on {}, device key pinned (device id {device_id})\n\
+         backend: from the rich VM: {} (e.g. wget -q -O- {}/health; mvmm-pay --backend {} ...)",
+        backend.url(),
+        backend.url_from_guest(),
+        backend.url_from_guest(),
+        backend.url_from_guest(),
+    );
+    Ok(backend)
 }
 
 /// Error text that carries the exit status of `--rich-cmd` (not a failure
@@ -725,6 +805,18 @@ fn run(args: &RunArgs) -> Result {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let (file, qemu) = load_board(&args.board)?;
+    // The backend serves for as long as this function runs.
+    let backend = match args.backend {
+        Some(port) => Some(run_backend(&dir, &file, port)?),
+        None => None,
+    };
+    let rich_cmd = match (&backend, &args.rich_cmd) {
+        (Some(backend), Some(cmd)) => Some(format!(
+            "export MVMM_BACKEND={}; {cmd}",
+            backend.url_from_guest()
+        )),
+        (_, cmd) => cmd.clone(),
+    };
     let images = if args.rich_probe {
         probe_images
     } else if let Some(boot) = &args.rich_bootimg {
@@ -734,7 +826,7 @@ fn run(args: &RunArgs) -> Result {
             &qemu,
             &dir,
             (boot, vendor),
-            args.rich_cmd.as_deref(),
+            rich_cmd.as_deref(),
             "run",
         )?;
         eprintln!(
@@ -756,7 +848,7 @@ fn run(args: &RunArgs) -> Result {
             &qemu,
             &dir,
             &source,
-            args.rich_cmd.as_deref(),
+            rich_cmd.as_deref(),
             &dir.join("work").join("run"),
         )?;
         Images::with_rich_linux(&dir, &rich)
@@ -962,7 +1054,7 @@ fn qemu_tests(args: &TestArgs) -> Result {
 /// The QEMU test files of tests/tests (each test boots its own machine).
 const QEMU_SUITES: &[&str] = &[
     "system", "linux", "payment", "console", "android", "boot", "display", "storage", "dma",
-    "attack",
+    "network", "attack",
 ];
 
 /// Each broken board file must stop mvmm's build with a message naming the

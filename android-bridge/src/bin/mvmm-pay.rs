@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use android_bridge::amount::{currency, format_amount, parse_amount};
+use android_bridge::backend::{Answer, Backend, BackendError, TokenCheck};
 use android_bridge::{
     Attestation, Authorization, Bridge, BridgeError, CredentialId, CredentialInfo, DeviceKey,
     DeviceStatus, EnrollmentRecord, Nonce, PaymentRequest, Timeouts, Transport,
@@ -16,7 +17,13 @@ use serde_json::{Value, json};
 
 const AFTER_HELP: &str = "\
 Environment: MVMM_TRANSPORT (default vsock:4:7100), MVMM_DEVICE_KEY (default /etc/mvmm/device.pub),
-MVMM_BINDER (1: the same as --binder), MVMM_BINDER_DEVICE (default /dev/binder).
+MVMM_BINDER (1: the same as --binder), MVMM_BINDER_DEVICE (default /dev/binder),
+MVMM_BACKEND (the same as --backend).
+
+With --backend URL (the payment backend's HTTP API, `mvmm-verify serve`), `request` takes its
+nonce from the backend (unless --nonce is given) and sends the token there, `enroll` enrolls the
+new credential there, and `submit` sends a token; the backend's answer is printed under
+\"backend\" ({\"status\": 200, \"body\": {...}}).
 
 Exit status:
   0  success
@@ -27,7 +34,9 @@ Exit status:
   5  refused by policy (limit exceeded, locked) or by the secure VM (unknown credential, invalid field, storage)
   6  authentication failed or protocol version mismatch
   7  cannot reach the secure VM (connect error, transport closed) or the payment HAL (binder)
-  8  any other error";
+  8  any other error
+  9  the backend refused (its answer is printed: replay, mismatch, unknown credential, ...)
+ 10  cannot reach the backend, or it did not answer JSON over HTTP";
 
 /// Ask the secure VM's payment app for approvals, credentials and attestations.
 #[derive(Parser)]
@@ -68,9 +77,13 @@ struct Args {
     /// Seconds to wait for the user to answer a payment.
     #[arg(long, global = true, default_value_t = 120)]
     approval_timeout: u64,
-    /// Seconds to wait for any other answer.
+    /// Seconds to wait for any other answer (the backend's too).
     #[arg(long, global = true, default_value_t = 10)]
     timeout: u64,
+    /// The payment backend, http://HOST:PORT[/PREFIX] (from the rich VM under
+    /// QEMU's user networking the host is 10.0.2.2).
+    #[arg(long, global = true, env = "MVMM_BACKEND", value_name = "URL")]
+    backend: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,6 +134,25 @@ enum Command {
     /// Set the trusted path up (once per device): on the trusted display
     /// the user chooses a security word and a PIN. Not over --binder.
     Setup,
+    /// Send a token to the backend (--backend) for its verdict, checked
+    /// against the payment given here.
+    Submit {
+        /// The token, base64, as `request` prints it.
+        #[arg(long)]
+        token: String,
+        /// Decimal amount, e.g. 12.50.
+        #[arg(long)]
+        amount: String,
+        /// ISO 4217 code, e.g. EUR.
+        #[arg(long)]
+        currency: String,
+        /// Merchant name.
+        #[arg(long)]
+        merchant: String,
+        /// Credential id, 32 hex digits [default: the token's].
+        #[arg(long, value_parser = parse_credential)]
+        credential: Option<[u8; 16]>,
+    },
 }
 
 fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
@@ -281,6 +313,25 @@ fn open(args: &Args, key: &DeviceKey) -> Result<Box<dyn Payments>, Failure> {
     Ok(Box::new(bridge))
 }
 
+impl From<BackendError> for Failure {
+    fn from(e: BackendError) -> Self {
+        let code = match e {
+            BackendError::BadUrl(_) => 2,
+            _ => 10,
+        };
+        Failure {
+            code,
+            kind: "backend_unreachable",
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The exit status of a backend's answer: 0, or 9 when it refused.
+fn verdict_code(answer: &Answer) -> u8 {
+    if answer.accepted() { 0 } else { 9 }
+}
+
 fn usage(message: String) -> Failure {
     Failure {
         code: 2,
@@ -292,9 +343,18 @@ fn usage(message: String) -> Failure {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(output) => {
+        Ok((output, code)) => {
             print(&args, &output);
-            ExitCode::SUCCESS
+            if code != 0 {
+                let error = output["backend"]["body"]["error"]
+                    .as_str()
+                    .unwrap_or("error");
+                eprintln!(
+                    "mvmm-pay: the backend refused: {} {error}",
+                    output["backend"]["status"]
+                );
+            }
+            ExitCode::from(code)
         }
         Err(failure) => {
             if args.json {
@@ -330,8 +390,40 @@ fn print(args: &Args, output: &Value) {
     }
 }
 
-fn run(args: &Args) -> Result<Value, Failure> {
+/// What `run` prints and the exit status: 0, or 9 when the backend refused.
+type Outcome = (Value, u8);
+
+fn run(args: &Args) -> Result<Outcome, Failure> {
     // Check what can be checked before touching the transport.
+    let backend = args
+        .backend
+        .as_deref()
+        .map(|url| Backend::new(url, Duration::from_secs(args.timeout)))
+        .transpose()?;
+    if let Command::Submit {
+        token,
+        amount,
+        currency: code,
+        merchant,
+        credential,
+    } = &args.command
+    {
+        let backend = backend.ok_or_else(|| usage("submit needs --backend URL".into()))?;
+        let currency = currency(code).map_err(|e| usage(e.to_string()))?;
+        let amount_minor = parse_amount(amount, currency).map_err(|e| usage(e.to_string()))?;
+        let credential = credential.map(hex::encode);
+        let answer = backend.verify(&TokenCheck {
+            token_base64: token,
+            amount_minor,
+            currency: currency.code(),
+            merchant,
+            credential: credential.as_deref(),
+        })?;
+        return Ok((
+            json!({ "backend": answer.to_json() }),
+            verdict_code(&answer),
+        ));
+    }
     let request_parts = match &args.command {
         Command::Request {
             amount,
@@ -377,15 +469,17 @@ fn run(args: &Args) -> Result<Value, Failure> {
                     first.credential
                 }
             };
-            let nonce = match nonce {
-                Some(n) => *n,
-                None => random_nonce()?,
+            let nonce = match (nonce, &backend) {
+                (Some(n), _) => *n,
+                (None, Some(backend)) => backend.nonce()?,
+                (None, None) => random_nonce()?,
             };
             let request = PaymentRequest::from_minor(credential, minor, currency, merchant, nonce)?;
             let authorization = bridge.request_payment(&request)?;
             let claims = &authorization.claims;
-            Ok(json!({
-                "token": base64::engine::general_purpose::STANDARD.encode(&authorization.token),
+            let token = base64::engine::general_purpose::STANDARD.encode(&authorization.token);
+            let mut output = json!({
+                "token": token,
                 "credential": hex::encode(claims.credential),
                 "amount_minor": claims.amount_minor,
                 "amount": format_amount(claims.amount_minor, currency),
@@ -393,16 +487,36 @@ fn run(args: &Args) -> Result<Value, Failure> {
                 "merchant": claims.merchant.as_str(),
                 "nonce": hex::encode(claims.nonce),
                 "counter": claims.counter,
-            }))
+            });
+            let Some(backend) = &backend else {
+                return Ok((output, 0));
+            };
+            // Checked against what was asked, not what the token claims.
+            let credential = hex::encode(credential);
+            let answer = backend.verify(&TokenCheck {
+                token_base64: &token,
+                amount_minor: minor,
+                currency: currency.code(),
+                merchant,
+                credential: Some(&credential),
+            })?;
+            output["backend"] = answer.to_json();
+            Ok((output, verdict_code(&answer)))
         }
         Command::Enroll { label } => {
             let record = bridge.enroll(label)?;
-            Ok(json!({
+            let mut output = json!({
                 "credential": hex::encode(record.credential),
                 "label": record.label.as_str(),
                 "public_key": hex::encode(record.public_key.0),
                 "signature": hex::encode(record.signature.0),
-            }))
+            });
+            let Some(backend) = &backend else {
+                return Ok((output, 0));
+            };
+            let answer = backend.enroll(&key, &record)?;
+            output["backend"] = answer.to_json();
+            Ok((output, verdict_code(&answer)))
         }
         Command::List => {
             let list = bridge.list_credentials()?;
@@ -416,11 +530,11 @@ fn run(args: &Args) -> Result<Value, Failure> {
                     })
                 })
                 .collect();
-            Ok(json!({ "credentials": items }))
+            Ok((json!({ "credentials": items }), 0))
         }
         Command::Delete { credential } => {
             bridge.delete_credential(credential)?;
-            Ok(json!({ "deleted": hex::encode(credential) }))
+            Ok((json!({ "deleted": hex::encode(credential) }), 0))
         }
         Command::Attest { nonce } => {
             let nonce = match nonce {
@@ -428,30 +542,40 @@ fn run(args: &Args) -> Result<Value, Failure> {
                 None => random_nonce()?,
             };
             let attestation = bridge.attest(&nonce)?;
-            Ok(json!({
-                "nonce": hex::encode(nonce),
-                "eat": base64::engine::general_purpose::STANDARD.encode(&attestation.eat),
-            }))
+            Ok((
+                json!({
+                    "nonce": hex::encode(nonce),
+                    "eat": base64::engine::general_purpose::STANDARD.encode(&attestation.eat),
+                }),
+                0,
+            ))
         }
         Command::Setup => {
             let status = bridge.setup()?;
-            Ok(json!({
-                "set_up": true,
-                "pin_set": status.pin_set,
-                "device_public_key": key.to_hex(),
-            }))
+            Ok((
+                json!({
+                    "set_up": true,
+                    "pin_set": status.pin_set,
+                    "device_public_key": key.to_hex(),
+                }),
+                0,
+            ))
         }
         Command::Status => {
             let status = bridge.status()?;
-            Ok(json!({
-                "protocol_version": status.protocol_version,
-                "credentials": status.credentials,
-                "pin_set": status.pin_set,
-                "locked": status.locked,
-                "busy": status.busy,
-                "transaction_counter": status.transaction_counter,
-                "device_public_key": key.to_hex(),
-            }))
+            Ok((
+                json!({
+                    "protocol_version": status.protocol_version,
+                    "credentials": status.credentials,
+                    "pin_set": status.pin_set,
+                    "locked": status.locked,
+                    "busy": status.busy,
+                    "transaction_counter": status.transaction_counter,
+                    "device_public_key": key.to_hex(),
+                }),
+                0,
+            ))
         }
+        Command::Submit { .. } => Err(usage("internal: submit reached the bridge".into())),
     }
 }
