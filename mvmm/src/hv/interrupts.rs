@@ -6,18 +6,19 @@ use super::*;
 /// A physical interrupt while the guest ran.
 pub fn guest_irq(_regs: &mut GuestRegs) {
     let Some((vm_index, vcpu, vm)) = current() else {
-        while let Some(intid) = arch::ack_interrupt() {
-            arch::end_of_interrupt(intid, true);
-        }
+        drain_interrupts();
         return;
     };
     count_exit(ExitKind::Irq);
     // A kick may be another vCPU resetting this VM: then this vCPU stops
     // (what was pending for it is dropped with it).
     if VMS[vm_index].lock().power.at_exit(vcpu) == AtExit::Stop {
-        while let Some(intid) = arch::ack_interrupt() {
-            arch::end_of_interrupt(intid, true);
-        }
+        // The guest's timers off first: a timer whose condition holds
+        // would be pending again after each end of interrupt, and this
+        // drain would never end (the vCPU then never reached its wait for
+        // the restart: seen as a VM that stayed off after vCPU 1 reset it).
+        arch::reset_el1();
+        drain_interrupts();
         stop_here(vm_index, vcpu);
     }
     while let Some(intid) = arch::ack_interrupt() {
@@ -66,6 +67,21 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         }
     }
 }
+
+/// Acknowledges and ends what is pending on this CPU, a bounded number of
+/// times: a level-triggered source that is still asserted comes back after
+/// its end of interrupt and is left pending.
+fn drain_interrupts() {
+    for _ in 0..DRAIN_LIMIT {
+        let Some(intid) = arch::ack_interrupt() else {
+            return;
+        };
+        arch::end_of_interrupt(intid, true);
+    }
+}
+
+/// Most interrupts [`drain_interrupts`] takes in one go.
+const DRAIN_LIMIT: usize = 64;
 
 /// What the hardware holds of interrupt `intid` of vCPU `target` of VM
 /// `vm_index` (see `vgic::Live`): this CPU's list registers when `target`
