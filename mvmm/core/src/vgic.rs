@@ -90,7 +90,15 @@ pub struct Vgic {
     spis: [Irq; SPIS],
     routes: [u8; SPIS],
     cpus: [Redistributor; MAX_CPUS],
+    /// Which interrupts are pending, a bit each (the same as their
+    /// `Irq::pending`): private ones per vCPU, then the SPIs. Finding the
+    /// next interrupt to inject looks only at these bits, not at every
+    /// interrupt's state (the hot path of every injection).
+    pending_private: [u32; MAX_CPUS],
+    pending_spis: [u32; SPIS / 32],
 }
+
+const _: () = assert!(SPIS % 32 == 0);
 
 /// Distributor registers.
 mod gicd {
@@ -185,6 +193,8 @@ impl Vgic {
             }; SPIS],
             routes: [0; SPIS],
             cpus: [Redistributor::new(); MAX_CPUS],
+            pending_private: [0; MAX_CPUS],
+            pending_spis: [0; SPIS / 32],
         }
     }
 
@@ -235,7 +245,9 @@ impl Vgic {
         let dist_on = self.ctlr & GICD_CTLR_WRITABLE != 0 || intid < 32;
         let irq = self.irq(target, intid)?;
         irq.pending = true;
-        (irq.enabled && dist_on).then_some(target)
+        let enabled = irq.enabled;
+        self.mark_pending(target, intid, true);
+        (enabled && dist_on).then_some(target)
     }
 
     /// Clears a pending interrupt that was not yet delivered (a level
@@ -244,12 +256,47 @@ impl Vgic {
         let target = self.target(intid).unwrap_or(vcpu);
         if let Some(irq) = self.irq(target, intid) {
             irq.pending = false;
+            self.mark_pending(target, intid, false);
         }
     }
 
     /// The highest-priority (lowest value) deliverable pending interrupt
     /// for `vcpu`; it stays pending until [`Vgic::delivered`].
     pub fn next_pending(&self, vcpu: usize) -> Option<(u32, u8)> {
+        let cpu = self.cpus.get(vcpu)?;
+        let mut best: Option<(u32, u8)> = None;
+        let mut consider = |intid: u32, irq: &Irq| {
+            if irq.enabled && best.is_none_or(|(i, p)| (irq.priority, intid) < (p, i)) {
+                best = Some((intid, irq.priority));
+            }
+        };
+        let mut bits = self.pending_private.get(vcpu).copied().unwrap_or(0);
+        while bits != 0 {
+            let intid = bits.trailing_zeros();
+            bits &= bits - 1;
+            if let Some(irq) = cpu.private.get(intid as usize) {
+                consider(intid, irq);
+            }
+        }
+        if self.ctlr & GICD_CTLR_WRITABLE != 0 {
+            for (w, &word) in self.pending_spis.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let i = w * 32 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    if usize::from(self.routes[i]) == vcpu {
+                        consider(i as u32 + 32, &self.spis[i]);
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// [`Vgic::next_pending`] by a walk over every interrupt: what the
+    /// pending bits must always agree with.
+    #[cfg(test)]
+    fn next_pending_by_walk(&self, vcpu: usize) -> Option<(u32, u8)> {
         let cpu = self.cpus.get(vcpu)?;
         let private = cpu
             .private
@@ -275,6 +322,41 @@ impl Vgic {
     pub fn delivered(&mut self, vcpu: usize, intid: u32) {
         if let Some(irq) = self.irq(vcpu, intid) {
             irq.pending = false;
+            self.mark_pending(vcpu, intid, false);
+        }
+    }
+
+    /// Keeps the pending bits equal to `Irq::pending` of `intid` (private
+    /// to `vcpu`, or an SPI).
+    fn mark_pending(&mut self, vcpu: usize, intid: u32, pending: bool) {
+        let word = if intid < 32 {
+            self.pending_private.get_mut(vcpu)
+        } else {
+            self.pending_spis.get_mut((intid as usize - 32) / 32)
+        };
+        if let Some(word) = word {
+            let bit = 1u32 << (intid % 32);
+            if pending {
+                *word |= bit;
+            } else {
+                *word &= !bit;
+            }
+        }
+    }
+
+    /// Recomputes every pending bit from the interrupts' state (after a
+    /// register write that may have set or cleared many).
+    fn rebuild_pending(&mut self) {
+        let bits = |irqs: &[Irq]| {
+            irqs.iter()
+                .enumerate()
+                .fold(0u32, |w, (i, irq)| w | u32::from(irq.pending) << i)
+        };
+        for (word, cpu) in self.pending_private.iter_mut().zip(&self.cpus) {
+            *word = bits(&cpu.private);
+        }
+        for (word, chunk) in self.pending_spis.iter_mut().zip(self.spis.chunks(32)) {
+            *word = bits(chunk);
         }
     }
 
@@ -560,7 +642,11 @@ impl Vgic {
         ];
         for (base, f) in one_bit {
             if let Some(first) = bitfield(offset, *base, 1) {
-                return apply(first, 32, 1, *f);
+                apply(first, 32, 1, *f);
+                if matches!(*base, gicd::ISPENDR | gicd::ICPENDR) {
+                    self.rebuild_pending();
+                }
+                return;
             }
         }
         if let Some(first) = bitfield(offset, gicd::IPRIORITYR, 8) {
@@ -767,5 +853,34 @@ mod tests {
         };
         assert_eq!(g.dist_read_live(gicd::ISACTIVER + 4, 4, &rtc), Ok(1 << 2));
         assert_eq!(g.dist_read(gicd::ISACTIVER + 4, 4), Ok(0));
+    }
+
+    proptest::proptest! {
+        /// Whatever a guest writes and whatever mvmm raises, lowers and
+        /// delivers, the pending bits find the same next interrupt as a
+        /// walk over every interrupt's state.
+        #[test]
+        fn the_pending_bits_always_agree_with_the_interrupts(
+            ops in proptest::collection::vec((0u8..8, 0u32..SPI_LIMIT, 0usize..3, proptest::prelude::any::<u32>()), 0..200)
+        ) {
+            let mut g = Vgic::new(2);
+            linux_like_init(&mut g);
+            for (op, intid, vcpu, value) in ops {
+                let word = u64::from(intid / 32) * 4;
+                match op {
+                    0 => { let _ = g.raise(vcpu, intid); }
+                    1 => g.lower(vcpu, intid),
+                    2 => g.delivered(vcpu, intid),
+                    3 => { let _ = g.dist_write(gicd::ISPENDR + word, 4, u64::from(value)); }
+                    4 => { let _ = g.dist_write(gicd::ICPENDR + word, 4, u64::from(value)); }
+                    5 => { let _ = g.dist_write(gicd::ISENABLER + word, 4, u64::from(value)); }
+                    6 => { let _ = g.redist_write(vcpu, SGI + gicd::ISPENDR, 4, u64::from(value)); }
+                    _ => { let _ = g.dist_write(gicd::IROUTER + u64::from(intid) * 8, 8, u64::from(value % 3)); }
+                }
+                for v in 0..3 {
+                    proptest::prop_assert_eq!(g.next_pending(v), g.next_pending_by_walk(v));
+                }
+            }
+        }
     }
 }

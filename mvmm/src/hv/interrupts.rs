@@ -71,7 +71,7 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
 /// Acknowledges and ends what is pending on this CPU, a bounded number of
 /// times: a level-triggered source that is still asserted comes back after
 /// its end of interrupt and is left pending.
-fn drain_interrupts() {
+pub(super) fn drain_interrupts() {
     for _ in 0..DRAIN_LIMIT {
         let Some(intid) = arch::ack_interrupt() else {
             return;

@@ -325,6 +325,9 @@ fn start_guest(cpu: usize, entry: u64, arg: u64) -> ! {
 /// Waits until the VM's PSCI CPU_ON names this vCPU, then starts it.
 fn wait_for_cpu_on(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
     loop {
+        // What is pending here first, then the check: a kick that comes
+        // after the check is still pending at the WFI and ends it.
+        interrupts::drain_interrupts();
         {
             let started = VMS[vm_index].lock().power.take_start(vcpu);
             if let Some((entry, context)) = started {
@@ -335,7 +338,12 @@ fn wait_for_cpu_on(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
                 start_guest(cpu, entry, context);
             }
         }
-        arch::wait_for_event();
+        // Whoever starts this vCPU kicks its CPU (CPU_ON, the end of a
+        // reset). WFI, not WFE: QEMU runs WFE as a yield, so a CPU whose
+        // vCPU is off spun at full speed and took host time (and, under
+        // -icount, whole time slices) from the CPUs that run; a kick that
+        // came before the WFI is still pending and ends it at once.
+        arch::wait_for_interrupt();
     }
 }
 

@@ -57,9 +57,13 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
     let mut state = VMS[vm_index].lock();
     match state.power.psci(call, vcpu, vm.ram) {
         Outcome::Return(value) => regs.x[0] = value,
-        Outcome::StartVcpu { .. } => {
+        Outcome::StartVcpu { vcpu: target } => {
             regs.x[0] = psci::ret::SUCCESS as u64;
             drop(state);
+            // The target's CPU waits in WFI for a start (`wait_for_cpu_on`).
+            if let Some(&cpu) = vm.cpus.get(target) {
+                arch::kick(cpu);
+            }
             arch::send_event();
         }
         Outcome::StopCaller => {

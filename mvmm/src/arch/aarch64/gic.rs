@@ -294,8 +294,10 @@ pub fn kick(cpu: usize) {
     // ICC_SGI1R_EL1: INTID in bits 27:24, target list (Aff0) in 15:0; on
     // QEMU virt the CPU's Aff0 is its index.
     let value = u64::from(KICK_INTID) << 24 | 1u64 << (cpu & 0xf);
-    // SAFETY: sends mvmm's own kick SGI to one CPU; no memory is touched.
-    unsafe { asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
+    // SAFETY: sends mvmm's own kick SGI to one CPU, after this CPU's
+    // earlier writes (the state the kicked CPU reads) are visible; no
+    // memory is touched.
+    unsafe { asm!("dsb ish", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
 }
 
 /// Routes a physical SPI to `cpu` as a group-1 interrupt and enables it
