@@ -98,7 +98,7 @@ pub struct Vgic {
     pending_spis: [u32; SPIS / 32],
 }
 
-const _: () = assert!(SPIS % 32 == 0);
+const _: () = assert!(SPIS.is_multiple_of(32));
 
 /// Distributor registers.
 mod gicd {
