@@ -480,6 +480,9 @@ fn channel_benchmarks(
             };
             let full = rich_exits(&transcript)
                 .ok_or("bench channel: mvmm logged no exit counts for vm 'rich'")?;
+            for line in transcript.lines().filter(|l| l.contains("' exits: ")) {
+                eprintln!("bench: channel run (-icount): {line}");
+            }
             // The unanswered payment after the channel workload counts too
             // (a few guest seconds, mostly idle).
             results.extend(exit_rates(
