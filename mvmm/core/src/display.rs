@@ -202,10 +202,84 @@ impl Screen {
     }
 }
 
+/// The longest the secure VM may hold the trusted path (display, console
+/// and input focus) in one go. secure-os ends an unanswered approval after
+/// 60 s and keeps the path at most a few seconds more while the user is
+/// still typing; a secure VM that holds it longer has stopped answering,
+/// and mvmm gives the path back to the rich VM (the phone must not stay
+/// stuck on a trusted screen).
+pub const HOLD_LIMIT_SECONDS: u64 = 120;
+
+/// When the secure VM took the trusted path (counter ticks), if it holds
+/// it: decides when mvmm takes it back. mvmm keeps `since` in an atomic
+/// and asks [`PathLease::expired`] on the rich VM's timer interrupts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathLease {
+    since: Option<u64>,
+}
+
+impl PathLease {
+    /// Nobody holds the path.
+    pub const fn none() -> Self {
+        PathLease { since: None }
+    }
+
+    /// The secure VM takes (or, already holding, keeps) the path at `now`:
+    /// the lease starts with the first take, not renewed by later ones.
+    pub fn take(&mut self, now: u64) {
+        self.since.get_or_insert(now);
+    }
+
+    /// The path went back to the rich VM.
+    pub fn release(&mut self) {
+        self.since = None;
+    }
+
+    /// Whether the holder has kept the path past [`HOLD_LIMIT_SECONDS`]
+    /// at `now` (counter at `frequency` Hz; a counter that went backwards
+    /// counts as no time).
+    pub fn expired(&self, now: u64, frequency: u64) -> bool {
+        self.since.is_some_and(|since| {
+            now.saturating_sub(since) >= HOLD_LIMIT_SECONDS.saturating_mul(frequency.max(1))
+        })
+    }
+
+    /// As a single word for an atomic (0: nobody holds it).
+    pub fn to_word(self) -> u64 {
+        self.since.map_or(0, |since| since.max(1))
+    }
+
+    pub fn from_word(word: u64) -> Self {
+        PathLease {
+            since: (word != 0).then_some(word),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::partition::MemRange;
+
+    #[test]
+    fn a_lease_expires_after_the_hold_limit_from_the_first_take() {
+        let hz = 62_500_000;
+        let mut lease = PathLease::none();
+        assert!(!lease.expired(u64::MAX, hz), "nobody holds it");
+        lease.take(1000);
+        lease.take(1000 + 50 * hz); // a second take does not renew it
+        assert!(!lease.expired(1000 + HOLD_LIMIT_SECONDS * hz - 1, hz));
+        assert!(lease.expired(1000 + HOLD_LIMIT_SECONDS * hz, hz));
+        assert!(!lease.expired(0, hz), "a counter that went back is no time");
+        let word = lease.to_word();
+        assert_eq!(PathLease::from_word(word), lease);
+        lease.release();
+        assert_eq!(lease.to_word(), 0);
+        assert!(!lease.expired(u64::MAX, hz));
+        let mut at_zero = PathLease::none();
+        at_zero.take(0);
+        assert_ne!(at_zero.to_word(), 0, "a take at counter 0 still holds");
+    }
 
     const DISPLAY: Display = Display {
         fw_cfg: MemRange::new(0x0902_0000, 0x1000),

@@ -41,6 +41,7 @@ pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
     };
     if take {
         log!("console input goes to vm '{}' (trusted prompt)", vm.name);
+        lease_taken();
     }
     // What was typed before the switch is for the VM that had focus: it
     // never reaches the other one (type-ahead into a trusted prompt, or the
@@ -77,6 +78,7 @@ pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
             "console input goes back to vm '{}'",
             BOARD.vms.get(rich).map_or("?", |v| v.name)
         );
+        lease_check_free();
     }
 }
 

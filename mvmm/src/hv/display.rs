@@ -4,7 +4,8 @@
 //! and a reset of the secure VM also bring the rich framebuffer back.
 
 use super::*;
-use mvmm_core::display::{Refused, Screen, ramfb_config};
+use core::sync::atomic::AtomicU64;
+use mvmm_core::display::{HOLD_LIMIT_SECONDS, PathLease, Refused, Screen, ramfb_config};
 
 struct ScanOut {
     fw_cfg: arch::FwCfg,
@@ -56,7 +57,10 @@ pub(super) fn display_call(vm: &Vm<'static>, take: bool) -> u64 {
         Err(Refused::NoDisplay) => hypercall::NOT_SUPPORTED,
         Ok(None) => hypercall::SUCCESS,
         Ok(Some(kind)) => {
-            if show(scan_out, kind) {
+            if kind == VmKind::Secure {
+                lease_taken();
+            }
+            let status = if show(scan_out, kind) {
                 hypercall::SUCCESS
             } else if kind == VmKind::Secure {
                 // Not on screen: the secure VM must not believe it is.
@@ -65,8 +69,63 @@ pub(super) fn display_call(vm: &Vm<'static>, take: bool) -> u64 {
                 hypercall::NOT_SUPPORTED
             } else {
                 hypercall::SUCCESS
-            }
+            };
+            drop(guard);
+            lease_check_free();
+            status
         }
+    }
+}
+
+/// The secure VM's hold on the trusted path (`mvmm_core::display::PathLease`
+/// as a word): when it took the display or console focus.
+static LEASE: AtomicU64 = AtomicU64::new(0);
+
+/// The secure VM took the display or the console focus: the lease starts
+/// unless it already runs.
+pub(super) fn lease_taken() {
+    let mut lease = PathLease::from_word(LEASE.load(Ordering::Relaxed));
+    lease.take(arch::counter());
+    LEASE.store(lease.to_word(), Ordering::Relaxed);
+}
+
+/// Something was given back: the lease ends once the rich VM has both the
+/// display and the console focus again.
+pub(super) fn lease_check_free() {
+    let secure_focus = BOARD
+        .vms
+        .get(FOCUS.load(Ordering::Relaxed))
+        .is_some_and(|vm| vm.kind == VmKind::Secure);
+    let secure_screen = SCAN_OUT
+        .lock()
+        .as_ref()
+        .is_some_and(|s| s.screen.on_screen() == VmKind::Secure);
+    if !secure_focus && !secure_screen {
+        LEASE.store(0, Ordering::Relaxed);
+    }
+}
+
+/// On the rich VM's timer interrupts: a secure VM that has held the
+/// trusted path longer than [`HOLD_LIMIT_SECONDS`] has stopped answering;
+/// the path (display, console and input focus) goes back to the rich VM.
+pub(super) fn lease_watchdog() {
+    let word = LEASE.load(Ordering::Relaxed);
+    if word == 0 || !PathLease::from_word(word).expired(arch::counter(), arch::counter_frequency())
+    {
+        return;
+    }
+    LEASE.store(0, Ordering::Relaxed);
+    if let Some((index, vm)) = BOARD
+        .vms
+        .iter()
+        .enumerate()
+        .find(|(_, vm)| vm.kind == VmKind::Secure)
+    {
+        log!(
+            "vm '{}' held the trusted path over {HOLD_LIMIT_SECONDS} s: it stopped answering; the display and input go back to the rich VM",
+            vm.name
+        );
+        secure_path_ends(index, vm);
     }
 }
 
@@ -79,6 +138,8 @@ pub(super) fn secure_display_ends() {
     {
         show(scan_out, VmKind::Rich);
     }
+    drop(guard);
+    lease_check_free();
 }
 
 /// Points the scan-out at the framebuffer of `kind`; false (logged) when

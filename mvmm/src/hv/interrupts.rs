@@ -32,6 +32,9 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
             } else {
                 IrqSource::Device
             });
+            if timer && vm.kind == VmKind::Rich {
+                lease_watchdog();
+            }
             arch::end_of_interrupt(intid, false);
             if arch::inject_virtual(intid, true, FORWARDED_PRIORITY) != arch::Injected::Loaded {
                 arch::end_of_interrupt(intid, true);

@@ -50,13 +50,15 @@ pub use traps::{guest_sync, guest_unexpected};
 // What the submodules call of each other (they see this module's items).
 use channel::{configure_switch, vsock_access};
 use console::{console_flush, feed_input, set_focus, update_uart_irq};
-use display::{display_call, secure_display_ends, start_display};
+use display::{
+    display_call, lease_check_free, lease_taken, lease_watchdog, secure_display_ends, start_display,
+};
 use dma::{is_smmu_irq, route_smmu_irq, smmu_events, start_smmu};
 use entropy::{start_entropy, trng_call};
 use handover::{prepare_handover, write_handover};
 use input::{input_access, input_events, is_input_irq, reset_input, set_input_focus, start_input};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
-use power::{load_images, power_call, stop_here, stop_if_asked};
+use power::{load_images, power_call, secure_path_ends, stop_here, stop_if_asked};
 use rpmb::{rpmb_call, start_rpmb};
 use traps::{refuse_access, report, report_vm_fault};
 

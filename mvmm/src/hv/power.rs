@@ -332,7 +332,7 @@ fn quiesce_pcie(vm: &Vm<'static>) -> usize {
 
 /// The secure VM `vm_index` stopped (off, or reset): the trusted path it
 /// held (console and input focus, the display) goes back to the rich VM.
-fn secure_path_ends(vm_index: usize, vm: &Vm<'static>) {
+pub(super) fn secure_path_ends(vm_index: usize, vm: &Vm<'static>) {
     if FOCUS.load(Ordering::Relaxed) == vm_index {
         set_focus(vm_index, vm, false);
     }
