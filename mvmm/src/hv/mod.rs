@@ -29,8 +29,10 @@ use mvmm_core::vgic::{self, Vgic};
 use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch, TRAP_PUMPS};
 use mvmm_core::virtio::{RamWindow, WriteEffect};
 use mvmm_core::vuart::VirtualPl011;
-use spin::Mutex;
-use spin::mutex::TicketMutex;
+
+/// mvmm's locks: spin locks whose waiters yield (see `arch::Yield`).
+type Mutex<T> = spin::mutex::Mutex<T, arch::Yield>;
+type TicketMutex<T> = spin::mutex::TicketMutex<T, arch::Yield>;
 
 mod channel;
 mod console;

@@ -29,8 +29,9 @@ pub use pl011::{console_read_byte, console_write_byte, enable_rx_interrupt};
 pub use rng::Entropy;
 pub use smmu::Smmu;
 pub use vcpu::{
-    counter, counter_frequency, enter_guest, fault_address, guest_mmu_on, guest_vbar, install_vm,
-    reset_el1, send_event, set_el1_exception, this_cpu, wait_for_event, wait_for_interrupt,
+    Yield, counter, counter_frequency, enter_guest, fault_address, guest_mmu_on, guest_vbar,
+    install_vm, reset_el1, send_event, set_el1_exception, this_cpu, wait_for_event,
+    wait_for_interrupt,
 };
 
 use core::arch::global_asm;

@@ -13,7 +13,8 @@ use mvmm_core::smmu::{
     STREAM_TABLE_LOG2, Ste, StreamConfig,
 };
 use mvmm_core::stage2::{ENTRIES, Table};
-use spin::Mutex;
+/// Its locks yield while they wait, as mvmm's do (see [`super::Yield`]).
+type Mutex<T> = spin::mutex::Mutex<T, super::Yield>;
 
 // Register offsets (SMMUv3 spec, "Register map"); the event queue's
 // indices live in page 1.

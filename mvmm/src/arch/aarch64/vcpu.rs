@@ -154,6 +154,21 @@ pub fn send_event() {
     aarch64_cpu::asm::sev();
 }
 
+/// How a waiter for one of mvmm's locks waits: the `yield` hint. On
+/// hardware it only tells the core that this is a spin. QEMU runs it as
+/// "let another vCPU run" when the vCPUs share one host thread (`-icount`):
+/// there the holder may be a vCPU that is not running, and a waiter that
+/// spins with `core::hint::spin_loop` (an ISB on aarch64) spins until the
+/// emulator's time slice ends, up to 100 ms of guest time.
+pub struct Yield;
+
+impl spin::relax::RelaxStrategy for Yield {
+    fn relax() {
+        // SAFETY: a hint instruction; no memory, register or flag changes.
+        unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) };
+    }
+}
+
 /// Index of the physical CPU running this code (set by the boot code).
 pub fn this_cpu() -> usize {
     TPIDR_EL2.get() as usize
