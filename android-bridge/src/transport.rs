@@ -18,8 +18,9 @@ use crate::BridgeError;
 
 /// The secure VM's vsock context id on the qemu-virt board (the rich VM is 3).
 pub const SECURE_VM_CID: u32 = 4;
-/// The vsock port the payment app listens on.
-pub const PAYMENT_PORT: u32 = 7100;
+/// The vsock port the payment app listens on (`protocol::ports`, shared
+/// with secure-os).
+pub use protocol::ports::PAYMENT_PORT;
 
 /// Why a channel operation failed.
 #[derive(Debug)]

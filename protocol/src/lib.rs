@@ -18,6 +18,7 @@ pub mod device_key;
 pub mod eat;
 pub mod framing;
 pub mod message;
+pub mod ports;
 pub mod session;
 pub mod signed;
 

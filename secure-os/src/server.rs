@@ -56,10 +56,8 @@ impl Ui {
 }
 use rand_core::CryptoRng;
 
-/// The payment service's vsock port.
-pub const PAYMENT_PORT: u32 = 7100;
-/// The echo service's vsock port.
-pub const ECHO_PORT: u32 = 7101;
+/// The services' vsock ports (`protocol::ports`, shared with the bridge).
+pub use protocol::ports::{ECHO_PORT, PAYMENT_PORT};
 /// Most connections open at once (both ports together).
 pub const MAX_CONNECTIONS: usize = 16;
 /// Most connections of one peer (CID) at once.
