@@ -154,12 +154,6 @@ fn boot_benchmarks(board: &str, dir: &Path, boot_exits: &ExitCounts) -> Result<V
         Some(WORKLOAD),
         &work,
     )?;
-    let vm = file
-        .vms
-        .iter()
-        .find(|v| v.kind == "rich")
-        .ok_or("the board has no rich VM")?;
-    let rich_mib = vm.ram.iter().map(|r| r.size).sum::<u64>() >> 20;
     let mut results = Vec::new();
     for icount in [false, true] {
         let mut boots = Vec::new();
@@ -172,25 +166,7 @@ fn boot_benchmarks(board: &str, dir: &Path, boot_exits: &ExitCounts) -> Result<V
             };
             eprintln!("bench: booting Linux {label} ...");
             let mut cmd = match host {
-                Host::Bare => {
-                    let mut cmd = mvmm_tests::qemu_system();
-                    // The rich VM's PCIe bus and NIC too (their probing is
-                    // part of the boot), without the SMMU that bare Linux
-                    // would drive itself.
-                    cmd.args(["-M", "virt,gic-version=3,highmem=off", "-cpu", &qemu.cpu]);
-                    cmd.args(["-netdev", "user,id=nic0", "-device"]);
-                    cmd.arg("virtio-net-pci,netdev=nic0,romfile=,disable-legacy=on");
-                    cmd.arg("-smp");
-                    cmd.arg(vm.cpus.len().to_string());
-                    cmd.args(["-m", &format!("{rich_mib}M"), "-no-reboot"]);
-                    cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);
-                    cmd.arg("-kernel")
-                        .arg(&rich.kernel)
-                        .arg("-initrd")
-                        .arg(&rich.initrd);
-                    cmd.args(["-append", RICH_CMDLINE]);
-                    cmd
-                }
+                Host::Bare => bare_linux(&file, &qemu, &rich)?,
                 Host::Mvmm => {
                     let images = Images::with_rich_linux(dir, &rich);
                     qemu_command(&file, &qemu, &images, Console::Piped)
@@ -239,6 +215,34 @@ fn boot_benchmarks(board: &str, dir: &Path, boot_exits: &ExitCounts) -> Result<V
         }
     }
     Ok(results)
+}
+
+/// The baseline: the same kernel and initramfs on bare QEMU (Linux at EL1,
+/// no hypervisor), with the rich VM's vCPU count and RAM size and its PCIe
+/// bus and NIC (their probing is part of the boot), without the SMMU that
+/// bare Linux would drive itself.
+pub fn bare_linux(
+    file: &mvmm_core::config::BoardFile,
+    qemu: &mvmm_core::config::QemuSection,
+    rich: &mvmm_tests::RichBoot,
+) -> Result<Command, String> {
+    let vm = file
+        .vms
+        .iter()
+        .find(|v| v.kind == "rich")
+        .ok_or("the board has no rich VM")?;
+    let rich_mib = vm.ram.iter().map(|r| r.size).sum::<u64>() >> 20;
+    let mut cmd = mvmm_tests::qemu_system();
+    cmd.args(["-M", "virt,gic-version=3,highmem=off", "-cpu", &qemu.cpu]);
+    cmd.args(["-netdev", "user,id=nic0", "-device"]);
+    cmd.arg("virtio-net-pci,netdev=nic0,romfile=,disable-legacy=on");
+    cmd.arg("-smp").arg(vm.cpus.len().to_string());
+    cmd.args(["-m", &format!("{rich_mib}M"), "-no-reboot"]);
+    cmd.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);
+    cmd.arg("-kernel").arg(&rich.kernel);
+    cmd.arg("-initrd").arg(&rich.initrd);
+    cmd.args(["-append", RICH_CMDLINE]);
+    Ok(cmd)
 }
 
 /// Boots `cmd`, waits for the workload and the power-off, and reads the

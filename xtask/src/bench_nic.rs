@@ -18,8 +18,7 @@
 
 use crate::bench::{Entry, kernel_time};
 use mvmm_tests::{
-    Console, Images, Machine, RICH_CMDLINE, RichSource, load_board, prepare_rich_boot,
-    qemu_command, rich,
+    Console, Images, Machine, RichSource, load_board, prepare_rich_boot, qemu_command, rich,
 };
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -148,24 +147,9 @@ pub fn nic_benchmarks(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
         Some(&workload(port)),
         &dir.join("work").join("bench-nic"),
     )?;
-    let vm = file
-        .vms
-        .iter()
-        .find(|v| v.kind == "rich")
-        .ok_or("the board has no rich VM")?;
-    let rich_mib = vm.ram.iter().map(|r| r.size).sum::<u64>() >> 20;
-    // Bare QEMU as the boot benchmark starts it (bench.rs): Linux at EL1, the
-    // rich VM's vCPU count and RAM, the same NIC on the same PCIe bus.
-    let mut bare = mvmm_tests::qemu_system();
-    bare.args(["-M", "virt,gic-version=3,highmem=off", "-cpu", &qemu.cpu]);
-    bare.args(["-netdev", "user,id=nic0", "-device"]);
-    bare.arg("virtio-net-pci,netdev=nic0,romfile=,disable-legacy=on");
-    bare.arg("-smp").arg(vm.cpus.len().to_string());
-    bare.args(["-m", &format!("{rich_mib}M"), "-no-reboot"]);
-    bare.args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);
-    bare.arg("-kernel").arg(&rich.kernel);
-    bare.arg("-initrd").arg(&rich.initrd);
-    bare.args(["-append", RICH_CMDLINE]);
+    // Bare QEMU as the boot benchmark starts it: the same NIC on the same
+    // PCIe bus.
+    let bare = crate::bench::bare_linux(&file, &qemu, &rich)?;
     let under_mvmm = qemu_command(
         &file,
         &qemu,

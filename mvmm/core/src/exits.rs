@@ -268,31 +268,29 @@ impl ExitCounts {
 impl fmt::Display for ExitCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "total {}; ", self.total())?;
-        let mut first = true;
-        for kind in ExitKind::ALL.iter().filter(|&&k| self.exits(k) > 0) {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            write!(f, "{} {}", kind.name(), self.exits(*kind))?;
-        }
-        if first {
-            f.write_str("none")?;
-        }
+        counted(f, ExitKind::ALL.iter().map(|&k| (k.name(), self.exits(k))))?;
         f.write_str("; irqs ")?;
-        let mut first = true;
-        for source in IrqSource::ALL.iter().filter(|&&s| self.irqs(s) > 0) {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            write!(f, "{} {}", source.name(), self.irqs(*source))?;
-        }
-        if first {
-            f.write_str("none")?;
-        }
-        Ok(())
+        counted(f, IrqSource::ALL.iter().map(|&s| (s.name(), self.irqs(s))))
     }
+}
+
+/// `name N, name N` for the non-zero counts, or `none`.
+fn counted<'a>(
+    f: &mut fmt::Formatter<'_>,
+    counts: impl Iterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut first = true;
+    for (name, n) in counts.filter(|&(_, n)| n > 0) {
+        if !first {
+            f.write_str(", ")?;
+        }
+        first = false;
+        write!(f, "{name} {n}")?;
+    }
+    if first {
+        f.write_str("none")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

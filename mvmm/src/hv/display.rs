@@ -101,7 +101,7 @@ pub(super) fn lease_check_free() {
         .as_ref()
         .is_some_and(|s| s.screen.on_screen() == VmKind::Secure);
     if !secure_focus && !secure_screen {
-        LEASE.store(0, Ordering::Relaxed);
+        LEASE.store(PathLease::none().to_word(), Ordering::Relaxed);
     }
 }
 
@@ -114,7 +114,7 @@ pub(super) fn lease_watchdog() {
     {
         return;
     }
-    LEASE.store(0, Ordering::Relaxed);
+    LEASE.store(PathLease::none().to_word(), Ordering::Relaxed);
     if let Some((index, vm)) = BOARD
         .vms
         .iter()
