@@ -272,7 +272,19 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
         }
     }
     let path = work.join("closing.png");
-    let shot = qmp.screendump(&path).unwrap();
+    // secure-os prints the notice as it starts drawing it: the screen is
+    // judged once two screendumps in a row agree (a dump taken mid-draw
+    // showed part of the panel).
+    let mut shot = qmp.screendump(&path).unwrap();
+    for _ in 0..20 {
+        sleep(Duration::from_millis(100));
+        let next = qmp.screendump(&path).unwrap();
+        let settled = next.diff(&shot).0 == 0;
+        shot = next;
+        if settled {
+            break;
+        }
+    }
     assert_same(
         &shot,
         &golden_closing(&golden),
