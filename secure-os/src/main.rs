@@ -156,6 +156,10 @@ mod image {
         /// The counter when the last request's bytes were read (for the
         /// prompt-to-pixels figure).
         request_arrived: u64,
+        /// When the user's approval was taken and how long signing and
+        /// storing it took (counter ticks), until its response is sent:
+        /// the bench's breakdown of an approval.
+        answered: Option<(u64, u64)>,
         /// The setup on screen: the words offered and the console's keys.
         setup: Option<(payment_app::SetupWords, SetupPrompt)>,
         recv_buf: Box<[u8]>,
@@ -328,6 +332,7 @@ mod image {
             input,
             session: None,
             request_arrived: 0,
+            answered: None,
             setup: None,
             recv_buf: alloc::vec![0u8; 4096].into_boxed_slice(),
         })
@@ -686,6 +691,13 @@ mod image {
                         Ok(()) => {
                             self.board.sent(endpoint, len);
                             activity = true;
+                            if let Some((at, stored)) = self.answered.take() {
+                                println!(
+                                    "<7>secure-os: approval: signed and stored in {} us, response sent {} us after the answer",
+                                    micros(stored),
+                                    micros(rt::now().wrapping_sub(at))
+                                );
+                            }
                         }
                         Err(virtio::Error::SocketDeviceError(
                             SocketError::InsufficientBufferSpaceInPeer,
@@ -992,7 +1004,10 @@ mod image {
                 Effect::Approve(pin) => {
                     println!("secure-os: approved on the touch screen");
                     let text = pin.as_ref().map(prompt::pin_text);
-                    match self.board.approve(text.as_deref(), now_ms) {
+                    let started = rt::now();
+                    let approval = self.board.approve(text.as_deref(), now_ms);
+                    self.answered = Some((started, rt::now().wrapping_sub(started)));
+                    match approval {
                         Approval::Done(outcome) => self.finish(Some(outcome)),
                         Approval::WrongPin { remaining } => {
                             println!("Wrong PIN, {remaining} tries left");
@@ -1086,7 +1101,10 @@ mod image {
                             }
                             println!("PIN: {stars}");
                         }
-                        match self.board.approve(text.as_deref(), now_ms) {
+                        let started = rt::now();
+                        let approval = self.board.approve(text.as_deref(), now_ms);
+                        self.answered = Some((started, rt::now().wrapping_sub(started)));
+                        match approval {
                             Approval::Done(outcome) => self.finish(Some(outcome)),
                             Approval::WrongPin { remaining } => {
                                 println!("Wrong PIN, {remaining} tries left");

@@ -104,6 +104,8 @@ impl CfiFlash {
 
     /// Polls the status at `offset` until ready; returns the status.
     fn wait_ready(&self, offset: usize) -> Result<u32, FlashError> {
+        // After a program or erase command the chips answer with status
+        // already; the explicit command makes that independent of the part.
         self.write_word(offset, READ_STATUS);
         for _ in 0..POLL_LIMIT {
             let status = self.read_word(offset);
@@ -158,6 +160,12 @@ impl Flash for CfiFlash {
         if !offset.is_multiple_of(WORD) || !data.len().is_multiple_of(WORD) {
             return Err(FlashError::Unaligned { offset });
         }
+        // Word after word without going back to read-array mode in
+        // between (the command set allows a program command in status
+        // mode): each switch between array and command mode is a change of
+        // the memory map for QEMU's pflash, which flushes every CPU's TLB.
+        // One status check per word, one return to read-array at the end.
+        let mut last = None;
         for (i, chunk) in data.chunks_exact(WORD).enumerate() {
             let value = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
             if value == u32::MAX {
@@ -167,10 +175,14 @@ impl Flash for CfiFlash {
             self.write_word(at, PROGRAM);
             self.write_word(at, value);
             let status = self.wait_ready(at)?;
-            let errors = self.finish(at, status);
-            if errors != 0 {
+            if status & STATUS_ERRORS != 0 {
+                self.finish(at, status);
                 return Err(FlashError::ProgramFailed { offset: at, status });
             }
+            last = Some(at);
+        }
+        if let Some(at) = last {
+            self.write_word(at, READ_ARRAY);
         }
         Ok(())
     }
