@@ -16,11 +16,9 @@ use protocol::framing::{FRAME_HEADER_LEN, decode_frame_header, encode_frame_head
 
 use crate::BridgeError;
 
-/// The secure VM's vsock context id on the qemu-virt board (the rich VM is 3).
-pub const SECURE_VM_CID: u32 = 4;
-/// The vsock port the payment app listens on (`protocol::ports`, shared
-/// with secure-os).
-pub use protocol::ports::PAYMENT_PORT;
+/// The secure VM's vsock context id and the payment app's port (mvmm's
+/// ABI, `protocol::ports`, shared with secure-os and the board's policy).
+pub use protocol::ports::{PAYMENT_PORT, SECURE_VM_CID};
 
 /// Why a channel operation failed.
 #[derive(Debug)]
@@ -192,7 +190,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// The payment app on the qemu-virt board: `vsock:4:7100`.
+    /// The payment app in the secure VM (`vsock:4:7100` on every board).
     pub fn secure_vm() -> Transport {
         Transport::Vsock {
             cid: SECURE_VM_CID,

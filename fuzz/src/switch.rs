@@ -24,12 +24,15 @@ use mvmm_core::virtio::{GuestMemory, MemFault, RamWindow, Rule, Switch};
 
 const RICH: usize = 0;
 const SECURE: usize = 1;
-const CIDS: [u64; 2] = [3, 4];
+const CIDS: [u64; 2] = [
+    mvmm_abi::vsock::RICH_VM_CID as u64,
+    mvmm_abi::vsock::SECURE_VM_CID as u64,
+];
 const BASES: [u64; 2] = [0x4000_0000, 0x5000_0000];
 const RAM_SIZE: u64 = 0x2_0000;
 const QSIZE: u16 = 16;
 const BUFS: u64 = 0x4000;
-const PORTS: [u32; 2] = [7100, 7101];
+const PORTS: [u32; 2] = [mvmm_abi::vsock::PAYMENT_PORT, mvmm_abi::vsock::ECHO_PORT];
 
 /// Register offsets of virtio-mmio.
 mod reg {

@@ -22,6 +22,25 @@ pub fn repo_root() -> PathBuf {
     here.canonicalize().unwrap_or(here)
 }
 
+/// Environment variable naming the board the QEMU tests run on (`cargo
+/// xtask test --board B` sets it; [`DEFAULT_BOARD`] without it).
+pub const BOARD_VAR: &str = "MVMM_BOARD";
+/// The board of `cargo xtask` commands given no `--board`.
+pub const DEFAULT_BOARD: &str = "qemu-virt";
+
+/// The board the tests run on: `$MVMM_BOARD`, else [`DEFAULT_BOARD`].
+pub fn board_name() -> String {
+    std::env::var(BOARD_VAR)
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| DEFAULT_BOARD.to_string())
+}
+
+/// [`load_board`] of the board the tests run on ([`board_name`]).
+pub fn load_test_board() -> Result<(BoardFile, QemuSection), String> {
+    load_board(&board_name())
+}
+
 /// The board file of `board` (e.g. `qemu-virt`).
 pub fn board_file(board: &str) -> PathBuf {
     repo_root().join("boards").join(board).join("board.toml")
@@ -159,7 +178,7 @@ pub fn ensure_storage_images(board: &BoardFile, dir: &Path) -> Result<(), String
 /// A new erased flash image at `path` for one test (replacing any earlier
 /// one there), sized for the default board.
 pub fn fresh_storage(path: &Path) -> PathBuf {
-    let (board, _) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+    let (board, _) = load_test_board().unwrap_or_else(|e| panic!("{e}"));
     let size = storage_size(&board).expect("the board has a [qemu] storage drive");
     let _ = fs::remove_file(path);
     create_erased_image(path, size).unwrap_or_else(|e| panic!("{e}"));
@@ -242,7 +261,7 @@ impl Images {
 
     /// The probe images from [`Images::dir_from_env`] on the default board.
     pub fn from_env() -> Images {
-        let (board, _) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+        let (board, _) = load_test_board().unwrap_or_else(|e| panic!("{e}"));
         Images::probe(&board, &Images::dir_from_env()).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -616,7 +635,7 @@ enum Echo {
 impl Machine {
     /// Boots the default board with the images from the environment.
     pub fn boot() -> Machine {
-        let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+        let (board, qemu) = load_test_board().unwrap_or_else(|e| panic!("{e}"));
         let images = Images::from_env();
         let missing = images.missing();
         assert!(
@@ -659,7 +678,7 @@ impl Machine {
         work: &str,
         storage: Option<StorageImage>,
     ) -> Machine {
-        let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+        let (board, qemu) = load_test_board().unwrap_or_else(|e| panic!("{e}"));
         let dir = Images::dir_from_env();
         let work = dir.join("work").join(work);
         let rich = prepare_rich_boot(&board, &qemu, &dir, source, command, &work)
@@ -684,7 +703,7 @@ impl Machine {
         work: &str,
         extra: &[String],
     ) -> (Machine, qmp::Qmp) {
-        let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+        let (board, qemu) = load_test_board().unwrap_or_else(|e| panic!("{e}"));
         let dir = Images::dir_from_env();
         let work = dir.join("work").join(work);
         let rich = prepare_rich_boot(

@@ -22,7 +22,7 @@ const STORE_BYTES: usize = 2 * ERASE_BLOCK;
 /// `dir`: its image's CDI_Seal, derived here exactly as mvmm derives it
 /// (see `boot_image::provision`).
 pub fn storage_root_secret(dir: &Path) -> Result<[u8; 32], String> {
-    let (board, _) = crate::load_board("qemu-virt")?;
+    let (board, _) = crate::load_test_board()?;
     Ok(crate::provision(dir, &board)?.storage_root)
 }
 

@@ -18,8 +18,8 @@ use mvmm_tests::android_boot::{mkbootimg, prepare_bootimg_boot};
 use mvmm_tests::payment;
 use mvmm_tests::rich::Cpio;
 use mvmm_tests::{
-    Console, ConsoleError, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL, load_board,
-    qemu_command, rich,
+    Console, ConsoleError, Images, Machine, RICH_CMDLINE, RICH_INITRAMFS, RICH_KERNEL,
+    load_test_board, qemu_command, rich,
 };
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -45,7 +45,7 @@ fn boot_and_pay(
     command: &str,
     name: &str,
 ) -> String {
-    let (board, qemu) = load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+    let (board, qemu) = load_test_board().unwrap_or_else(|e| panic!("{e}"));
     let (rich, unpacked) =
         prepare_bootimg_boot(&board, &qemu, dir, (boot, vendor), Some(command), name)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -65,28 +65,28 @@ fn script() -> String {
          echo \"vsock device: $vdev\"; ",
     );
     // Attempts, one in five to a forbidden port or CID.
-    s += "chan-tool attack connect-storm --cid 4 --port 7100 --count 10000 --max-seconds 400; \
+    s += "chan-tool attack connect-storm --port payment --count 10000 --max-seconds 400; \
           echo \"connect-storm exited with $?\"; ";
     s += &check("connect-storm");
     // Two rounds of "open 16, reset the vsock device".
     for round in 1..=2 {
         s += &format!(
-            "chan-tool attack hold --cid 4 --port 7100 --count 16 --seconds 120 & pid=$!; sleep 4; \
+            "chan-tool attack hold --port payment --count 16 --seconds 120 & pid=$!; sleep 4; \
              echo $vdev > $drv/unbind; echo $vdev > $drv/bind; sleep 1; kill $pid; wait $pid; {}",
             check(&format!("reset-{round}"))
         );
     }
     // Sixteen silent connections held open: a clean client still gets in.
-    s += "chan-tool attack hold --cid 4 --port 7100 --count 16 --seconds 120 & pid=$!; sleep 4; ";
+    s += "chan-tool attack hold --port payment --count 16 --seconds 120 & pid=$!; sleep 4; ";
     s += &check("hold-16");
     s += "kill $pid; wait $pid; ";
     // Echo answers never read.
-    s += "chan-tool attack no-read --cid 4 --port 7101 --count 4 --bytes 1048576 --seconds 3; ";
+    s += "chan-tool attack no-read --port echo --count 4 --bytes 1048576 --seconds 3; ";
     s += &check("no-read");
     // Both vCPUs push 64 KiB messages through the echo as fast as they can.
     s += "echo 'vsock-attack storm: start'; \
-          chan-tool echo-throughput --cid 4 --port 7101 --size 65536 --count 150 > /tmp/a & a=$!; \
-          chan-tool echo-throughput --cid 4 --port 7101 --size 65536 --count 150 > /tmp/b; \
+          chan-tool echo-throughput --port echo --size 65536 --count 150 > /tmp/a & a=$!; \
+          chan-tool echo-throughput --port echo --size 65536 --count 150 > /tmp/b; \
           wait $a; cat /tmp/a /tmp/b; ";
     s += &check("storm");
     s + &payment::script("")

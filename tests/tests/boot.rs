@@ -10,7 +10,7 @@ use mvmm_tests::boot_image::{
 };
 use mvmm_tests::{
     Console, ConsoleError, Images, Machine, RICH_INITRAMFS, RICH_KERNEL, RICH_TOOLS_DIR,
-    RichSource, load_board, prepare_rich_boot, qemu_command,
+    RichSource, load_test_board, prepare_rich_boot, qemu_command,
 };
 use mvmm_verify::{
     AttestError, ExpectedMeasurements, parse_public_key, parse_token, verify_attestation,
@@ -46,7 +46,7 @@ fn modified_images(name: &str, change: impl Fn(&mut Vec<u8>), resign: bool) -> P
         fs::copy(dir.join(file), copy.join(file)).unwrap();
     }
     copy_dir(&dir.join(RICH_TOOLS_DIR), &copy.join(RICH_TOOLS_DIR));
-    let (board, _) = load_board("qemu-virt").unwrap();
+    let (board, _) = load_test_board().unwrap();
     mvmm_tests::ensure_storage_images(&board, &copy).unwrap();
     let mut image = fs::read(dir.join(SECURE_OS_IMAGE)).unwrap();
     change(&mut image);
@@ -73,7 +73,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_tampered_secure_os_image_is_refused_and_the_rich_vm_keeps_running() {
     // One byte of the image's code changed after signing.
     let dir = modified_images("tampered", |image| image[0x100] ^= 0x01, false);
-    let (board, qemu) = load_board("qemu-virt").unwrap();
+    let (board, qemu) = load_test_board().unwrap();
     let images = Images::probe(&board, &dir).unwrap();
     let mut m = Machine::start(qemu_command(&board, &qemu, &images, Console::Piped));
     let refused = ok(m.expect("[mvmm] vm 'secure': boot image refused:", BOOT));
@@ -95,7 +95,7 @@ fn a_tampered_secure_os_image_is_refused_and_the_rich_vm_keeps_running() {
 /// Boots Linux from image directory `dir` and asks the secure VM for an
 /// attestation over `nonce`; returns the EAT and the pinned device key.
 fn attest(dir: &Path, nonce: &[u8; 32], work: &str) -> (Vec<u8>, String) {
-    let (board, qemu) = load_board("qemu-virt").unwrap();
+    let (board, qemu) = load_test_board().unwrap();
     let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
     let rich = prepare_rich_boot(
         &board,
@@ -221,7 +221,7 @@ fn mvmm_maps_only_its_code_executable_and_no_ram_it_does_not_use() {
         symbol("__ro_end"),
     );
     let mappings = el2_mappings(&elf);
-    let (board, _) = load_board("qemu-virt").unwrap();
+    let (board, _) = load_test_board().unwrap();
     let find = |addr: u64| mappings.iter().find(|m| m.start <= addr && addr < m.end);
     for m in &mappings {
         assert!(

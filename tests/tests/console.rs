@@ -4,7 +4,7 @@
 //!
 //! Run by `cargo xtask test` (they need the images: `#[ignore]` otherwise).
 
-use mvmm_tests::{Console, Images, RichSource, load_board, prepare_rich_boot, qemu_command};
+use mvmm_tests::{Console, Images, RichSource, load_test_board, prepare_rich_boot, qemu_command};
 use nix::pty::openpty;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -29,7 +29,7 @@ impl Terminal {
     /// Boots Linux in the rich VM with an interactive shell, exactly as
     /// `cargo xtask run` does (quiet console), on a fresh pseudo-terminal.
     fn boot(work: &str) -> Terminal {
-        let (board, qemu) = load_board("qemu-virt").unwrap();
+        let (board, qemu) = load_test_board().unwrap();
         let dir = Images::dir_from_env();
         let rich = prepare_rich_boot(
             &board,

@@ -13,7 +13,7 @@ use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
 use embedded_graphics::prelude::*;
 use mvmm_tests::payment::{self, PROMPT};
 use mvmm_tests::qmp::{Screenshot, write_png};
-use mvmm_tests::{ConsoleError, Images, Machine, load_board, provision};
+use mvmm_tests::{ConsoleError, Images, Machine, load_test_board, provision};
 use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ impl DrawTarget for HostFrame {
 /// The approval screen of the tests' payment, as trusted-ui draws it on
 /// the host at the board's display size with this device's security word.
 fn golden(dir: &std::path::Path) -> Screenshot {
-    let (board, _) = load_board("qemu-virt").unwrap();
+    let (board, _) = load_test_board().unwrap();
     let display = board.board.display.expect("the board has a display");
     let word = provision(dir, &board).unwrap().security_word;
     let mut frame = HostFrame(Screenshot {

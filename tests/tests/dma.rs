@@ -97,7 +97,7 @@ fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
          echo {NIC} > /sys/bus/pci/drivers/virtio-pci/bind; sleep 1; \
          ip link set eth0 up; udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 4 -T 1 >/dev/null 2>&1; \
          wget -q -O- http://10.0.2.2:{port}/health || echo 'health FAILED after the attack'; \
-         chan-tool echo-rtt --cid 4 --port 7101 --size 64 --iters 5 >/dev/null && echo 'secure echo answers'",
+         chan-tool echo-rtt --port echo --size 64 --iters 5 >/dev/null && echo 'secure echo answers'",
         targets.join(" ")
     );
     let dir = mvmm_tests::Images::dir_from_env().join("work").join("dma");

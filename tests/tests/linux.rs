@@ -106,7 +106,7 @@ fn cpu_hotplug_goes_through_psci_cpu_off_and_cpu_on() {
 /// partition: (what, physical address). From the board file, plus QEMU
 /// `virt` hardware the board gives no VM (hw/arm/virt.c's memory map).
 fn outside_the_rich_partition() -> Vec<(String, u64)> {
-    let (board, _) = mvmm_tests::load_board("qemu-virt").unwrap();
+    let (board, _) = mvmm_tests::load_test_board().unwrap();
     let b = &board.board;
     let secure = board.vms.iter().find(|vm| vm.kind == "secure").unwrap();
     let mut targets = vec![

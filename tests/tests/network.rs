@@ -31,7 +31,7 @@ fn ok(result: Result<String, ConsoleError>) -> String {
 fn the_rich_vm_sends_the_token_to_the_backend_which_accepts_it_once() {
     let backend = Backend::start().unwrap();
     let dir = mvmm_tests::Images::dir_from_env();
-    let (board, _) = mvmm_tests::load_board("qemu-virt").unwrap();
+    let (board, _) = mvmm_tests::load_test_board().unwrap();
     let device_key = mvmm_tests::provision(&dir, &board).unwrap().device_key;
     backend.pin_device(&device_key).unwrap();
     let url = backend.url_from_guest();

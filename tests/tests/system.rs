@@ -54,7 +54,14 @@ fn power_off(mut m: Machine) {
 #[ignore = "needs the QEMU images: run `cargo xtask test`"]
 fn mvmm_boots_secure_os_to_its_banner_on_its_own_cpu() {
     let mut m = Machine::boot();
-    ok(m.expect("[mvmm] mVMM 0.1.0 on board 'qemu-virt': 3 CPUs", BOOT));
+    let (board, _) = mvmm_tests::load_test_board().unwrap();
+    ok(m.expect(
+        &format!(
+            "[mvmm] mVMM 0.1.0 on board '{}': {} CPUs",
+            board.board.name, board.board.cpus
+        ),
+        BOOT,
+    ));
     // The secure VM runs on its own CPU; its devices are its entropy source
     // and its flash (no network device).
     let line = ok(m.expect(
@@ -223,7 +230,7 @@ fn qemu_creates_no_device_the_board_does_not_declare() {
     // The machine exactly as the tests and `cargo xtask run` start it,
     // paused before the first instruction, with a QMP socket to ask QEMU
     // which PCI devices it created.
-    let (board, qemu) = mvmm_tests::load_board("qemu-virt").unwrap();
+    let (board, qemu) = mvmm_tests::load_test_board().unwrap();
     let images = mvmm_tests::Images::from_env();
     let mut cmd = mvmm_tests::qemu_command(&board, &qemu, &images, mvmm_tests::Console::Piped);
     assert_eq!(mvmm_tests::undeclared_devices(&cmd), None);
@@ -268,7 +275,7 @@ fn qemu_creates_no_device_the_board_does_not_declare() {
         .collect();
     // The root complex's host bridge and the PCI devices the board's
     // `[qemu]` section declares (the rich VM's NIC), nothing by default.
-    let (_, qemu) = mvmm_tests::load_board("qemu-virt").unwrap_or_else(|e| panic!("{e}"));
+    let (_, qemu) = mvmm_tests::load_test_board().unwrap_or_else(|e| panic!("{e}"));
     let declared = qemu
         .extra_args
         .windows(2)

@@ -68,7 +68,8 @@ pub fn ensure(target_dir: &Path) -> Result<PathBuf> {
         return Err(format!(
             "npm installed kotlin-compiler@{KOTLIN_VERSION} but {} is missing",
             kotlinc.display()
-        ));
+        )
+        .into());
     }
     Ok(kotlinc)
 }
@@ -84,7 +85,7 @@ fn apt_install(command: &str, package: &str) -> Result {
     if !(debian && root) {
         return Err(format!(
             "`{command}` is missing: install {package} (on Debian: `sudo apt-get install --no-install-recommends {package}`) and retry"
-        ));
+        ).into());
     }
     step(&format!(
         "installing {package} with apt-get (for `{command}`)"

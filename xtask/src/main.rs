@@ -47,7 +47,7 @@ enum Cmd {
     /// Build mvmm and the guest images for a board.
     Build {
         /// Board directory under boards/.
-        #[arg(long, default_value = "qemu-virt")]
+        #[arg(long, default_value = mvmm_tests::DEFAULT_BOARD)]
         board: String,
     },
     /// Build, then boot the board in QEMU: Linux with a busybox shell in
@@ -65,13 +65,17 @@ enum Cmd {
         /// The answer: y (hold Approve) or n (tap Decline).
         #[arg(long, default_value = "y", value_parser = ["y", "n"])]
         answer: String,
+        /// Board directory under boards/.
+        #[arg(long, default_value = mvmm_tests::DEFAULT_BOARD)]
+        board: String,
     },
     /// Measure mvmm against baselines taken in the same run (Linux boot and a
     /// CPU-bound workload vs bare QEMU; VMM-channel round trip vs AF_UNIX,
     /// throughput, payment latency), in wall time and deterministic -icount
     /// guest time; writes target/bench/results.json.
     Bench {
-        #[arg(long, default_value = "qemu-virt")]
+        /// Board directory under boards/.
+        #[arg(long, default_value = mvmm_tests::DEFAULT_BOARD)]
         board: String,
     },
     /// Run the secure side (payment app, trusted UI, session) in the host
@@ -100,6 +104,10 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct TestArgs {
+    /// Board directory under boards/: the images are built for it and the
+    /// QEMU tests read it (MVMM_BOARD).
+    #[arg(long, default_value = mvmm_tests::DEFAULT_BOARD)]
+    board: String,
     /// Only the host tests and checks, no QEMU.
     #[arg(long, conflicts_with = "qemu_only")]
     host_only: bool,
@@ -126,7 +134,7 @@ struct TestArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    #[arg(long, default_value = "qemu-virt")]
+    #[arg(long, default_value = mvmm_tests::DEFAULT_BOARD)]
     board: String,
     /// No window: the console is this terminal (the default when there is
     /// no display).
@@ -171,7 +179,40 @@ struct RunArgs {
     backend: Option<u16>,
 }
 
-type Result<T = ()> = std::result::Result<T, String>;
+/// Why an xtask command did not succeed.
+#[derive(Debug)]
+enum Error {
+    /// A step failed: the message says which and why.
+    Failed(String),
+    /// `run --rich-cmd`: the command ran in the rich VM and exited with this
+    /// status, which xtask exits with (not a failure of xtask itself).
+    RichCommand(u8),
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Error {
+        Error::Failed(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Error {
+        Error::Failed(message.to_string())
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Failed(message) => f.write_str(message),
+            Error::RichCommand(status) => {
+                write!(f, "the rich VM's command exited with status {status}")
+            }
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, Error>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -179,16 +220,15 @@ fn main() -> ExitCode {
         Cmd::Build { board } => build(&board).map(|images| print_images(&images)),
         Cmd::Run(args) => run(&args),
         Cmd::Test(args) => test(&args),
-        Cmd::Sim { auto, args } => sim::sim(auto.as_deref(), &args),
+        Cmd::Sim { auto, args } => sim::sim(auto.as_deref(), &args).map_err(Error::from),
         Cmd::Bench { board } => run_bench(&board),
-        Cmd::Demo { answer } => demo(&answer),
-        Cmd::Fuzz(args) => fuzz::fuzz(&args).map_err(|e| e.to_string()),
+        Cmd::Demo { answer, board } => demo(&board, &answer),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args).map_err(|e| Error::Failed(e.to_string())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.starts_with(CMD_FAILED) => {
-            let status = e[CMD_FAILED.len()..].parse::<u8>().unwrap_or(1);
-            eprintln!("xtask: the rich VM's command exited with status {status}");
+        Err(e @ Error::RichCommand(status)) => {
+            eprintln!("xtask: {e}");
             ExitCode::from(status)
         }
         Err(e) => {
@@ -210,7 +250,7 @@ fn run_cmd(cmd: &mut Command) -> Result {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{cmd:?} failed ({status})"))
+        Err(format!("{cmd:?} failed ({status})").into())
     }
 }
 
@@ -297,7 +337,8 @@ fn ensure_packages() -> Result {
             "missing packages: {}. Install them (on Debian: `sudo apt-get install {}`) and retry.",
             missing.join(", "),
             missing.join(" ")
-        ));
+        )
+        .into());
     }
     step(&format!("installing {} with apt-get", missing.join(" ")));
     run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
@@ -369,7 +410,7 @@ fn build(board: &str) -> Result<Images> {
         let from = target_dir().join(target).join("release").join(name);
         fs::copy(&from, dir.join(name))
             .map(|_| ())
-            .map_err(|e| format!("{}: {e}", from.display()))
+            .map_err(|e| format!("{}: {e}", from.display()).into())
     };
     copy(TARGET_EL2, "mvmm")?;
     copy(TARGET_EL1, "secure-os")?;
@@ -433,7 +474,7 @@ fn build(board: &str) -> Result<Images> {
         );
     }
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
-    Images::probe(&file, &dir)
+    Ok(Images::probe(&file, &dir)?)
 }
 
 /// The expected-measurements file of an image directory (see
@@ -461,6 +502,7 @@ fn secure_os_security_version() -> Result<u32> {
                 path.display()
             )
         })
+        .map_err(Error::from)
 }
 
 fn print_images(images: &Images) {
@@ -483,16 +525,16 @@ fn print_images(images: &Images) {
     }
 }
 
-fn demo(answer: &str) -> Result {
+fn demo(board: &str, answer: &str) -> Result {
     use mvmm_tests::payment;
     ensure_packages()?;
-    let images = build("qemu-virt")?;
+    let images = build(board)?;
     let dir = images
         .mvmm
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let (file, qemu) = load_board("qemu-virt")?;
+    let (file, qemu) = load_board(board)?;
     let out = target_dir().join("demo");
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     // The payment backend (mvmm-verify serve) runs here, on the host's
@@ -628,10 +670,7 @@ fn demo(answer: &str) -> Result {
     };
     let enroll = &enroll;
     let Some(request) = json.iter().find(|j| j.get("token").is_some()) else {
-        return Err(format!(
-            "demo: mvmm-pay printed no authorization: {:?}",
-            json.last()
-        ));
+        return Err(format!("demo: mvmm-pay printed no authorization: {:?}", json.last()).into());
     };
     let token = request
         .get("token")
@@ -642,7 +681,8 @@ fn demo(answer: &str) -> Result {
             "demo: the payment used credential {:?}, not the enrolled {:?}",
             request.get("credential"),
             enroll.get("credential")
-        ));
+        )
+        .into());
     }
     for path in &screens {
         println!("screen saved: {}", path.display());
@@ -711,16 +751,14 @@ fn demo(answer: &str) -> Result {
         verdict(replay)
     );
     if request["backend"]["status"] != 200 || request["backend"]["body"]["valid"] != true {
-        return Err(format!(
-            "demo: the backend refused the token: {}",
-            verdict(request)
-        ));
+        return Err(format!("demo: the backend refused the token: {}", verdict(request)).into());
     }
     if replay["backend"]["body"]["error"] != "replay" {
         return Err(format!(
             "demo: the backend did not refuse the replay: {}",
             verdict(replay)
-        ));
+        )
+        .into());
     }
     if mvmm_verify::python_example::python3_available() {
         step("demo: Python's pycose verifies the same token (verifier/examples/python)");
@@ -729,9 +767,7 @@ fn demo(answer: &str) -> Result {
         let (code, checked) = mvmm_verify::python_example::verify(&python, &key_file, &token_file)?;
         println!("{checked}");
         if code != 0 {
-            return Err(format!(
-                "demo: the Python example refused the token ({code})"
-            ));
+            return Err(format!("demo: the Python example refused the token ({code})").into());
         }
     }
     println!("demo: verified");
@@ -751,7 +787,7 @@ fn run_bench(board: &str) -> Result {
     );
     let entries = bench::bench(board, &dir)?;
     bench::report(&entries, &target_dir().join("bench").join("results.json"))
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string().into())
 }
 
 /// The developer's flash image of `dir`: what the secure VM stores in
@@ -791,10 +827,6 @@ fn run_backend(
     );
     Ok(backend)
 }
-
-/// Error text that carries the exit status of `--rich-cmd` (not a failure
-/// of xtask itself).
-const CMD_FAILED: &str = "rich-cmd-status:";
 
 fn run(args: &RunArgs) -> Result {
     ensure_packages()?;
@@ -867,12 +899,14 @@ fn run(args: &RunArgs) -> Result {
             (None, _) => Err(format!(
                 "the rich VM did not finish {cmd:?} within {} s",
                 args.timeout
-            )),
+            )
+            .into()),
             (Some(_), Some(0)) => Ok(()),
-            (Some(_), Some(status)) => Err(format!("{CMD_FAILED}{status}")),
+            (Some(_), Some(status)) => Err(Error::RichCommand(u8::try_from(status).unwrap_or(1))),
             (Some(qemu_status), None) => Err(format!(
                 "QEMU exited ({qemu_status}) before the rich VM reported the command's exit status"
-            )),
+            )
+            .into()),
         };
     }
     let has_display = env::var_os("DISPLAY").is_some() || env::var_os("WAYLAND_DISPLAY").is_some();
@@ -994,7 +1028,7 @@ impl Load {
                     .spawn()
                     .map_err(|e| format!("cannot start a busy loop: {e}"))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<std::result::Result<Vec<_>, String>>()?;
         eprintln!("stress: {cpus} busy loop(s) keep the host's CPUs loaded");
         Ok(Load(children))
     }
@@ -1012,7 +1046,7 @@ impl Drop for Load {
 /// The QEMU system tests, `args.repeat` times, under load with `--stress`.
 fn qemu_tests(args: &TestArgs) -> Result {
     ensure_packages()?;
-    let images = build("qemu-virt")?;
+    let images = build(&args.board)?;
     let dir = images
         .mvmm
         .parent()
@@ -1045,8 +1079,11 @@ fn qemu_tests(args: &TestArgs) -> Result {
         if args.long {
             cmd.env("MVMM_POWER_CUTS", "100");
         }
-        run_cmd(cmd.env(IMAGE_DIR_VAR, &dir))
-            .map_err(|e| format!("QEMU tests, round {round}: {e}"))?;
+        run_cmd(
+            cmd.env(IMAGE_DIR_VAR, &dir)
+                .env(mvmm_tests::BOARD_VAR, &args.board),
+        )
+        .map_err(|e| format!("QEMU tests, round {round}: {e}"))?;
     }
     Ok(())
 }
@@ -1061,8 +1098,10 @@ const QEMU_SUITES: &[&str] = &[
 /// offending entry.
 fn check_bad_boards() -> Result {
     step("bad board files fail the mvmm build with a message naming the entry");
-    let good =
-        fs::read_to_string(mvmm_tests::board_file("qemu-virt")).map_err(|e| e.to_string())?;
+    // The cases edit the reference board's text: they test the validator,
+    // not a board.
+    let good = fs::read_to_string(mvmm_tests::board_file(mvmm_tests::DEFAULT_BOARD))
+        .map_err(|e| e.to_string())?;
     let cases: &[(&str, &str, &str, &str)] = &[
         (
             "overlapping RAM",
@@ -1125,7 +1164,8 @@ fn check_bad_boards() -> Result {
         if !good.contains(from) {
             return Err(format!(
                 "board-check case '{name}': the board file no longer contains {from:?}"
-            ));
+            )
+            .into());
         }
         let path = dir.join(format!("{}.toml", name.replace(' ', "-")));
         fs::write(&path, good.replacen(from, to, 1)).map_err(|e| e.to_string())?;
@@ -1141,7 +1181,7 @@ fn check_bad_boards() -> Result {
         if out.status.success() || !stderr.contains(expected) {
             return Err(format!(
                 "board-check case '{name}': expected the build to fail with {expected:?}; got:\n{stderr}"
-            ));
+            ).into());
         }
         eprintln!("  {name}: refused: {expected}");
     }

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 const AFTER_HELP: &str = "\
-Environment: MVMM_TRANSPORT (default vsock:4:7100), MVMM_DEVICE_KEY (default /etc/mvmm/device.pub),
+Environment: MVMM_TRANSPORT (default: the secure VM's payment service), MVMM_DEVICE_KEY (default /etc/mvmm/device.pub),
 MVMM_BINDER (1: the same as --binder), MVMM_BINDER_DEVICE (default /dev/binder),
 MVMM_BACKEND (the same as --backend).
 
@@ -47,7 +47,7 @@ struct Args {
         long,
         global = true,
         env = "MVMM_TRANSPORT",
-        default_value = "vsock:4:7100"
+        default_value_t = Transport::secure_vm()
     )]
     transport: Transport,
     /// Go through the payment HAL (dev.mvmm.IPayment, mvmm-payment-hal) over

@@ -37,7 +37,7 @@ mod linux {
         #[arg(long, default_value = DEFAULT_BINDER_DEVICE)]
         binder: String,
         /// vsock:CID:PORT (rich VM) or unix:PATH (simulator).
-        #[arg(long, env = "MVMM_TRANSPORT", default_value = "vsock:4:7100")]
+        #[arg(long, env = "MVMM_TRANSPORT", default_value_t = Transport::secure_vm())]
         transport: Transport,
         /// The pinned device public key (hex SEC1).
         #[arg(long, env = "MVMM_DEVICE_KEY", default_value = "/etc/mvmm/device.pub")]

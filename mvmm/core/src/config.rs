@@ -29,7 +29,10 @@ pub struct BoardFile {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VsockEntry {
-    pub cid: u32,
+    /// The VM's CID comes from its kind (`mvmm_abi::vsock`): a board may
+    /// state it, but only as that value.
+    #[serde(default)]
+    pub cid: Option<u32>,
     pub base: u64,
     pub irq: u32,
 }
@@ -57,7 +60,9 @@ impl InputEntry {
 pub struct VsockRuleEntry {
     pub from: String,
     pub to: String,
-    pub port: u32,
+    /// A service of `mvmm_abi::vsock::SERVICES` (`payment`, `echo`): the
+    /// ports are part of the ABI, not of the board.
+    pub service: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,6 +296,13 @@ pub enum ConfigError {
         field: &'static str,
         value: String,
     },
+    /// A field states what the ABI fixes (`mvmm_abi`), differently.
+    NotTheAbi {
+        entry: String,
+        field: &'static str,
+        stated: u32,
+        abi: u32,
+    },
     /// The description breaks a partition rule.
     Partition(String),
 }
@@ -306,6 +318,15 @@ impl std::fmt::Display for ConfigError {
             } => {
                 write!(f, "{entry}: unknown {field} '{value}'")
             }
+            ConfigError::NotTheAbi {
+                entry,
+                field,
+                stated,
+                abi,
+            } => write!(
+                f,
+                "{entry}: {field} {stated}, but mvmm's ABI fixes it at {abi} on every board (mvmm_abi); leave `{field}` out"
+            ),
             ConfigError::Partition(msg) => write!(f, "{msg}"),
         }
     }
@@ -370,6 +391,28 @@ impl BoardFile {
                 field: "kind",
                 value: v.kind.clone(),
             })?;
+            let vsock = match v.vsock {
+                Some(e) => {
+                    let cid = match kind {
+                        VmKind::Rich => mvmm_abi::vsock::RICH_VM_CID,
+                        VmKind::Secure => mvmm_abi::vsock::SECURE_VM_CID,
+                    };
+                    if let Some(stated) = e.cid.filter(|&c| c != cid) {
+                        return Err(ConfigError::NotTheAbi {
+                            entry: format!("vm '{}' vsock", v.name),
+                            field: "cid",
+                            stated,
+                            abi: cid,
+                        });
+                    }
+                    Some(VsockSlot {
+                        cid,
+                        mmio: MemRange::new(e.base, VIRTIO_MMIO_SLOT),
+                        irq: e.irq,
+                    })
+                }
+                None => None,
+            };
             vms.push(Vm {
                 name: &v.name,
                 kind,
@@ -379,23 +422,30 @@ impl BoardFile {
                 devices: &names[i],
                 entry: v.entry,
                 boot_arg: v.dtb.unwrap_or(0),
-                vsock: v.vsock.map(|e| VsockSlot {
-                    cid: e.cid,
-                    mmio: MemRange::new(e.base, VIRTIO_MMIO_SLOT),
-                    irq: e.irq,
-                }),
+                vsock,
                 input: v.input.as_ref().map(InputEntry::slot),
             });
         }
-        let rules: Vec<VsockRule<'_>> = self
+        let rules = self
             .vsock_rules
             .iter()
-            .map(|r| VsockRule {
-                from: &r.from,
-                to: &r.to,
-                port: r.port,
+            .map(|r| {
+                let port = mvmm_abi::vsock::service_port(&r.service).ok_or_else(|| {
+                    let known: Vec<&str> =
+                        mvmm_abi::vsock::SERVICES.iter().map(|(n, _)| *n).collect();
+                    ConfigError::UnknownValue {
+                        entry: format!("vsock_allow from '{}' to '{}'", r.from, r.to),
+                        field: "service",
+                        value: format!("{:?} (known: {})", r.service, known.join(", ")),
+                    }
+                })?;
+                Ok(VsockRule {
+                    from: &r.from,
+                    to: &r.to,
+                    port,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<VsockRule<'_>>, ConfigError>>()?;
         let b = &self.board;
         let input: Vec<VirtioSlot> = b.input.iter().map(InputEntry::slot).collect();
         let board = Board {
@@ -703,6 +753,45 @@ entry = 0x4100_0000
             src.contains(r#"CONSOLE_PREFIXES: &[&str] = &["[mvmm] ", "[rich] ", "[secure] "]"#),
             "{src}"
         );
+    }
+
+    #[test]
+    fn cids_and_ports_come_from_the_abi() {
+        let good = GOOD.replace("0x0a00_3e00", "0x0a00_3000").replace(
+            "entry = 0x5000_0000",
+            "entry = 0x5000_0000\nvsock = { base = 0x0a00_0000, irq = 48 }",
+        );
+        let good = good.replace(
+            "entry = 0x4100_0000",
+            "entry = 0x4100_0000\nvsock = { base = 0x0a00_0000, irq = 48 }",
+        ) + "\n[[vsock_allow]]\nfrom = \"rich\"\nto = \"secure\"\nservice = \"echo\"\n";
+        let src = generate(&good).unwrap();
+        assert!(
+            src.contains(&format!(
+                "VsockSlot {{ cid: {}, ",
+                mvmm_abi::vsock::SECURE_VM_CID
+            )),
+            "{src}"
+        );
+        assert!(
+            src.contains(&format!("port: {} }}", mvmm_abi::vsock::ECHO_PORT)),
+            "{src}"
+        );
+        // A board may state the CID, but only as the ABI has it.
+        let stated = good.replacen("vsock = { base", "vsock = { cid = 3, base", 1);
+        generate(&stated).unwrap();
+        let wrong = good.replacen("vsock = { base", "vsock = { cid = 5, base", 1);
+        assert_eq!(
+            generate(&wrong).unwrap_err().to_string(),
+            "vm 'rich' vsock: cid 5, but mvmm's ABI fixes it at 3 on every board (mvmm_abi); leave `cid` out"
+        );
+        let unknown = good.replace("service = \"echo\"", "service = \"ssh\"");
+        assert_eq!(
+            generate(&unknown).unwrap_err().to_string(),
+            "vsock_allow from 'rich' to 'secure': unknown service '\"ssh\" (known: payment, echo)'"
+        );
+        let numbered = good.replace("service = \"echo\"", "port = 7101");
+        assert!(generate(&numbered).is_err(), "a rule by port number");
     }
 
     #[test]

@@ -4,26 +4,11 @@
 //! the calls listed here exist; anything else in the range is answered
 //! NOT_SUPPORTED like an unknown PSCI call.
 
-/// SMCCC: fast call, 64-bit, owner 6 (vendor-specific hypervisor service).
-const VENDOR_HYP_BASE: u64 = 0xc600_0000;
-/// Take (x1 = 1) or give back (x1 = 0) the console's input focus. Only a
-/// secure VM may call it: while it holds focus, typed keys go to it alone
-/// and its lines carry the trusted prefix.
-pub const CONSOLE_FOCUS: u64 = VENDOR_HYP_BASE | 1;
-/// Exchange one rollback-counter frame (see `crate::rpmb`): x1 = the
-/// guest-physical address of a 128-byte frame in the caller's RAM, which
-/// mvmm replaces with its response. Only a secure VM may call it.
-pub const RPMB: u64 = VENDOR_HYP_BASE | 2;
-/// Take (x1 = 1) or give back (x1 = 0) the display: while the secure VM
-/// holds it, mvmm scans out the secure VM's private framebuffer instead of
-/// the rich VM's (see `crate::display`). Only a secure VM may call it.
-pub const DISPLAY: u64 = VENDOR_HYP_BASE | 3;
-
-/// Return values (SMCCC conventions).
-pub const SUCCESS: u64 = 0;
-pub const NOT_SUPPORTED: u64 = -1i64 as u64;
-pub const DENIED: u64 = -3i64 as u64;
-pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
+// The ids and return values are part of the contract with the guests
+// (`mvmm_abi::hypercall`); this module decodes them.
+pub use mvmm_abi::hypercall::{
+    CONSOLE_FOCUS, DENIED, DISPLAY, INVALID_PARAMETERS, NOT_SUPPORTED, RPMB, SUCCESS,
+};
 
 /// A decoded mvmm hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -276,7 +276,7 @@ pub struct VsockSlot {
 }
 
 /// Size of one virtio-mmio register window.
-pub const VIRTIO_MMIO_SLOT: u64 = 0x200;
+pub use mvmm_abi::VIRTIO_MMIO_SLOT;
 
 /// A connection the vsock switch lets through: a stream from VM `from` to
 /// port `port` of VM `to` (and its replies). Everything else is reset.
@@ -1000,7 +1000,7 @@ impl<'a> Board<'a> {
             if !well_formed || clashes {
                 return Err(VsockSlotInvalid { vm: vm.name });
             }
-            if slot.cid <= 2 {
+            if slot.cid <= mvmm_abi::vsock::HOST_CID {
                 return Err(VsockCidInvalid {
                     vm: vm.name,
                     cid: slot.cid,
@@ -1306,7 +1306,7 @@ pub(crate) mod tests {
             entry: 0x5000_0000,
             boot_arg: 0x5600_0000,
             vsock: Some(VsockSlot {
-                cid: 3,
+                cid: mvmm_abi::vsock::RICH_VM_CID,
                 mmio: MemRange::new(0x0a00_0000, 0x200),
                 irq: 48,
             }),
@@ -1322,7 +1322,7 @@ pub(crate) mod tests {
             entry: 0x4100_0000,
             boot_arg: 0,
             vsock: Some(VsockSlot {
-                cid: 4,
+                cid: mvmm_abi::vsock::SECURE_VM_CID,
                 mmio: MemRange::new(0x0a00_0000, 0x200),
                 irq: 48,
             }),
@@ -1349,7 +1349,7 @@ pub(crate) mod tests {
         vsock_rules: &[VsockRule {
             from: "rich",
             to: "secure",
-            port: 7100,
+            port: mvmm_abi::vsock::PAYMENT_PORT,
         }],
         image_store: Some(MemRange::new(0x4300_0000, 0x0d00_0000)),
         rpmb: Some(MemRange::new(0x0a00_0200, 0x200)),

@@ -14,21 +14,28 @@ mod flood;
 mod stats;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use mvmm_abi::vsock::{self as abi, ECHO_PORT, PAYMENT_PORT, SECURE_VM_CID};
 use std::io::{self, ErrorKind, Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const AFTER_HELP: &str = "\
+/// The text after `--help`'s options (the addresses from mvmm's ABI).
+fn after_help() -> String {
+    format!(
+        "\
 Results are printed on stdout as `chan-tool: <name> <value> <unit>` lines.
-The secure VM (CID 4) serves payments on port 7100 and echoes on port 7101;
-mvmm's policy resets every other rich->secure connection.
+The secure VM (CID {SECURE_VM_CID}) serves payments on port {PAYMENT_PORT} (`--port payment`)
+and echoes on port {ECHO_PORT} (`--port echo`); mvmm's policy resets every other
+rich->secure connection.
 
 Exit status: 0 success (for `connect`, the outcome given by --expect),
-1 failure, 2 bad command line.";
+1 failure, 2 bad command line."
+    )
+}
 
 /// Test and benchmark tool for the VMM channel (vsock) and its AF_UNIX baseline.
 #[derive(Parser, Debug, PartialEq)]
-#[command(version, after_help = AFTER_HELP)]
+#[command(version, after_help = after_help())]
 struct Args {
     /// Timeout of every socket operation (connect, accept, read, write), in ms.
     #[arg(long, global = true, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
@@ -113,12 +120,30 @@ enum Cmd {
 
 #[derive(clap::Args, Debug, PartialEq)]
 struct Peer {
-    /// vsock context id of the peer (the secure VM is 4).
-    #[arg(long, value_parser = clap::value_parser!(u32))]
+    /// vsock context id of the peer (default: the secure VM's).
+    #[arg(long, default_value_t = SECURE_VM_CID, value_parser = clap::value_parser!(u32))]
     cid: u32,
-    /// vsock port (7100 payment, 7101 echo).
-    #[arg(long, value_parser = clap::value_parser!(u32))]
+    /// vsock port: a number, or a service of the secure VM (`payment`,
+    /// `echo`).
+    #[arg(long, value_parser = parse_port)]
     port: u32,
+}
+
+/// A port number, or the name of one of the secure VM's services.
+fn parse_port(s: &str) -> Result<u32, String> {
+    if let Some(port) = abi::service_port(s) {
+        return Ok(port);
+    }
+    s.parse().map_err(|_| {
+        let names: Vec<String> = abi::SERVICES
+            .iter()
+            .map(|(n, p)| format!("{n} ({p})"))
+            .collect();
+        format!(
+            "{s:?} is neither a port number nor a service ({})",
+            names.join(", ")
+        )
+    })
 }
 
 #[derive(clap::Args, Debug, PartialEq)]
@@ -838,6 +863,40 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn services_by_name_and_the_secure_vm_by_default() {
+        let a = parse(&["connect", "--port", "echo"]).unwrap();
+        assert_eq!(
+            a.command,
+            Cmd::Connect {
+                peer: Peer {
+                    cid: SECURE_VM_CID,
+                    port: ECHO_PORT
+                },
+                expect: Expect::Connected
+            }
+        );
+        let a = parse(&["connect", "--cid", "3", "--port", "payment"]).unwrap();
+        let Cmd::Connect { peer, .. } = a.command else {
+            panic!("not connect")
+        };
+        assert_eq!(
+            peer,
+            Peer {
+                cid: 3,
+                port: PAYMENT_PORT
+            }
+        );
+        let e = parse(&["connect", "--port", "ssh"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"ssh\" is neither a port number nor a service"),
+            "{e}"
+        );
+        assert!(e.contains("payment (7100)"), "{e}");
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub(super) const RICH: usize = 0;
 pub(super) const SECURE: usize = 1;
 pub(super) const RICH_BASE: u64 = 0x4000_0000;
 pub(super) const SECURE_BASE: u64 = 0x8000_0000;
-pub(super) const PORT: u32 = 7100;
-pub(super) const ECHO: u32 = 7101;
+pub(super) const PORT: u32 = mvmm_abi::vsock::PAYMENT_PORT;
+pub(super) const ECHO: u32 = mvmm_abi::vsock::ECHO_PORT;
 
 pub(super) struct World {
     pub(super) sw: Box<Switch>,
