@@ -683,5 +683,45 @@ impl InputQueue {
     }
 }
 
+/// The prefix of the secure VM's lines while it holds console focus (the
+/// trusted prompt). No guest can print it: [`ConsoleMux`] starts every row
+/// with its writer's prefix.
+pub const TRUSTED_PREFIX: &str = "[TRUSTED secure] ";
+
+/// What moving console input focus does, in the order it must be done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FocusChange {
+    /// The VM whose virtual UART receives typed input afterwards.
+    pub focus: usize,
+    /// The CPU the physical UART's interrupt goes to: the first CPU of
+    /// [`FocusChange::focus`].
+    pub uart_cpu: Option<usize>,
+    /// Route the interrupt before switching focus (taking) or after it
+    /// (releasing). Either way a key typed in between interrupts the secure
+    /// VM's CPU, never a rich-VM CPU while the key is the secure VM's (the
+    /// interrupt would tell the rich VM when and how many keys were typed).
+    pub route_first: bool,
+    /// Whether the lines of the VM that asked carry [`TRUSTED_PREFIX`].
+    pub trusted: bool,
+}
+
+/// Focus to VM `vm` (`take`), or back to the board's rich VM. Only a secure
+/// VM asks (`crate::hypercall::admit`). What was typed before the change is
+/// discarded by the caller: it was for the VM that had focus.
+pub fn focus_change(board: &crate::partition::Board<'_>, vm: usize, take: bool) -> FocusChange {
+    let rich = board
+        .vms
+        .iter()
+        .position(|v| v.kind == crate::partition::VmKind::Rich)
+        .unwrap_or(0);
+    let focus = if take { vm } else { rich };
+    FocusChange {
+        focus,
+        uart_cpu: board.vms.get(focus).and_then(|v| v.cpus.first()).copied(),
+        route_first: take,
+        trusted: take,
+    }
+}
+
 #[cfg(test)]
 mod tests;

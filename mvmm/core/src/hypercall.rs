@@ -10,6 +10,8 @@ pub use mvmm_abi::hypercall::{
     CONSOLE_FOCUS, DENIED, DISPLAY, INVALID_PARAMETERS, NOT_SUPPORTED, RPMB, SUCCESS,
 };
 
+use crate::partition::VmKind;
+
 /// A decoded mvmm hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hypercall {
@@ -21,6 +23,44 @@ pub enum Hypercall {
     Display(bool),
     /// CONSOLE_FOCUS or DISPLAY with an argument other than 0 or 1.
     Invalid,
+}
+
+/// Why mvmm refuses a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a hypercall of this kind of VM: only a secure VM holds the
+    /// trusted path (console focus, display) and the rollback counter.
+    /// The value names what was asked, for the log.
+    NotSecure(&'static str),
+    /// CONSOLE_FOCUS or DISPLAY with an argument other than 0 or 1.
+    Invalid,
+}
+
+impl Refusal {
+    /// The SMCCC value the caller gets back.
+    pub fn code(self) -> u64 {
+        match self {
+            Refusal::NotSecure(_) => DENIED,
+            Refusal::Invalid => INVALID_PARAMETERS,
+        }
+    }
+}
+
+/// Whether a VM of kind `kind` may make `call`: every mvmm hypercall is
+/// the secure VM's alone. A rich VM that asks is refused whatever the
+/// argument, so it learns nothing from the answer.
+pub fn admit(kind: VmKind, call: Hypercall) -> Result<Hypercall, Refusal> {
+    let what = match call {
+        Hypercall::ConsoleFocus(_) => "console focus",
+        Hypercall::Display(_) => "the display",
+        Hypercall::Rpmb { .. } => "the rollback counter",
+        Hypercall::Invalid => "an mvmm hypercall",
+    };
+    match (kind, call) {
+        (VmKind::Secure, Hypercall::Invalid) => Err(Refusal::Invalid),
+        (VmKind::Secure, call) => Ok(call),
+        (VmKind::Rich, _) => Err(Refusal::NotSecure(what)),
+    }
 }
 
 /// Decodes x0..x1 if x0 names one of mvmm's hypercalls; `None` means "not
@@ -61,5 +101,33 @@ mod tests {
         assert_eq!(decode(0xc600_0004, 1), None);
         assert_eq!(decode(0x8400_0000, 0), None);
         assert_eq!(NOT_SUPPORTED, u64::MAX);
+    }
+
+    #[test]
+    fn only_the_secure_vm_is_admitted() {
+        let calls = [
+            Hypercall::ConsoleFocus(true),
+            Hypercall::ConsoleFocus(false),
+            Hypercall::Display(true),
+            Hypercall::Display(false),
+            Hypercall::Rpmb { frame: 0x4100_0000 },
+        ];
+        for call in calls {
+            assert_eq!(admit(VmKind::Secure, call), Ok(call));
+            let refused = admit(VmKind::Rich, call).unwrap_err();
+            assert!(matches!(refused, Refusal::NotSecure(_)), "{call:?}");
+            assert_eq!(refused.code(), DENIED);
+        }
+        // A bad argument from the rich VM is still just "denied": the
+        // answer does not tell it which calls exist.
+        assert_eq!(
+            admit(VmKind::Rich, Hypercall::Invalid).unwrap_err().code(),
+            DENIED
+        );
+        assert_eq!(
+            admit(VmKind::Secure, Hypercall::Invalid),
+            Err(Refusal::Invalid)
+        );
+        assert_eq!(Refusal::Invalid.code(), INVALID_PARAMETERS);
     }
 }

@@ -22,6 +22,7 @@ pub mod exits;
 pub mod hypercall;
 pub mod image_store;
 pub mod input;
+pub mod irq;
 pub mod partition;
 pub mod pcie;
 pub mod power;

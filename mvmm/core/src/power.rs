@@ -36,8 +36,29 @@
 //!   before [`VmPower::finish_reset`].
 //! - `stop[i]` is set only for vCPUs that are `On`, and only during a reset.
 
-use crate::partition::{MAX_CPUS, MemRange};
+use crate::partition::{MAX_CPUS, MemRange, VmKind};
 use crate::psci::{self, Call, Outcome, VcpuPower};
+
+/// What a VM's PSCI SYSTEM_OFF does beyond stopping the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterSystemOff {
+    /// The machine powers off: the rich VM (the user's phone) turned off,
+    /// or no VM runs any more.
+    Machine,
+    /// Only this VM stops; the others run on (a secure VM that stops ends
+    /// the trusted path, and payments fail until the machine restarts).
+    ThisVm,
+}
+
+/// The machine-wide effect of SYSTEM_OFF from a VM of kind `kind`, when
+/// `every_vm_off` says whether no VM runs any more (the caller included).
+pub fn after_system_off(kind: VmKind, every_vm_off: bool) -> AfterSystemOff {
+    if kind == VmKind::Rich || every_vm_off {
+        AfterSystemOff::Machine
+    } else {
+        AfterSystemOff::ThisVm
+    }
+}
 
 /// What a vCPU does at an exit, or after asking for a reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -519,5 +540,25 @@ mod tests {
         every_interleaving([&[CpuOnOther, Reset], &[CpuOff]]);
         every_interleaving([&[Reset], &[CpuOff, Exit]]);
         every_interleaving([&[CpuOnOther, Exit, Reset], &[CpuOff, CpuOnOther]]);
+    }
+
+    #[test]
+    fn the_rich_vm_or_the_last_vm_turns_the_machine_off() {
+        assert_eq!(
+            after_system_off(VmKind::Rich, false),
+            AfterSystemOff::Machine
+        );
+        assert_eq!(
+            after_system_off(VmKind::Rich, true),
+            AfterSystemOff::Machine
+        );
+        assert_eq!(
+            after_system_off(VmKind::Secure, false),
+            AfterSystemOff::ThisVm
+        );
+        assert_eq!(
+            after_system_off(VmKind::Secure, true),
+            AfterSystemOff::Machine
+        );
     }
 }

@@ -73,6 +73,45 @@ pub mod sysreg {
     }
 }
 
+/// What mvmm does with a trapped system-register access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysRegAction {
+    /// An SGI generation register: send the SGI to the VM's own vCPUs
+    /// (`crate::vgic`).
+    SendSgi,
+    /// Reads as zero, writes ignored: ACTLR_EL1 (implementation defined)
+    /// and the debug, trace and performance-monitor registers no guest has
+    /// ([`sysreg::is_debug_or_monitor`]).
+    ReadZero,
+    /// Ignored: DC ISW/CSW/CISW (set/way maintenance, trapped by HCR.TSW).
+    /// A guest must not clean or invalidate caches by set/way on a shared
+    /// cache hierarchy; QEMU models no caches and stage-2 memory is
+    /// write-back coherent.
+    Ignore,
+    /// Anything else: an undefined-instruction exception for the guest.
+    Undefined,
+}
+
+impl SysRegAccess {
+    /// What mvmm does with this access (then the guest goes on at the next
+    /// instruction, except for [`SysRegAction::Undefined`]).
+    pub fn action(&self) -> SysRegAction {
+        let encoding = self.encoding();
+        if matches!(
+            encoding,
+            crate::vgic::ICC_SGI1R_EL1 | crate::vgic::ICC_ASGI1R_EL1 | crate::vgic::ICC_SGI0R_EL1
+        ) {
+            SysRegAction::SendSgi
+        } else if encoding == sysreg::ACTLR_EL1 || sysreg::is_debug_or_monitor(encoding) {
+            SysRegAction::ReadZero
+        } else if self.op0 == 1 {
+            SysRegAction::Ignore
+        } else {
+            SysRegAction::Undefined
+        }
+    }
+}
+
 /// A data abort from the guest, with the fields mvmm needs to emulate the
 /// access (valid only when `syndrome_valid`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,6 +286,47 @@ pub fn load_value(abort: &DataAbort, raw: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_trapped_system_register_has_one_action() {
+        use super::{SysRegAccess, SysRegAction};
+        let access = |(op0, op1, crn, crm, op2): (u8, u8, u8, u8, u8), read| SysRegAccess {
+            op0,
+            op1,
+            crn,
+            crm,
+            op2,
+            rt: 0,
+            read,
+        };
+        for sgi in [
+            crate::vgic::ICC_SGI1R_EL1,
+            crate::vgic::ICC_ASGI1R_EL1,
+            crate::vgic::ICC_SGI0R_EL1,
+        ] {
+            assert_eq!(access(sgi, false).action(), SysRegAction::SendSgi);
+        }
+        // ACTLR_EL1, MDSCR_EL1 (op0 2), PMCR_EL0.
+        for reg in [super::sysreg::ACTLR_EL1, (2, 0, 0, 2, 2), (3, 3, 9, 12, 0)] {
+            assert_eq!(access(reg, true).action(), SysRegAction::ReadZero);
+            assert_eq!(access(reg, false).action(), SysRegAction::ReadZero);
+        }
+        // DC CISW (op0 1, op1 0, CRn 7, CRm 14, op2 2).
+        assert_eq!(
+            access((1, 0, 7, 14, 2), false).action(),
+            SysRegAction::Ignore
+        );
+        // An EL2 register from EL1 (HCR_EL2) or anything unknown.
+        assert_eq!(
+            access((3, 4, 1, 1, 0), true).action(),
+            SysRegAction::Undefined
+        );
+        // The generic timer's registers are not the PMU's (CRm 0 to 3).
+        assert_eq!(
+            access((3, 3, 14, 3, 1), true).action(),
+            SysRegAction::Undefined
+        );
+    }
+
     use super::*;
 
     #[test]

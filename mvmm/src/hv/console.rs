@@ -16,55 +16,40 @@ pub(super) fn console_flush(source: usize) {
     CONSOLE.lock().flush(source, &mut arch::console_write_byte);
 }
 
-/// Prefix of the secure VM's lines while it holds console focus: the
-/// trusted prompt. No guest can print it (see `ConsoleMux`).
-pub(super) const TRUSTED_PREFIX: &str = "[TRUSTED secure] ";
-
 /// Gives console input focus to the secure VM `vm_index` (`take`) or back
-/// to the rich VM.
+/// to the rich VM, in the order `mvmm_core::console::focus_change` gives.
 pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
-    let rich = BOARD
-        .vms
-        .iter()
-        .position(|v| v.kind == VmKind::Rich)
-        .unwrap_or(0);
-    let (focus, prefix) = if take {
-        (vm_index, TRUSTED_PREFIX)
+    let change = focus_change(&BOARD, vm_index, take);
+    let prefix = if change.trusted {
+        TRUSTED_PREFIX
     } else {
-        (
-            rich,
-            CONSOLE_PREFIXES
-                .get(vm_index + 1)
-                .copied()
-                .unwrap_or("[?] "),
-        )
+        CONSOLE_PREFIXES
+            .get(vm_index + 1)
+            .copied()
+            .unwrap_or("[?] ")
     };
     if take {
         log!("console input goes to vm '{}' (trusted prompt)", vm.name);
         lease_taken();
     }
-    // What was typed before the switch is for the VM that had focus: it
-    // never reaches the other one (type-ahead into a trusted prompt, or the
-    // rest of a PIN into the rich VM).
-    //
-    // The UART's interrupt follows the focus, so a key typed at a trusted
-    // prompt never interrupts a rich-VM CPU (which would tell the rich VM
-    // when and how many keys the user typed). Taking: route first, then
-    // switch; releasing: switch first, then route. Either way a key in
-    // between interrupts the secure VM's CPU, never the rich VM's while the
-    // key is the secure VM's.
-    let uart_cpu = |index: usize| BOARD.vms.get(index).and_then(|v| v.cpus.first()).copied();
-    if take && let Some(cpu) = uart_cpu(focus) {
+    if change.route_first
+        && let Some(cpu) = change.uart_cpu
+    {
         arch::reroute_spi(BOARD.uart.irq, cpu);
     }
     // The keyboard and touch screen follow the same focus.
     set_input_focus(take);
+    // What was typed before the switch is for the VM that had focus: it
+    // never reaches the other one (type-ahead into a trusted prompt, or the
+    // rest of a PIN into the rich VM).
     let discarded = {
         let mut input = INPUT.lock();
-        FOCUS.store(focus, Ordering::Relaxed);
+        FOCUS.store(change.focus, Ordering::Relaxed);
         input.clear()
     };
-    if !take && let Some(cpu) = uart_cpu(focus) {
+    if !change.route_first
+        && let Some(cpu) = change.uart_cpu
+    {
         arch::reroute_spi(BOARD.uart.irq, cpu);
     }
     if discarded > 0 {
@@ -76,7 +61,7 @@ pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
     if !take {
         log!(
             "console input goes back to vm '{}'",
-            BOARD.vms.get(rich).map_or("?", |v| v.name)
+            BOARD.vms.get(change.focus).map_or("?", |v| v.name)
         );
         lease_check_free();
     }

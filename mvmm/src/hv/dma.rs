@@ -56,11 +56,6 @@ pub(super) fn route_smmu_irq(cpu: usize) {
     }
 }
 
-/// Whether `intid` is the SMMU's event interrupt.
-pub(super) fn is_smmu_irq(intid: u32) -> bool {
-    BOARD.smmu.is_some_and(|s| s.event_irq == intid)
-}
-
 /// Drains the event queue: each new fault logged (repeats and everything
 /// past [`EVENT_LOG_LIMIT`] only counted) with its stream id, owner and
 /// address.

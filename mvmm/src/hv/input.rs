@@ -84,11 +84,6 @@ pub(super) fn start_input() {
     }
 }
 
-/// Whether `intid` is one of mvmm's input devices.
-pub(super) fn is_input_irq(intid: u32) -> bool {
-    BOARD.input.iter().any(|slot| slot.irq == intid)
-}
-
 /// An input device interrupted: route what it reported.
 pub(super) fn input_events() {
     let raised = {

@@ -22,17 +22,13 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         stop_here(vm_index, vcpu);
     }
     while let Some(intid) = arch::ack_interrupt() {
-        // The EL1 timers and passed-through devices are forwarded with the
-        // HW bit: priority drop only here, the guest's deactivation ends the
-        // physical interrupt too.
-        let timer = vgic::FORWARDED_TIMERS.contains(&intid);
-        if timer || device_irqs(vm).any(|(irq, _)| irq == intid) {
-            count_irq(if timer {
-                IrqSource::Timer
-            } else {
-                IrqSource::Device
-            });
-            if timer && vm.kind == VmKind::Rich {
+        let source = irq::classify(&BOARD, vm, intid);
+        count_irq(source.counted_as());
+        if source.forwarded() {
+            // The EL1 timers and passed-through devices are forwarded with
+            // the HW bit: priority drop only here, the guest's deactivation
+            // ends the physical interrupt too.
+            if source == Physical::Timer && vm.kind == VmKind::Rich {
                 lease_watchdog();
             }
             arch::end_of_interrupt(intid, false);
@@ -42,31 +38,28 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
             continue;
         }
         arch::end_of_interrupt(intid, true);
-        if intid == arch::KICK_INTID || intid == vgic::MAINTENANCE_INTID {
-            count_irq(IrqSource::Kick);
-            arch::reap_list_registers();
-            // A level interrupt still high after the guest's EOI is raised
-            // again.
-            let raised = update_uart_irq(&mut VMS[vm_index].lock());
-            if let Some(target) = raised.filter(|&t| t != vcpu) {
-                deliver(vm_index, vm, target);
+        match source {
+            Physical::Kick => {
+                arch::reap_list_registers();
+                // A level interrupt still high after the guest's EOI is
+                // raised again.
+                let raised = update_uart_irq(&mut VMS[vm_index].lock());
+                if let Some(target) = raised.filter(|&t| t != vcpu) {
+                    deliver(vm_index, vm, target);
+                }
+                flush(vm_index, vcpu);
             }
-            flush(vm_index, vcpu);
-        } else if intid == BOARD.uart.irq {
-            count_irq(IrqSource::Uart);
-            let focus = FOCUS.load(Ordering::Relaxed);
-            if let (Some(target), Some(focus_vm)) = (feed_input(focus), BOARD.vms.get(focus)) {
-                deliver(focus, focus_vm, target);
+            Physical::ConsoleInput => {
+                let focus = FOCUS.load(Ordering::Relaxed);
+                if let (Some(target), Some(focus_vm)) = (feed_input(focus), BOARD.vms.get(focus)) {
+                    deliver(focus, focus_vm, target);
+                }
             }
-        } else if is_smmu_irq(intid) {
-            count_irq(IrqSource::Mvmm);
-            smmu_events();
-        } else if is_input_irq(intid) {
-            count_irq(IrqSource::Mvmm);
-            input_events();
-        } else {
-            count_irq(IrqSource::Mvmm);
-            log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
+            Physical::SmmuEvents => smmu_events(),
+            Physical::InputDevice => input_events(),
+            Physical::Timer | Physical::Device | Physical::Unexpected => {
+                log!("cpu {}: unexpected interrupt {intid}", arch::this_cpu());
+            }
         }
     }
 }

@@ -14,17 +14,20 @@ use crate::log;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use mvmm_core::boot_options::BootOptions;
 use mvmm_core::bus::{Bus, Emulated};
-use mvmm_core::console::{ConsoleMux, InputQueue};
+use mvmm_core::console::{ConsoleMux, InputQueue, TRUSTED_PREFIX, focus_change};
 use mvmm_core::dice;
 use mvmm_core::exits::{ExitCounters, ExitCounts, ExitKind, IrqSource};
 use mvmm_core::hypercall::{self, Hypercall};
 use mvmm_core::image_store::{self, Manifest, ManifestError};
+use mvmm_core::irq::{self, Physical};
 use mvmm_core::partition;
 use mvmm_core::partition::{MAX_VMS, Vm, VmKind};
-use mvmm_core::power::{AtExit, Overdue, ResetRequest, Restart, VmPower};
+use mvmm_core::power::{
+    AfterSystemOff, AtExit, Overdue, ResetRequest, Restart, VmPower, after_system_off,
+};
 use mvmm_core::psci::{self, Call, Outcome};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
-use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, sysreg};
+use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, SysRegAction};
 use mvmm_core::vgic::{self, Vgic};
 use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch, TRAP_PUMPS};
 use mvmm_core::virtio::{RamWindow, WriteEffect};
@@ -55,10 +58,10 @@ use console::{console_flush, feed_input, set_focus, update_uart_irq};
 use display::{
     display_call, lease_check_free, lease_taken, lease_watchdog, secure_display_ends, start_display,
 };
-use dma::{is_smmu_irq, route_smmu_irq, smmu_events, start_smmu};
+use dma::{route_smmu_irq, smmu_events, start_smmu};
 use entropy::{start_entropy, trng_call};
 use handover::{prepare_handover, write_handover};
-use input::{input_access, input_events, is_input_irq, reset_input, set_input_focus, start_input};
+use input::{input_access, input_events, reset_input, set_input_focus, start_input};
 use interrupts::{deliver, device_irqs, gic_access, send_sgi};
 use power::{load_images, power_call, secure_path_ends, stop_here, stop_if_asked};
 use rpmb::{rpmb_call, start_rpmb};

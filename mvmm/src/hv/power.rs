@@ -7,18 +7,19 @@ use mvmm_core::virtio::mmio;
 /// PSCI / SMCCC from a guest, through SMC or HVC.
 pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'static>) {
     if let Some(call) = hypercall::decode(regs.x[0], regs.x[1]) {
-        regs.x[0] = match call {
-            Hypercall::Invalid => hypercall::INVALID_PARAMETERS,
-            Hypercall::ConsoleFocus(_) if vm.kind != VmKind::Secure => {
-                report(
-                    vm_index,
-                    vm,
-                    regs,
-                    format_args!("asked for console focus; denied (only a secure VM may)"),
-                );
-                hypercall::DENIED
+        regs.x[0] = match hypercall::admit(vm.kind, call) {
+            Err(refusal) => {
+                if let hypercall::Refusal::NotSecure(what) = refusal {
+                    report(
+                        vm_index,
+                        vm,
+                        regs,
+                        format_args!("asked for {what}; denied (only a secure VM may)"),
+                    );
+                }
+                refusal.code()
             }
-            Hypercall::ConsoleFocus(take) => {
+            Ok(Hypercall::ConsoleFocus(take)) => {
                 set_focus(vm_index, vm, take);
                 if !take {
                     // The prompt is over: the trusted screen goes too.
@@ -26,26 +27,9 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
                 }
                 hypercall::SUCCESS
             }
-            Hypercall::Display(_) if vm.kind != VmKind::Secure => {
-                report(
-                    vm_index,
-                    vm,
-                    regs,
-                    format_args!("asked for the display; denied (only a secure VM may)"),
-                );
-                hypercall::DENIED
-            }
-            Hypercall::Display(take) => display_call(vm, take),
-            Hypercall::Rpmb { .. } if vm.kind != VmKind::Secure => {
-                report(
-                    vm_index,
-                    vm,
-                    regs,
-                    format_args!("asked for the rollback counter; denied (only a secure VM may)"),
-                );
-                hypercall::DENIED
-            }
-            Hypercall::Rpmb { frame } => rpmb_call(vm, frame),
+            Ok(Hypercall::Display(take)) => display_call(vm, take),
+            Ok(Hypercall::Rpmb { frame }) => rpmb_call(vm, frame),
+            Ok(Hypercall::Invalid) => hypercall::INVALID_PARAMETERS,
         };
         return;
     }
@@ -78,7 +62,7 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
                 secure_path_ends(vm_index, vm);
             }
             let all_off = VMS.iter().take(BOARD.vms.len()).all(|s| s.lock().off);
-            if vm.kind == VmKind::Rich || all_off {
+            if after_system_off(vm.kind, all_off) == AfterSystemOff::Machine {
                 for vm in BOARD.vms {
                     log_exits(vm, false);
                 }

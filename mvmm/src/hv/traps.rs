@@ -31,46 +31,28 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
             regs.elr += 4;
             power_call(regs, vm_index, vcpu, vm);
         }
-        Exit::SysReg(access) if access.encoding() == sysreg::ACTLR_EL1 => {
-            // Implementation-defined: reads as zero, writes ignored.
-            if access.read {
-                regs.set(access.rt, 0);
+        Exit::SysReg(access) => match access.action() {
+            SysRegAction::SendSgi => {
+                send_sgi(regs, vm_index, vcpu, vm, &access);
+                regs.elr += 4;
             }
-            regs.elr += 4;
-        }
-        Exit::SysReg(access)
-            if matches!(
-                access.encoding(),
-                vgic::ICC_SGI1R_EL1 | vgic::ICC_ASGI1R_EL1 | vgic::ICC_SGI0R_EL1
-            ) =>
-        {
-            send_sgi(regs, vm_index, vcpu, vm, &access);
-            regs.elr += 4;
-        }
-        Exit::SysReg(access) if sysreg::is_debug_or_monitor(access.encoding()) => {
-            // No guest has the debug or performance-monitor registers
-            // (MDCR_EL2 traps them): reads as zero, writes ignored.
-            if access.read {
-                regs.set(access.rt, 0);
+            SysRegAction::ReadZero => {
+                if access.read {
+                    regs.set(access.rt, 0);
+                }
+                regs.elr += 4;
             }
-            regs.elr += 4;
-        }
-        Exit::SysReg(access) if access.op0 == 1 => {
-            // DC ISW/CSW/CISW (set/way maintenance, trapped by HCR.TSW):
-            // a guest must not clean or invalidate caches by set/way on a
-            // shared cache hierarchy. Ignored: QEMU models no caches and
-            // stage-2 memory is write-back coherent.
-            regs.elr += 4;
-        }
-        Exit::SysReg(access) => {
-            report(
-                vm_index,
-                vm,
-                regs,
-                format_args!("trapped system register access {access:?}; undefined"),
-            );
-            inject(regs, vm_index, vm, Fault::Undefined, None);
-        }
+            SysRegAction::Ignore => regs.elr += 4,
+            SysRegAction::Undefined => {
+                report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!("trapped system register access {access:?}; undefined"),
+                );
+                inject(regs, vm_index, vm, Fault::Undefined, None);
+            }
+        },
         Exit::DataAbort(abort) => data_abort(regs, vm_index, vm, &abort),
         Exit::InstructionAbort { status } => {
             let (ipa, va) = arch::fault_address();

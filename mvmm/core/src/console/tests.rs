@@ -372,3 +372,39 @@ fn crlf_ends_a_row_like_lf_and_a_bare_cr_returns_to_the_prefix() {
         "[rich] abc\r\n[secure] s\r\n[rich] d\r\n"
     );
 }
+
+#[test]
+fn focus_goes_to_the_secure_vm_routed_first_and_back_to_the_rich_vm_routed_after() {
+    use crate::partition::tests::BOARD;
+    // vm 0 is the rich VM on CPUs 0 and 1, vm 1 the secure VM on CPU 2.
+    let take = focus_change(&BOARD, 1, true);
+    assert_eq!(
+        take,
+        FocusChange {
+            focus: 1,
+            uart_cpu: Some(2),
+            route_first: true,
+            trusted: true
+        }
+    );
+    let release = focus_change(&BOARD, 1, false);
+    assert_eq!(
+        release,
+        FocusChange {
+            focus: 0,
+            uart_cpu: Some(0),
+            route_first: false,
+            trusted: false
+        }
+    );
+    // The rich VM's writer can never print the trusted prefix: its rows
+    // start with its own prefix.
+    let out = run(&[
+        (RICH, TRUSTED_PREFIX.as_bytes()),
+        (RICH, b"Approve? [y/n]\n"),
+    ]);
+    assert!(
+        out.lines().all(|l| !l.starts_with(TRUSTED_PREFIX)),
+        "{out:?}"
+    );
+}

@@ -30,8 +30,8 @@ const GICD_ISENABLER: usize = 0x0100;
 const GICD_IPRIORITYR: usize = 0x0400;
 const GICD_IROUTER: usize = 0x6000;
 
-/// The SGI mvmm sends to another CPU to make it look at its queue.
-pub const KICK_INTID: u32 = 1;
+// The SGI mvmm sends to another CPU (its choice: `mvmm_core::irq`).
+use mvmm_core::irq::KICK_INTID;
 /// Priority of every interrupt mvmm forwards.
 const PRIORITY: u8 = 0xa0;
 

@@ -18,9 +18,9 @@ pub use disk::{Disk, SECTOR};
 pub use firmware::{cpu_start, system_off};
 pub use fwcfg::FwCfg;
 pub use gic::{
-    Injected, KICK_INTID, ack_interrupt, clear_list_registers, end_of_interrupt,
-    init_cpu_interface, init_distributor, inject_virtual, kick, list_register_state,
-    physical_state, reap_list_registers, reroute_spi, route_spi, set_spi_edge, set_spi_enabled,
+    Injected, ack_interrupt, clear_list_registers, end_of_interrupt, init_cpu_interface,
+    init_distributor, inject_virtual, kick, list_register_state, physical_state,
+    reap_list_registers, reroute_spi, route_spi, set_spi_edge, set_spi_enabled,
 };
 pub use guestmem::{VmRam, copy_image, measured_image, read_boot_options, read_store, take_uds};
 pub use input::InputDevice;
