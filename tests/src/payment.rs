@@ -75,12 +75,74 @@ pub fn answer(m: &mut Machine, keys: &str, timeout: Duration) -> Result<String, 
 
 /// The JSON objects `mvmm-pay --json` printed on the console, in order.
 pub fn json_lines(transcript: &str) -> Vec<Value> {
-    transcript
+    // The rich VM's rows in order. A long line can be cut in two: the
+    // console multiplexer shows what a writer holds when its line buffer
+    // fills, and another writer's line (or a kernel message of the rich VM
+    // itself) may come before the rest. A row that starts an object which
+    // does not parse is joined with the rich VM's next rows until it does.
+    let rows: Vec<&str> = transcript
         .lines()
         .filter_map(|l| l.strip_prefix("[rich] "))
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+        .collect();
+    let mut values = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        if rows[i].starts_with('{') {
+            let mut text = rows[i].to_string();
+            let mut next = i + 1;
+            loop {
+                if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                    values.push(value);
+                    i = next - 1;
+                    break;
+                }
+                let Some(row) = rows.get(next).filter(|_| next - i <= MAX_CUTS) else {
+                    break;
+                };
+                if !is_kernel_message(row) {
+                    text.push_str(row);
+                }
+                next += 1;
+            }
+        }
+        i += 1;
+    }
+    values
+}
+
+/// Rows [`json_lines`] looks at to complete a cut line.
+const MAX_CUTS: usize = 16;
+
+/// A kernel log line (`[    4.183212] ...`).
+fn is_kernel_message(row: &str) -> bool {
+    row.strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .is_some_and(|(stamp, _)| {
+            let stamp = stamp.trim();
+            !stamp.is_empty() && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::json_lines;
+
+    #[test]
+    fn a_line_cut_by_other_writers_is_put_back_together() {
+        let transcript = "[rich] {\"a\":1}\n\
+            [secure] secure-os: heartbeat 1\n\
+            [rich] {\"eat\":\"0oRD\n\
+            [secure] secure-os: vsock stats: accepted 1\n\
+            [rich] [    4.183212] random: crng init done\n\
+            [rich] pu/x\",\"nonce\":\"5a\"}\n\
+            [rich] mvmm-rich: exit status 0\n\
+            [rich] {not json\n";
+        let values = json_lines(transcript);
+        assert_eq!(values.len(), 2, "{values:?}");
+        assert_eq!(values[0]["a"], 1);
+        assert_eq!(values[1]["eat"], "0oRDpu/x");
+        assert_eq!(values[1]["nonce"], "5a");
+    }
 }
 
 /// A verified authorization.
