@@ -115,6 +115,27 @@ enum Host {
     Mvmm,
 }
 
+/// `cargo xtask bench`: builds the images, runs every benchmark and writes
+/// `target/bench/results.json`.
+pub(crate) fn command(board: &str) -> crate::Result {
+    crate::ensure_packages()?;
+    let images = crate::build(board)?;
+    let dir = images
+        .mvmm
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    crate::step(
+        "benchmarks: Linux boot and a workload on bare QEMU and under mvmm, then the VMM channel; wall and -icount",
+    );
+    let entries = bench(board, &dir)?;
+    report(
+        &entries,
+        &crate::target_dir().join("bench").join("results.json"),
+    )
+    .map_err(|e| e.to_string().into())
+}
+
 /// Runs the benchmarks for `board` with images in `dir`.
 pub fn bench(board: &str, dir: &Path) -> Result<Vec<Entry>, String> {
     let only = std::env::var("MVMM_BENCH").unwrap_or_default();
