@@ -21,7 +21,9 @@
 //! The manifest is input from outside mvmm: [`Manifest::parse`] checks every
 //! entry against the store and the VM's RAM before anything is copied.
 
-use crate::partition::{Board, MemRange};
+use crate::dice::{self, PUBLIC_KEY_LEN, SIGNATURE_BLOCK_LEN, SignatureBlock};
+use crate::partition::{Board, MemRange, VmKind};
+use sha2::{Digest, Sha256};
 
 pub const MAGIC: [u8; 8] = *b"MVMMIMG1";
 /// Most images the store describes.
@@ -181,6 +183,75 @@ impl Manifest {
     }
 }
 
+/// What verified boot found for one VM: the SHA-256 and security version
+/// of its first signed image, when it has one.
+pub type Verified = Option<([u8; 32], u32)>;
+
+/// Checks VM `vm`'s boot images before any is copied, reading the store
+/// through `read(offset, buffer)` (false: that part cannot be read).
+///
+/// Every signed image must verify against the boot `authority`, over its
+/// SHA-256 and security version. A secure VM must have a signed image and
+/// nothing unsigned; without a manifest a rich VM keeps what its RAM holds
+/// (`Ok(None)`) and a secure VM is refused. The error says why, for the log.
+pub fn verify_for_vm(
+    manifest: Option<&Manifest>,
+    vm: usize,
+    kind: VmKind,
+    authority: &[u8; PUBLIC_KEY_LEN],
+    read: &mut impl FnMut(u64, &mut [u8]) -> bool,
+) -> Result<Verified, &'static str> {
+    let secure = kind == VmKind::Secure;
+    let Some(manifest) = manifest else {
+        return if secure {
+            Err("no signed boot image in the image store")
+        } else {
+            Ok(None)
+        };
+    };
+    let mut verified = None;
+    for entry in manifest.for_vm(vm) {
+        let Some(offset) = entry.signature else {
+            if secure {
+                return Err("an unsigned boot image (a secure VM boots only signed ones)");
+            }
+            continue;
+        };
+        let mut raw = [0u8; SIGNATURE_BLOCK_LEN];
+        if !read(offset, &mut raw) {
+            return Err("its signature block cannot be read");
+        }
+        let block = SignatureBlock::parse(&raw).map_err(dice::BootError::describe)?;
+        let hash = hash_of(entry.source, entry.size, read).ok_or("the image cannot be read")?;
+        dice::verify_image(&hash, &block, authority).map_err(dice::BootError::describe)?;
+        verified.get_or_insert((hash, block.security_version));
+    }
+    if secure && verified.is_none() {
+        return Err("no signed boot image in the image store");
+    }
+    Ok(verified)
+}
+
+/// The SHA-256 of `size` bytes of the store at `offset`.
+fn hash_of(
+    offset: u64,
+    size: u64,
+    read: &mut impl FnMut(u64, &mut [u8]) -> bool,
+) -> Option<[u8; 32]> {
+    let mut hash = Sha256::new();
+    let mut chunk = [0u8; 4096];
+    let mut done = 0;
+    while done < size {
+        let n = (size - done).min(chunk.len() as u64) as usize;
+        if !read(offset.checked_add(done)?, &mut chunk[..n]) {
+            return None;
+        }
+        hash.update(&chunk[..n]);
+        done += n as u64;
+    }
+    Some(hash.finalize().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +345,145 @@ mod tests {
             Manifest::parse(&many, STORE, &BOARD),
             Err(ManifestError::TooManyEntries(9))
         );
+    }
+
+    mod verified_boot {
+        use super::*;
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        use p256::ecdsa::{Signature, SigningKey};
+
+        const RICH: usize = 0;
+        const SECURE: usize = 1;
+
+        /// A store of 1 MiB: the secure VM's image at 0x1000 (signed, its
+        /// block at 0x8000), the rich VM's at 0x10000 (unsigned).
+        struct Store {
+            bytes: Vec<u8>,
+            authority: [u8; PUBLIC_KEY_LEN],
+        }
+
+        impl Store {
+            fn new() -> Store {
+                let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+                let authority = key.verifying_key().to_sec1_point(true);
+                let mut bytes = vec![0u8; 1 << 20];
+                bytes[0x1000..0x3000].fill(0xa5);
+                let hash: [u8; 32] = Sha256::digest(&bytes[0x1000..0x3000]).into();
+                let signature: Signature =
+                    key.sign_prehash(&dice::signed_message(&hash, 3)).unwrap();
+                let block = SignatureBlock {
+                    security_version: 3,
+                    signature: signature.to_bytes().into(),
+                };
+                bytes[0x8000..0x8000 + SIGNATURE_BLOCK_LEN].copy_from_slice(&block.encode());
+                Store {
+                    bytes,
+                    authority: authority.as_bytes().try_into().unwrap(),
+                }
+            }
+
+            fn verify(&self, entries: &[Entry], vm: usize) -> Result<Verified, &'static str> {
+                let manifest =
+                    Manifest::parse(&Manifest::encode(entries).unwrap(), STORE, &BOARD).unwrap();
+                let kind = BOARD.vms[vm].kind;
+                verify_for_vm(
+                    Some(&manifest),
+                    vm,
+                    kind,
+                    &self.authority,
+                    &mut |at, buf| {
+                        let at = at as usize;
+                        match self.bytes.get(at..at + buf.len()) {
+                            Some(src) => {
+                                buf.copy_from_slice(src);
+                                true
+                            }
+                            None => false,
+                        }
+                    },
+                )
+            }
+        }
+
+        fn signed() -> Entry {
+            Entry {
+                signature: Some(0x8000),
+                ..entry(SECURE, 0x1000, 0x4100_0000, 0x2000)
+            }
+        }
+
+        #[test]
+        fn the_secure_vm_boots_only_a_verified_signed_image() {
+            let mut store = Store::new();
+            let hash: [u8; 32] = Sha256::digest(&store.bytes[0x1000..0x3000]).into();
+            assert_eq!(store.verify(&[signed()], SECURE), Ok(Some((hash, 3))));
+            // Unsigned next to it, or alone: refused.
+            let unsigned = entry(SECURE, 0x20000, 0x4180_0000, 0x100);
+            assert!(store.verify(&[signed(), unsigned], SECURE).is_err());
+            assert_eq!(
+                store.verify(&[unsigned], SECURE),
+                Err("an unsigned boot image (a secure VM boots only signed ones)")
+            );
+            // No manifest at all.
+            assert_eq!(
+                verify_for_vm(
+                    None,
+                    SECURE,
+                    VmKind::Secure,
+                    &store.authority,
+                    &mut |_, _| true
+                ),
+                Err("no signed boot image in the image store")
+            );
+            // One byte of the image changed, or the block's security version.
+            store.bytes[0x2fff] ^= 1;
+            assert_eq!(
+                store.verify(&[signed()], SECURE),
+                Err(dice::BootError::BadSignature.describe())
+            );
+            store.bytes[0x2fff] ^= 1;
+            store.bytes[0x8008] = 4;
+            assert_eq!(
+                store.verify(&[signed()], SECURE),
+                Err(dice::BootError::BadSignature.describe())
+            );
+            // Another authority.
+            store.bytes[0x8008] = 3;
+            store.authority = Store::new().authority;
+            store.authority[1] ^= 1;
+            assert!(store.verify(&[signed()], SECURE).is_err());
+        }
+
+        #[test]
+        fn the_rich_vm_may_boot_unsigned_images_but_a_signed_one_must_verify() {
+            let mut store = Store::new();
+            let unsigned = entry(RICH, 0x10000, 0x5000_0000, 0x1000);
+            assert_eq!(store.verify(&[unsigned], RICH), Ok(None));
+            assert_eq!(
+                verify_for_vm(None, RICH, VmKind::Rich, &store.authority, &mut |_, _| true),
+                Ok(None)
+            );
+            let signed_rich = Entry {
+                vm: RICH,
+                destination: 0x5000_0000,
+                ..signed()
+            };
+            assert!(matches!(store.verify(&[signed_rich], RICH), Ok(Some(_))));
+            store.bytes[0x1000] ^= 1;
+            assert!(store.verify(&[signed_rich], RICH).is_err());
+            // A store that cannot be read is refused, not trusted.
+            let manifest =
+                Manifest::parse(&Manifest::encode(&[signed()]).unwrap(), STORE, &BOARD).unwrap();
+            assert_eq!(
+                verify_for_vm(
+                    Some(&manifest),
+                    SECURE,
+                    VmKind::Secure,
+                    &store.authority,
+                    &mut |_, _| false
+                ),
+                Err("its signature block cannot be read")
+            );
+        }
     }
 }

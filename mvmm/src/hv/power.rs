@@ -221,16 +221,13 @@ pub(super) struct Loaded {
     pub verified: Option<([u8; 32], u32)>,
 }
 
-/// Copies VM `vm_index`'s boot images from the image store into its RAM.
-/// Signed images are verified first (their signature against the boot
-/// authority built into mvmm); a secure VM must have a signed image and
-/// nothing unsigned. On a refusal nothing is copied and the reason is
-/// returned. A missing manifest leaves the RAM as the loader filled it.
+/// Copies VM `vm_index`'s boot images from the image store into its RAM,
+/// once `mvmm_core::image_store::verify_for_vm` has accepted them (signed
+/// images verified against the boot authority built into mvmm; a secure VM
+/// only from signed images). On a refusal nothing is copied and the reason
+/// is returned. A missing manifest leaves a rich VM's RAM as the loader
+/// filled it.
 pub(super) fn load_images(vm_index: usize, vm: &Vm<'static>) -> Result<Loaded, &'static str> {
-    let mut loaded = Loaded {
-        copied: 0,
-        verified: None,
-    };
     let manifest = BOARD.image_store.and_then(|store| {
         let mut bytes = [0u8; image_store::MANIFEST_SIZE as usize];
         arch::read_store(store, 0, &mut bytes)
@@ -238,65 +235,36 @@ pub(super) fn load_images(vm_index: usize, vm: &Vm<'static>) -> Result<Loaded, &
             .flatten()
             .map(|m| (store, m))
     });
-    let Some((store, manifest)) = manifest else {
-        return if vm.kind == VmKind::Secure {
-            Err("no signed boot image in the image store")
-        } else {
-            Ok(loaded)
-        };
+    let verified = image_store::verify_for_vm(
+        manifest.as_ref().map(|(_, m)| m),
+        vm_index,
+        vm.kind,
+        &crate::board::BOOT_AUTHORITY,
+        &mut |offset, buf| {
+            manifest
+                .as_ref()
+                .is_some_and(|&(store, _)| arch::read_store(store, offset, buf))
+        },
+    )?;
+    let mut loaded = Loaded {
+        copied: 0,
+        verified,
     };
-    for entry in manifest.for_vm(vm_index) {
-        let Some(offset) = entry.signature else {
-            if vm.kind == VmKind::Secure {
-                return Err("an unsigned boot image (a secure VM boots only signed ones)");
+    if let Some((store, manifest)) = &manifest {
+        for entry in manifest.for_vm(vm_index) {
+            if arch::copy_image(*store, entry, vm.ram) {
+                loaded.copied += 1;
+            } else {
+                log!(
+                    "vm '{}': boot image {:#x}+{:#x} refused",
+                    vm.name,
+                    entry.destination,
+                    entry.size
+                );
             }
-            continue;
-        };
-        let mut raw = [0u8; dice::SIGNATURE_BLOCK_LEN];
-        if !arch::read_store(store, offset, &mut raw) {
-            return Err("its signature block cannot be read");
-        }
-        let block = dice::SignatureBlock::parse(&raw).map_err(dice::BootError::describe)?;
-        let hash = hash_store(store, entry.source, entry.size).ok_or("the image cannot be read")?;
-        dice::verify_image(&hash, &block, &crate::board::BOOT_AUTHORITY)
-            .map_err(dice::BootError::describe)?;
-        loaded
-            .verified
-            .get_or_insert((hash, block.security_version));
-    }
-    if vm.kind == VmKind::Secure && loaded.verified.is_none() {
-        return Err("no signed boot image in the image store");
-    }
-    for entry in manifest.for_vm(vm_index) {
-        if arch::copy_image(store, entry, vm.ram) {
-            loaded.copied += 1;
-        } else {
-            log!(
-                "vm '{}': boot image {:#x}+{:#x} refused",
-                vm.name,
-                entry.destination,
-                entry.size
-            );
         }
     }
     Ok(loaded)
-}
-
-/// The SHA-256 of `size` bytes of the image store at `offset`.
-fn hash_store(store: partition::MemRange, offset: u64, size: u64) -> Option<[u8; 32]> {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    let mut chunk = [0u8; 4096];
-    let mut done = 0;
-    while done < size {
-        let n = (size - done).min(chunk.len() as u64) as usize;
-        if !arch::read_store(store, offset.checked_add(done)?, &mut chunk[..n]) {
-            return None;
-        }
-        hash.update(&chunk[..n]);
-        done += n as u64;
-    }
-    Some(hash.finalize().into())
 }
 
 /// Quiesces every PCIe function of `vm`'s host bridges (see
