@@ -295,7 +295,7 @@ fn boot(dtb: u64) {
     }
     for cpu in 1..BOARD.cpu_count {
         if let Err(code) = arch::cpu_start(cpu) {
-            log!("cpu {cpu}: firmware refused CPU_ON ({code})");
+            log!("cpu {cpu}: firmware refused CPU_ON ({code:?})");
         }
     }
 }
