@@ -977,6 +977,8 @@ fn host_checks(host_only: bool, started: Instant) -> Result {
                 "clippy",
                 "--release",
                 "-p",
+                "guest-rt",
+                "-p",
                 "secure-os",
                 "-p",
                 "probe-guest",
