@@ -22,6 +22,8 @@ mod image {
     use alloc::format;
     use alloc::string::String;
     use alloc::vec::Vec;
+    use guest_rt::arch::heap;
+    use guest_rt::{println, rt};
     use payment_app::service::Outcome;
     use payment_app::{BootState, PaymentApp, Policy, Service, Storage, StorageError};
     use rand_chacha::ChaCha20Rng;
@@ -31,20 +33,19 @@ mod image {
     use secure_os::arch::virtio::{
         self, Input, Kind, SocketError, Vsock, VsockAddr, VsockEventType,
     };
-    use secure_os::arch::{entropy, framebuffer, heap, hypercall, provision};
+    use secure_os::arch::{entropy, framebuffer, hypercall, provision};
     use secure_os::keys::{self, SecurityWord};
     use secure_os::prompt::{self, ConsoleGate, Prompt, SetupPrompt, SetupStep, Step};
     use secure_os::rollback::{RollbackCounter, StoreCounter};
     use secure_os::screen::{self, Framebuffer};
     use secure_os::server::{Approval, ECHO_PORT, Endpoint, PAYMENT_PORT, Stats, Switchboard, Ui};
     use secure_os::touch::{Effect, Session};
-    use secure_os::{println, rt};
     use secure_store::{RecordError, SlotState, Store, slot_name};
     use sha2::{Digest, Sha256};
     use trusted_ui::guard::{Ending, PromptLimiter};
     use zeroize::Zeroize as _;
 
-    secure_os::entry!(main);
+    guest_rt::entry!(main);
 
     /// Seconds between heartbeat lines.
     const HEARTBEAT_SECONDS: u64 = 5;

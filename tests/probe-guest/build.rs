@@ -1,5 +1,5 @@
 //! Links the probe at the rich VM's RAM: `vm-rich.ld` comes from
-//! secure-os's build script, whose output directory is on the link path.
+//! guest-rt's build script, whose output directory is on the link path.
 
 fn main() {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {

@@ -88,6 +88,8 @@ pub(crate) fn host_checks(host_only: bool, started: Instant) -> Result {
                 "clippy",
                 "--release",
                 "-p",
+                "guest-rt",
+                "-p",
                 "secure-os",
                 "-p",
                 "probe-guest",

@@ -1,4 +1,4 @@
-//! The one architecture facade: everything that touches the CPU or a device.
+//! The one architecture facade of secure-os's own devices.
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

@@ -7,7 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
-use secure_os::text::{parse_hex_u32, parse_hex_u64};
+use guest_rt::text::{parse_hex_u32, parse_hex_u64};
 
 /// Longest command line accepted, in bytes.
 pub const MAX_LINE: usize = 64;

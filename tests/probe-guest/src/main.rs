@@ -15,12 +15,13 @@ fn main() {
 
 #[cfg(target_os = "none")]
 mod image {
+    use guest_rt::println;
+    use guest_rt::rt::{self, WriteError};
+    use guest_rt::text::{LineBuffer, LineEvent};
+    use mvmm_abi::hypercall::{CONSOLE_FOCUS, DISPLAY};
     use probe_guest::{Command, MAX_LINE, parse};
-    use secure_os::println;
-    use secure_os::rt::{self, WriteError};
-    use secure_os::text::{LineBuffer, LineEvent};
 
-    secure_os::entry!(main);
+    guest_rt::entry!(main);
 
     /// Console polls per second.
     const POLLS_PER_SECOND: u64 = 100;
@@ -54,6 +55,16 @@ mod image {
         }
     }
 
+    /// One of mvmm's vendor hypercalls that takes a flag and touches no
+    /// memory (console focus, display; only the secure VM may have them):
+    /// returns mvmm's answer, x0.
+    fn mvmm_call(function: u64, take: bool) -> u64 {
+        // SAFETY: for CONSOLE_FOCUS and DISPLAY mvmm only changes its console
+        // routing or its scan-out (or refuses); it touches no memory of this VM.
+        let [status, ..] = unsafe { guest_rt::arch::smccc::hvc(function, [u64::from(take), 0, 0]) };
+        status
+    }
+
     fn run(command: Command<'_>) {
         match command {
             Command::Empty => {}
@@ -73,11 +84,11 @@ mod image {
                 println!("probe: psci version {v:#x} ({}.{})", v >> 16, v & 0xffff);
             }
             Command::Focus => {
-                let status = rt::console_focus(true);
+                let status = mvmm_call(CONSOLE_FOCUS, true);
                 println!("probe: focus returned {status:#x}");
             }
             Command::Display => {
-                let status = rt::display(true);
+                let status = mvmm_call(DISPLAY, true);
                 println!("probe: display returned {status:#x}");
             }
             Command::CpuOn { target } => {
@@ -173,7 +184,7 @@ mod image {
     /// interrupt; and the INTID the acknowledge returned.
     fn irq_state() -> [u32; 4] {
         use core::arch::asm;
-        use secure_os::arch::board::GICR_BASE;
+        use guest_rt::arch::board::GICR_BASE;
         const SGI_FRAME: usize = 0x1_0000;
         const PPI: u32 = 30;
         let read = |offset: usize| {
@@ -316,9 +327,9 @@ mod image {
     mod micro {
         use core::arch::asm;
         use core::sync::atomic::{AtomicBool, Ordering};
-        use secure_os::arch::board::{GICD_BASE, GICR_BASE, GICR_STRIDE, UART_BASE};
-        use secure_os::println;
-        use secure_os::rt;
+        use guest_rt::arch::board::{GICD_BASE, GICR_BASE, GICR_STRIDE, UART_BASE};
+        use guest_rt::println;
+        use guest_rt::rt;
 
         /// Calls or reads per trapped-access figure.
         const CALLS: u64 = 2000;
@@ -446,7 +457,7 @@ mod image {
         /// idles, as Linux's does, and under -icount QEMU runs the other
         /// vCPU at once instead of at the end of a time slice.
         fn wait(intid: u32, deadline: u64) -> Option<u64> {
-            use secure_os::arch::gic;
+            use guest_rt::arch::gic;
             // SAFETY: arms this vCPU's EL1 physical timer at `deadline`.
             unsafe {
                 asm!("msr cntp_cval_el0, {}", "msr cntp_ctl_el0, {}", "isb",
@@ -475,7 +486,7 @@ mod image {
         }
 
         fn end(intid: u32) {
-            secure_os::arch::gic::end_of_interrupt(intid);
+            guest_rt::arch::gic::end_of_interrupt(intid);
         }
 
         /// WFI with interrupts kept masked: a pending interrupt wakes it and
@@ -523,15 +534,15 @@ mod image {
         /// Runs on vCPU 1 during `bench`: answers every SGI until told to
         /// stop, then powers itself off.
         extern "C" fn responder(_cpu: u64) -> ! {
-            secure_os::arch::gic::init_cpu_interface();
+            guest_rt::arch::gic::init_cpu_interface();
             RESPONDER_UP.store(true, Ordering::SeqCst);
             while !STOP.load(Ordering::SeqCst) {
-                let taken = secure_os::arch::gic::acknowledge();
-                if secure_os::arch::gic::is_spurious(taken) {
+                let taken = guest_rt::arch::gic::acknowledge();
+                if guest_rt::arch::gic::is_spurious(taken) {
                     idle();
                     continue;
                 }
-                secure_os::arch::gic::end_of_interrupt(taken);
+                guest_rt::arch::gic::end_of_interrupt(taken);
                 if taken == SGI && !STOP.load(Ordering::SeqCst) {
                     send_sgi(0);
                 }

@@ -1,43 +1,19 @@
 //! mvmm's own hypercalls (SMCCC, vendor-specific hypervisor range).
 
-use core::arch::asm;
+use guest_rt::arch::smccc;
 
 /// The call ids and results are mvmm's: one definition for both sides.
 pub use mvmm_core::hypercall::{CONSOLE_FOCUS, DISPLAY, NOT_SUPPORTED};
 
-/// One SMCCC fast call to mvmm through HVC: `function` in x0, `argument`
-/// in x1, the result from x0; x1-x17 are treated as clobbered.
+/// One SMCCC fast call to mvmm with one argument, returning x0.
 ///
 /// # Safety
-/// The call must not make mvmm change memory of this VM other than what the
-/// caller hands it through `argument` (and owns for the call's duration).
+/// As for `guest_rt::arch::smccc::hvc`: the call must not make mvmm change
+/// memory of this VM other than what the caller hands it through `argument`
+/// (and owns for the call's duration).
 unsafe fn hvc(function: u64, argument: u64) -> u64 {
-    // SAFETY: the caller's contract is `hvc4`'s.
-    unsafe { hvc4(function, argument)[0] }
-}
-
-/// [`hvc`], returning x0..x3 (SMCCC returns up to four results).
-///
-/// # Safety
-/// As for [`hvc`].
-unsafe fn hvc4(function: u64, argument: u64) -> [u64; 4] {
-    let (x0, x1, x2, x3): (u64, u64, u64, u64);
-    // SAFETY: the register use is SMCCC's; what mvmm does to this VM's
-    // memory is the caller's contract (see `# Safety`).
-    unsafe {
-        asm!(
-            "hvc #0",
-            inout("x0") function => x0,
-            inout("x1") argument => x1,
-            out("x2") x2, out("x3") x3,
-            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
-            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-            out("x16") _, out("x17") _,
-            options(nostack),
-        );
-    }
-    [x0, x1, x2, x3]
+    // SAFETY: the caller's contract is `smccc::hvc`'s.
+    unsafe { smccc::hvc(function, [argument, 0, 0])[0] }
 }
 
 /// The version of mvmm's TRNG (Arm's SMCCC TRNG interface, see
@@ -53,7 +29,7 @@ pub fn trng_version() -> Option<u64> {
 pub fn trng_rnd64() -> Option<[u64; 3]> {
     use mvmm_core::trng::{MAX_BITS_64, fid, ret};
     // SAFETY: TRNG_RND64 returns its bits in x1..x3 and touches no memory.
-    let [status, a, b, c] = unsafe { hvc4(fid::RND64, MAX_BITS_64) };
+    let [status, a, b, c] = unsafe { smccc::hvc(fid::RND64, [MAX_BITS_64, 0, 0]) };
     (status == ret::SUCCESS).then_some([a, b, c])
 }
 

@@ -9,10 +9,10 @@
 //! mvmm reads guest memory through its own cacheable mapping, and QEMU has no
 //! caches to speak of). No bounce buffers, no IOMMU.
 
-use super::probe;
 use alloc::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
 use core::fmt;
 use core::ptr::NonNull;
+use guest_rt::arch::probe;
 use spin::Mutex;
 use virtio_drivers::device::socket::{VirtIOSocket, VsockConnectionManager};
 use virtio_drivers::transport::DeviceType;

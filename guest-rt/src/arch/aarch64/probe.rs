@@ -13,14 +13,14 @@ pub struct Abort {
 }
 
 unsafe extern "C" {
-    static __secure_os_probe_read32_access: u8;
-    static __secure_os_probe_write32_access: u8;
+    static __guest_rt_probe_read32_access: u8;
+    static __guest_rt_probe_write32_access: u8;
 }
 
 /// Whether `pc` is one of the access instructions of `probe.S`.
 pub(super) fn is_access_instruction(pc: u64) -> bool {
-    let read = &raw const __secure_os_probe_read32_access as u64;
-    let write = &raw const __secure_os_probe_write32_access as u64;
+    let read = &raw const __guest_rt_probe_read32_access as u64;
+    let write = &raw const __guest_rt_probe_write32_access as u64;
     pc == read || pc == write
 }
 
@@ -39,7 +39,7 @@ pub fn read32(address: u64) -> Result<u32, Abort> {
     // on Rust-visible memory that the compiler could rely on.
     unsafe {
         asm!(
-            "bl __secure_os_probe_read32",
+            "bl __guest_rt_probe_read32",
             inout("x0") address => value,
             out("x1") esr,
             out("x2") far,
@@ -92,7 +92,7 @@ pub fn write32(address: u64, value: u32) -> Result<(), WriteError> {
     // Rust object lives. An abort returns with x1 = ESR.
     unsafe {
         asm!(
-            "bl __secure_os_probe_write32",
+            "bl __guest_rt_probe_write32",
             inout("x0") address => _,
             inout("x1") u64::from(value) => esr,
             out("x2") far,

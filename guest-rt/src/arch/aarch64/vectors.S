@@ -5,8 +5,8 @@
 
     .section .text.vectors, "ax"
     .balign 0x800
-    .global __secure_os_vectors
-__secure_os_vectors:
+    .global __guest_rt_vectors
+__guest_rt_vectors:
     .irp kind, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
     .balign 0x80
     sub     sp, sp, #{FRAME_SIZE}

@@ -9,8 +9,8 @@ _start:
     mov     x20, xzr
     b       .Lcommon
 
-    .global __secure_os_secondary_start
-__secure_os_secondary_start:
+    .global __guest_rt_secondary_start
+__guest_rt_secondary_start:
     // CPU_ON: x0 = context = the Rust function this vCPU runs.
     msr     daifset, #0xf
     mov     x20, x0
@@ -38,8 +38,8 @@ __secure_os_secondary_start:
     isb
 
     // Vectors.
-    adrp    x1, __secure_os_vectors
-    add     x1, x1, :lo12:__secure_os_vectors
+    adrp    x1, __guest_rt_vectors
+    add     x1, x1, :lo12:__guest_rt_vectors
     msr     vbar_el1, x1
     isb
 

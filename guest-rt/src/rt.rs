@@ -1,10 +1,10 @@
-//! The services an image uses: console, tick, power, probes. All safe.
+//! The services an image uses: console, tick, power, probes. All safe;
+//! the runtime's panic handler lives here too.
 
 use crate::arch;
 use core::fmt;
 
 pub use arch::gic::enable_spi;
-pub use arch::hypercall::{console_focus, display};
 pub use arch::probe::{Abort, WriteError, read32 as peek32, write32 as poke32};
 pub use arch::psci::{cpu_off, cpu_on, system_off, system_reset, version as psci_version};
 pub use arch::timer::{arm_physical, now, physical_fired, start_tick, ticks};
