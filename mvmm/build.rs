@@ -14,8 +14,8 @@ const MAX_CPUS: u64 = 8;
 fn main() {
     let root =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let (board_file, text) =
-        mvmm_core::config::board_for_build(&root.join("..")).unwrap_or_else(|e| {
+    let (board_file, text, parsed) = mvmm_core::config::load_for_build(&root.join(".."))
+        .unwrap_or_else(|e| {
             eprintln!("{e}");
             process::exit(1);
         });
@@ -25,7 +25,6 @@ fn main() {
         eprintln!("error: board file {}: {msg}", board_file.display());
         process::exit(1);
     };
-    let parsed = mvmm_core::config::BoardFile::parse(&text).unwrap_or_else(|e| fail(e.to_string()));
     let source = mvmm_core::config::generate(&text).unwrap_or_else(|e| fail(e.to_string()));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     fs::write(out.join("board.rs"), source)

@@ -13,7 +13,7 @@ use std::{env, fs, process};
 fn main() {
     let manifest =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let (board_file, text) = mvmm_core::config::board_for_build(&manifest.join(".."))
+    let (board_file, _, board) = mvmm_core::config::load_for_build(&manifest.join(".."))
         .unwrap_or_else(|e| {
             eprintln!("{e}");
             process::exit(1);
@@ -23,10 +23,6 @@ fn main() {
         eprintln!("error: board file {}: {msg}", board_file.display());
         process::exit(1);
     };
-    let board = mvmm_core::config::BoardFile::parse(&text).unwrap_or_else(|e| fail(e.to_string()));
-    board
-        .with_board(|_| ())
-        .unwrap_or_else(|e| fail(e.to_string()));
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let write = |name: &str, body: String| {

@@ -25,8 +25,9 @@ pub fn repo_root() -> PathBuf {
 /// Environment variable naming the board the QEMU tests run on (`cargo
 /// xtask test --board B` sets it; [`DEFAULT_BOARD`] without it).
 pub const BOARD_VAR: &str = "MVMM_BOARD";
-/// The board of `cargo xtask` commands given no `--board`.
-pub const DEFAULT_BOARD: &str = "qemu-virt";
+/// The board of `cargo xtask` commands given no `--board` (the builds'
+/// default too).
+pub use mvmm_core::config::DEFAULT_BOARD;
 
 /// The board the tests run on: `$MVMM_BOARD`, else [`DEFAULT_BOARD`].
 pub fn board_name() -> String {

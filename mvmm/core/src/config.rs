@@ -533,6 +533,9 @@ fn qemu_dma_bypass(args: &[String]) -> Option<&str> {
         })
 }
 
+/// The board of every build and command that is given none.
+pub const DEFAULT_BOARD: &str = "qemu-virt";
+
 /// For build scripts: the board file to build for (`MVMM_BOARD_FILE`, else
 /// `boards/<MVMM_BOARD or qemu-virt>/board.toml` under `repo_root`), with
 /// cargo told to rerun when it or those variables change, and its text.
@@ -543,7 +546,7 @@ pub fn board_for_build(
     let path = match std::env::var("MVMM_BOARD_FILE") {
         Ok(path) => std::path::PathBuf::from(path),
         Err(_) => {
-            let board = std::env::var("MVMM_BOARD").unwrap_or_else(|_| "qemu-virt".into());
+            let board = std::env::var("MVMM_BOARD").unwrap_or_else(|_| DEFAULT_BOARD.into());
             repo_root.join("boards").join(board).join("board.toml")
         }
     };
@@ -553,6 +556,19 @@ pub fn board_for_build(
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("error: board file {}: cannot read it: {e}", path.display()))?;
     Ok((path, text))
+}
+
+/// For a build script: [`board_for_build`], then the file parsed and
+/// checked against every partition rule. The error names the file and the
+/// offending entry, ready to print before the build stops.
+pub fn load_for_build(
+    repo_root: &std::path::Path,
+) -> Result<(std::path::PathBuf, String, BoardFile), String> {
+    let (path, text) = board_for_build(repo_root)?;
+    let refused = |e: ConfigError| format!("error: board file {}: {e}", path.display());
+    let board = BoardFile::parse(&text).map_err(refused)?;
+    board.with_board(|_| ()).map_err(refused)?;
+    Ok((path, text, board))
 }
 
 /// Parses and validates a board file; on success returns Rust source that
