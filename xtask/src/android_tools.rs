@@ -77,12 +77,7 @@ pub fn ensure(target_dir: &Path) -> Result<PathBuf> {
 /// `apt-get install --no-install-recommends PACKAGE` on Debian as root;
 /// elsewhere an error naming what to install.
 fn apt_install(command: &str, package: &str) -> Result {
-    let debian = Path::new("/etc/debian_version").exists();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !(debian && root) {
+    if !crate::can_apt_install() {
         return Err(format!(
             "`{command}` is missing: install {package} (on Debian: `sudo apt-get install --no-install-recommends {package}`) and retry"
         ).into());

@@ -69,14 +69,9 @@ pub(crate) fn ensure_packages() -> Result {
     if missing.is_empty() {
         return Ok(());
     }
-    let debian = Path::new("/etc/debian_version").exists();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !(debian && root) {
+    if !can_apt_install() {
         return Err(format!(
-            "missing packages: {}. Install them (on Debian: `sudo apt-get install {}`) and retry.",
+            "missing packages: {}. Install them (on Debian: `sudo apt-get install --no-install-recommends {}`) and retry.",
             missing.join(", "),
             missing.join(" ")
         )
@@ -89,4 +84,14 @@ pub(crate) fn ensure_packages() -> Result {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+/// Whether xtask may install Debian packages itself: on Debian, as root.
+pub(crate) fn can_apt_install() -> bool {
+    let debian = Path::new("/etc/debian_version").exists();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    debian && root
 }
