@@ -34,4 +34,5 @@ pub mod trap;
 pub mod trng;
 pub mod vgic;
 pub mod virtio;
+pub mod vmm;
 pub mod vuart;
