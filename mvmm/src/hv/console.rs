@@ -19,7 +19,7 @@ pub(super) fn console_flush(source: usize) {
 /// Gives console input focus to the secure VM `vm_index` (`take`) or back
 /// to the rich VM, in the order `mvmm_core::console::focus_change` gives.
 pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
-    let change = focus_change(&BOARD, vm_index, take);
+    let change = VMM.focus_change(vm_index, take);
     let prefix = if change.trusted {
         TRUSTED_PREFIX
     } else {
@@ -42,11 +42,7 @@ pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
     // What was typed before the switch is for the VM that had focus: it
     // never reaches the other one (type-ahead into a trusted prompt, or the
     // rest of a PIN into the rich VM).
-    let discarded = {
-        let mut input = INPUT.lock();
-        FOCUS.store(change.focus, Ordering::Relaxed);
-        input.clear()
-    };
+    let discarded = VMM.move_focus(change.focus);
     if !change.route_first
         && let Some(cpu) = change.uart_cpu
     {
@@ -67,42 +63,20 @@ pub(super) fn set_focus(vm_index: usize, vm: &Vm<'static>, take: bool) {
     }
 }
 
-/// Re-evaluates the vUART's interrupt line; returns the vCPU to tell when
-/// it is raised.
-pub(super) fn update_uart_irq(state: &mut VmState) -> Option<usize> {
-    if state.uart.interrupt_pending() {
-        state.vgic.raise(0, BOARD.uart.irq)
-    } else {
-        state.vgic.lower(0, BOARD.uart.irq);
-        None
-    }
-}
-
-/// Moves typed input on: everything the physical UART holds into mvmm's
-/// input queue (so the UART's interrupt clears and nothing spins), then as
-/// much as fits into the receive FIFO of VM `vm_index` if it has focus.
-/// Returns the vCPU of `vm_index` to notify of a raised UART interrupt.
-pub(super) fn feed_input(vm_index: usize) -> Option<usize> {
-    let mut input = INPUT.lock();
-    while let Some(byte) = arch::console_read_byte() {
-        input.push(byte);
-    }
-    let dropped = input.take_dropped();
-    if dropped > 0 {
+/// Moves typed input on (`Vmm::feed_input`): everything the physical UART
+/// holds into mvmm's input queue (so the UART's interrupt clears and
+/// nothing spins), then as much as fits into the receive FIFO of VM
+/// `vm_index` if it has focus, whose vCPU is told of a raised interrupt.
+pub(super) fn feed_input(vm_index: usize) {
+    let fed = VMM.feed_input(vm_index, core::iter::from_fn(arch::console_read_byte));
+    if fed.dropped > 0 {
         log!(
-            "console: input queue full ({} bytes): {dropped} typed byte(s) dropped",
-            mvmm_core::console::INPUT_QUEUE
+            "console: input queue full ({} bytes): {} typed byte(s) dropped",
+            mvmm_core::console::INPUT_QUEUE,
+            fed.dropped
         );
     }
-    if FOCUS.load(Ordering::Relaxed) != vm_index {
-        return None;
+    if let (Some(target), Some(vm)) = (fed.notify, BOARD.vms.get(vm_index)) {
+        deliver(vm_index, vm, target);
     }
-    let mut state = VMS[vm_index].lock();
-    while state.uart.input_space() > 0 {
-        let Some(byte) = input.pop() else {
-            break;
-        };
-        state.uart.push_input(byte);
-    }
-    update_uart_irq(&mut state)
 }

@@ -4,6 +4,7 @@
 //! and a reset of the secure VM also bring the rich framebuffer back.
 
 use super::*;
+use core::sync::atomic::Ordering;
 use core::sync::atomic::AtomicU64;
 use mvmm_core::display::{HOLD_LIMIT_SECONDS, PathLease, Refused, Screen, ramfb_config};
 
@@ -94,7 +95,7 @@ pub(super) fn lease_taken() {
 pub(super) fn lease_check_free() {
     let secure_focus = BOARD
         .vms
-        .get(FOCUS.load(Ordering::Relaxed))
+        .get(VMM.focus())
         .is_some_and(|vm| vm.kind == VmKind::Secure);
     let secure_screen = SCAN_OUT
         .lock()

@@ -36,7 +36,7 @@ pub(super) fn start_smmu() {
             log!("smmu at {}: {why}", info.mmio);
             for (i, vm) in BOARD.vms.iter().enumerate() {
                 if smmu::vm_has_streams(&BOARD, vm) {
-                    VMS[i].lock().off = true;
+                    VMM.vm(i).off = true;
                     log!(
                         "vm '{}': its devices' DMA cannot be confined; it will not run",
                         vm.name

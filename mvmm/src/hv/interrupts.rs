@@ -12,7 +12,7 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
     count_exit(ExitKind::Irq);
     // A kick may be another vCPU resetting this VM: then this vCPU stops
     // (what was pending for it is dropped with it).
-    if VMS[vm_index].lock().power.at_exit(vcpu) == AtExit::Stop {
+    if VMM.vm(vm_index).power.at_exit(vcpu) == AtExit::Stop {
         // The guest's timers off first: a timer whose condition holds
         // would be pending again after each end of interrupt, and this
         // drain would never end (the vCPU then never reached its wait for
@@ -43,18 +43,12 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
                 arch::reap_list_registers();
                 // A level interrupt still high after the guest's EOI is
                 // raised again.
-                let raised = update_uart_irq(&mut VMS[vm_index].lock());
-                if let Some(target) = raised.filter(|&t| t != vcpu) {
+                if let Some(target) = VMM.uart_line(vm_index).filter(|&t| t != vcpu) {
                     deliver(vm_index, vm, target);
                 }
                 flush(vm_index, vcpu);
             }
-            Physical::ConsoleInput => {
-                let focus = FOCUS.load(Ordering::Relaxed);
-                if let (Some(target), Some(focus_vm)) = (feed_input(focus), BOARD.vms.get(focus)) {
-                    deliver(focus, focus_vm, target);
-                }
-            }
+            Physical::ConsoleInput => feed_input(VMM.focus()),
             Physical::SmmuEvents => smmu_events(),
             Physical::InputDevice => input_events(),
             Physical::Timer | Physical::Device | Physical::Unexpected => {
@@ -91,8 +85,7 @@ fn live_state(vm_index: usize, vm: &Vm<'static>, target: usize, intid: u32) -> v
             return vgic::Live { pending, active };
         }
     }
-    let forwarded =
-        vgic::FORWARDED_TIMERS.contains(&intid) || device_irqs(vm).any(|(irq, _)| irq == intid);
+    let forwarded = VMM.forwarded(vm_index, intid);
     match vm.cpus.get(target) {
         Some(&cpu) if forwarded => {
             let (pending, active) = arch::physical_state(intid, cpu);
@@ -109,23 +102,10 @@ fn live_state(vm_index: usize, vm: &Vm<'static>, target: usize, intid: u32) -> v
     }
 }
 
-/// The physical interrupts of the devices passed through to `vm`.
-pub(super) fn device_irqs<'v>(
-    vm: &'v Vm<'static>,
-) -> impl Iterator<Item = (u32, &'static str)> + 'v {
-    vm.devices
-        .iter()
-        .filter_map(|name| BOARD.device(name))
-        .flat_map(|d| d.irqs.iter().map(move |&irq| (irq, d.name)))
-}
-
 /// Makes the physical enable of each passed-through interrupt follow the
 /// guest's enable in its virtual distributor.
-pub(super) fn sync_device_irqs(vm_index: usize, vm: &Vm<'static>) {
-    let state = VMS[vm_index].lock();
-    for (irq, _) in device_irqs(vm) {
-        arch::set_spi_enabled(irq, state.vgic.is_enabled(0, irq));
-    }
+pub(super) fn sync_device_irqs(vm_index: usize) {
+    VMM.device_irq_enables(vm_index, arch::set_spi_enabled);
 }
 
 /// Makes vCPU `target` of the VM look at its pending interrupts: at once
@@ -139,44 +119,31 @@ pub(super) fn deliver(vm_index: usize, vm: &Vm<'static>, target: usize) {
     }
 }
 
-/// Moves this vCPU's pending virtual interrupts into free list registers.
-pub(super) fn flush(vm_index: usize, vcpu: usize) {
-    let mut state = VMS[vm_index].lock();
-    while let Some((intid, priority)) = state.vgic.next_pending(vcpu) {
-        match arch::inject_virtual(intid, false, priority) {
-            arch::Injected::Loaded | arch::Injected::Merged => state.vgic.delivered(vcpu, intid),
-            // Retried on the next EOI maintenance interrupt.
-            arch::Injected::Later => break,
-        }
+/// Makes the vCPUs of the VM named in `mask` (a bit per vCPU) look at
+/// their pending interrupts.
+pub(super) fn notify(vm_index: usize, vm: &Vm<'static>, mask: u32) {
+    for target in (0..vm.cpus.len()).filter(|t| mask & (1 << t) != 0) {
+        deliver(vm_index, vm, target);
     }
 }
 
-/// A guest wrote ICC_SGI1R_EL1 (or a sibling): SGIs to its own vCPUs.
-pub(super) fn send_sgi(
-    regs: &GuestRegs,
-    vm_index: usize,
-    vcpu: usize,
-    vm: &Vm<'static>,
-    access: &SysRegAccess,
-) {
-    if access.read {
-        return;
-    }
-    let (intid, targets) = {
-        let mut state = VMS[vm_index].lock();
-        let (intid, mask) = state.vgic.sgi_targets(vcpu, regs.get(access.rt));
-        let mut wake = 0u32;
-        for target in (0..vm.cpus.len()).filter(|t| mask & (1 << t) != 0) {
-            if state.vgic.raise(target, intid).is_some() {
-                wake |= 1 << target;
-            }
-        }
-        (intid, wake)
-    };
-    let _ = intid;
-    for target in (0..vm.cpus.len()).filter(|t| targets & (1 << t) != 0) {
-        deliver(vm_index, vm, target);
-    }
+/// Moves this vCPU's pending virtual interrupts into free list registers.
+pub(super) fn flush(vm_index: usize, vcpu: usize) {
+    VMM.flush(
+        vm_index,
+        vcpu,
+        |intid, priority| match arch::inject_virtual(intid, false, priority) {
+            arch::Injected::Loaded => Injected::Loaded,
+            arch::Injected::Merged => Injected::Merged,
+            arch::Injected::Later => Injected::Later,
+        },
+    );
+}
+
+/// A guest wrote `value` to ICC_SGI1R_EL1 (or a sibling): SGIs to its own
+/// vCPUs.
+pub(super) fn send_sgi(vm_index: usize, vcpu: usize, vm: &Vm<'static>, value: u64) {
+    notify(vm_index, vm, VMM.send_sgi(vm_index, vcpu, value));
 }
 
 /// A guest access to its virtual GIC distributor or redistributors.
@@ -188,55 +155,20 @@ pub(super) fn gic_access(
     ipa: u64,
     va: u64,
 ) {
-    let gic = BOARD.gic;
-    let mut state = VMS[vm_index].lock();
-    let result = if gic.distributor.contains(ipa) {
-        let offset = ipa - gic.distributor.base;
-        if abort.write {
-            state
-                .vgic
-                .dist_write(offset, abort.size, regs.get(abort.register))
-        } else {
-            state
-                .vgic
-                .dist_read_live(offset, abort.size, &|target, intid| {
-                    live_state(vm_index, vm, target, intid)
-                })
-                .map(|v| regs.set(abort.register, trap::load_value(abort, v)))
-        }
-    } else {
-        let rel = ipa - gic.redistributors.base;
-        let (target, offset) = (
-            (rel / gic.redistributor_stride) as usize,
-            rel % gic.redistributor_stride,
-        );
-        if abort.write {
-            state
-                .vgic
-                .redist_write(target, offset, abort.size, regs.get(abort.register))
-        } else {
-            state
-                .vgic
-                .redist_read_live(target, offset, abort.size, &|target, intid| {
-                    live_state(vm_index, vm, target, intid)
-                })
-                .map(|v| regs.set(abort.register, trap::load_value(abort, v)))
-        }
-    };
-    drop(state);
-    match result {
-        Ok(()) => {
+    let access = Access::of(abort, 0, regs.get(abort.register));
+    let live = |target, intid| live_state(vm_index, vm, target, intid);
+    match VMM.gic_access(vm_index, ipa, access, &live) {
+        Ok(done) => {
+            if let Some(raw) = done.load {
+                regs.set(abort.register, trap::load_value(abort, raw));
+            }
             regs.elr += 4;
             if abort.write {
                 // An enable may have made queued interrupts deliverable.
-                sync_device_irqs(vm_index, vm);
-                for target in 0..vm.cpus.len() {
-                    deliver(vm_index, vm, target);
-                }
+                sync_device_irqs(vm_index);
             }
+            notify(vm_index, vm, done.notify);
         }
-        Err(_) => {
-            refuse_access(regs, vm_index, vm, abort, "GIC", ipa, va);
-        }
+        Err(_) => refuse_access(regs, vm_index, vm, abort, "GIC", ipa, va),
     }
 }

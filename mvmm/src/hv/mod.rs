@@ -11,10 +11,9 @@
 use crate::arch::{self, GuestRegs};
 use crate::board::{BOARD, CONSOLE_PREFIXES};
 use crate::log;
-use core::sync::atomic::{AtomicUsize, Ordering};
 use mvmm_core::boot_options::BootOptions;
-use mvmm_core::bus::{Bus, Emulated};
-use mvmm_core::console::{ConsoleMux, InputQueue, TRUSTED_PREFIX, focus_change};
+use mvmm_core::bus::Emulated;
+use mvmm_core::console::{ConsoleMux, TRUSTED_PREFIX};
 use mvmm_core::dice;
 use mvmm_core::exits::{ExitCounters, ExitCounts, ExitKind, IrqSource};
 use mvmm_core::hypercall::{self, Hypercall};
@@ -22,16 +21,14 @@ use mvmm_core::image_store::{self, Manifest, ManifestError};
 use mvmm_core::irq::{self, Physical};
 use mvmm_core::partition;
 use mvmm_core::partition::{MAX_VMS, Vm, VmKind};
-use mvmm_core::power::{
-    AfterSystemOff, AtExit, Overdue, ResetRequest, Restart, VmPower, after_system_off,
-};
+use mvmm_core::power::{AfterSystemOff, AtExit, Overdue, ResetRequest, Restart};
 use mvmm_core::psci::{self, Call, Outcome};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
-use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition, SysRegAccess, SysRegAction};
-use mvmm_core::vgic::{self, Vgic};
+use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition};
+use mvmm_core::vgic;
 use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch, TRAP_PUMPS};
 use mvmm_core::virtio::{RamWindow, WriteEffect};
-use mvmm_core::vuart::VirtualPl011;
+use mvmm_core::vmm::{Access, Cause, ExitAction, FaultLog, Injected, Vmm};
 
 /// mvmm's locks: spin locks whose waiters yield (see `arch::Yield`).
 type Mutex<T> = spin::mutex::Mutex<T, arch::Yield>;
@@ -54,7 +51,7 @@ pub use interrupts::guest_irq;
 pub use traps::{guest_sync, guest_unexpected};
 // What the submodules call of each other (they see this module's items).
 use channel::{configure_switch, vsock_access};
-use console::{console_flush, feed_input, set_focus, update_uart_irq};
+use console::{console_flush, feed_input, set_focus};
 use display::{
     display_call, lease_check_free, lease_taken, lease_watchdog, secure_display_ends, start_display,
 };
@@ -62,7 +59,7 @@ use dma::{route_smmu_irq, smmu_events, start_smmu};
 use entropy::{start_entropy, trng_call};
 use handover::{prepare_handover, write_handover};
 use input::{input_access, input_events, reset_input, set_input_focus, start_input};
-use interrupts::{deliver, device_irqs, gic_access, send_sgi};
+use interrupts::{deliver, gic_access, notify, send_sgi};
 use power::{load_images, power_call, secure_path_ends, stop_here, stop_if_asked};
 use rpmb::{rpmb_call, start_rpmb};
 use traps::{refuse_access, report, report_vm_fault};
@@ -74,61 +71,28 @@ pub const MVMM_SOURCE: usize = 0;
 const TABLES_PER_VM: usize = 16;
 /// Priority of interrupts forwarded with the HW bit (timer, devices).
 const FORWARDED_PRIORITY: u8 = 0xa0;
-/// Faults logged per VM before mvmm only counts them (a guest must not be
-/// able to flood the console).
-const FAULT_LOG_LIMIT: u32 = 32;
-
-/// What mvmm keeps per VM.
-struct VmState {
-    uart: VirtualPl011,
-    vgic: Vgic,
-    /// Which vCPUs run, and the VM's reset in progress.
-    power: VmPower,
-    stage2_root: u64,
-    faults: u32,
-    off: bool,
-}
-
-impl VmState {
-    const fn new() -> Self {
-        VmState {
-            uart: VirtualPl011::new(),
-            vgic: Vgic::new(1),
-            power: VmPower::new(0),
-            stage2_root: 0,
-            faults: 0,
-            off: false,
-        }
-    }
-}
 
 #[repr(C, align(4096))]
 struct Stage2Pool([Table; TABLES_PER_VM]);
 
-static VMS: [Mutex<VmState>; MAX_VMS] = [const { Mutex::new(VmState::new()) }; MAX_VMS];
+/// Every VM's state and the decisions on its exits (`mvmm_core::vmm`): one
+/// lock per VM, the typed-input queue, console focus, the device buses
+/// (built from the board at boot, `Vmm::start`).
+static VMM: Vmm<'static, arch::Yield> = Vmm::new(&BOARD);
 static STAGE2: [Mutex<Stage2Pool>; MAX_VMS] =
     [const { Mutex::new(Stage2Pool([[0; ENTRIES]; TABLES_PER_VM])) }; MAX_VMS];
+/// The physical console's writers. Lock order: after `VMM`'s locks.
 static CONSOLE: Mutex<ConsoleMux<'static>> = Mutex::new(ConsoleMux::new(CONSOLE_PREFIXES));
-/// What was typed on the physical console and not yet taken by the VM with
-/// focus.
-///
-/// Lock order: `INPUT`, then a VM's `VMS` entry, then `CONSOLE` (each
-/// optional); `SWITCH` is never held with `INPUT`.
-static INPUT: Mutex<InputQueue> = Mutex::new(InputQueue::new());
-/// The VMM channel: every VM's vsock device and the switch between them.
+/// The VMM channel: every VM's vsock device and the switch between them
+/// (never held with `VMM`'s typed-input queue).
 /// A ticket lock: traps take it in arrival order, so two rich vCPUs
 /// notifying in a loop cannot keep the secure VM's trap out (each holds it
 /// for one bounded pump; see `channel::vsock_access`).
 static SWITCH: TicketMutex<Switch> = TicketMutex::new(Switch::new());
-/// Each VM's device bus: which emulated device answers which address
-/// (`mvmm_core::bus`), built from the board at boot.
-static BUSES: spin::Once<[Bus; MAX_VMS]> = spin::Once::new();
 /// Exit accounting (`mvmm_core::exits`), per physical CPU: each CPU runs
 /// one vCPU of one VM, so each set of counters has one writer.
 static EXITS: [ExitCounters; partition::MAX_CPUS] =
     [const { ExitCounters::new() }; partition::MAX_CPUS];
-/// The VM whose vUART receives what is typed on the physical console.
-static FOCUS: AtomicUsize = AtomicUsize::new(0);
 
 /// First code of every CPU after the boot assembly.
 pub fn cpu_main(cpu: usize, dtb: u64) -> ! {
@@ -161,34 +125,19 @@ fn boot(dtb: u64) {
             ""
         }
     );
-    BUSES.call_once(|| {
-        core::array::from_fn(
-            |i| match BOARD.vms.get(i).map(|vm| (vm, Bus::for_vm(&BOARD, vm))) {
-                Some((_, Ok(bus))) => bus,
-                Some((vm, Err(e))) => {
-                    // The build validated the board: unreachable, and then
-                    // fail closed (every access of the VM faults).
-                    log!("vm '{}': no device bus: {e}", vm.name);
-                    Bus::new()
-                }
-                None => Bus::new(),
-            },
-        )
+    VMM.start(|i, e| {
+        // The build validated the board: unreachable, and then fail closed
+        // (the VM stays off; every access it makes would fault).
+        log!(
+            "vm '{}': no device bus: {e}; it will not run",
+            BOARD.vms[i].name
+        );
     });
     let options = BootOptions::decode(arch::read_boot_options(BOARD.mvmm));
     CONSOLE.lock().set_level(options.console_level);
-    let rich = BOARD
-        .vms
-        .iter()
-        .position(|vm| vm.kind == VmKind::Rich)
-        .unwrap_or(0);
-    FOCUS.store(rich, Ordering::Relaxed);
+    // The rich VM has focus at boot.
+    let rich = VMM.focus();
     for (i, vm) in BOARD.vms.iter().enumerate() {
-        {
-            let mut state = VMS[i].lock();
-            state.vgic = Vgic::new(vm.cpus.len());
-            state.power = VmPower::new(vm.cpus.len());
-        }
         let mut pool = STAGE2[i].lock();
         let pool_pa = (&raw const pool.0) as u64;
         let built = Stage2Builder::new(&mut pool.0, pool_pa).and_then(|mut b| {
@@ -197,7 +146,7 @@ fn boot(dtb: u64) {
         });
         match built {
             Ok((root, tables)) => {
-                VMS[i].lock().stage2_root = root;
+                VMM.vm(i).stage2_root = root;
                 log!(
                     "vm '{}' (VMID {}): cpus {:?}, ram {}, devices {:?}, {} stage-2 tables",
                     vm.name,
@@ -211,7 +160,7 @@ fn boot(dtb: u64) {
             Err(e) => {
                 // Validated at build time, so this is an mvmm bug: the VM
                 // stays off rather than running with a partial map.
-                VMS[i].lock().off = true;
+                VMM.vm(i).off = true;
                 log!(
                     "vm '{}': cannot build stage-2 tables ({e:?}); it will not run",
                     vm.name
@@ -263,7 +212,7 @@ fn boot(dtb: u64) {
                 }
             }
             Err(why) => {
-                VMS[i].lock().off = true;
+                VMM.vm(i).off = true;
                 log!(
                     "vm '{}': boot image refused: {why}; the VM will not run",
                     vm.name
@@ -288,8 +237,8 @@ fn boot(dtb: u64) {
     start_input();
     // Passed-through device interrupts go to the CPU of the owner's vCPU 0,
     // disabled until the guest enables them in its virtual GIC.
-    for vm in BOARD.vms {
-        for (irq, _) in device_irqs(vm) {
+    for (i, vm) in BOARD.vms.iter().enumerate() {
+        for (irq, _) in VMM.device_irqs(i) {
             arch::route_spi(irq, vm.cpus[0], false);
         }
     }
@@ -304,7 +253,7 @@ fn boot(dtb: u64) {
 fn run_vcpu(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
     let vm = &BOARD.vms[vm_index];
     let (root, off) = {
-        let state = VMS[vm_index].lock();
+        let state = VMM.vm(vm_index);
         (state.stage2_root, state.off)
     };
     if root == 0 || off {
@@ -312,7 +261,7 @@ fn run_vcpu(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
     }
     arch::install_vm(vm.vmid, root, vcpu);
     if vcpu == 0 {
-        VMS[vm_index].lock().power.boot();
+        VMM.vm(vm_index).power.boot();
         log!(
             "vm '{}': vcpu 0 starts at {:#x} on cpu {cpu}",
             vm.name,
@@ -336,7 +285,7 @@ fn wait_for_cpu_on(cpu: usize, vm_index: usize, vcpu: usize) -> ! {
         // after the check is still pending at the WFI and ends it.
         interrupts::drain_interrupts();
         {
-            let started = VMS[vm_index].lock().power.take_start(vcpu);
+            let started = VMM.vm(vm_index).power.take_start(vcpu);
             if let Some((entry, context)) = started {
                 log!(
                     "vm '{}': vcpu {vcpu} starts at {entry:#x} on cpu {cpu} (PSCI CPU_ON)",

@@ -38,7 +38,7 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
         return;
     }
     let call = Call::decode([regs.x[0], regs.x[1], regs.x[2], regs.x[3]]);
-    let mut state = VMS[vm_index].lock();
+    let mut state = VMM.vm(vm_index);
     match state.power.psci(call, vcpu, vm.ram) {
         Outcome::Return(value) => regs.x[0] = value,
         Outcome::StartVcpu { vcpu: target } => {
@@ -55,14 +55,13 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
             stop_here(vm_index, vcpu);
         }
         Outcome::SystemOff => {
-            state.off = true;
             drop(state);
+            let after = VMM.system_off(vm_index);
             log!("vm '{}': PSCI SYSTEM_OFF", vm.name);
             if vm.kind == VmKind::Secure {
                 secure_path_ends(vm_index, vm);
             }
-            let all_off = VMS.iter().take(BOARD.vms.len()).all(|s| s.lock().off);
-            if after_system_off(vm.kind, all_off) == AfterSystemOff::Machine {
+            if after == AfterSystemOff::Machine {
                 for vm in BOARD.vms {
                     log_exits(vm, false);
                 }
@@ -84,7 +83,7 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
 /// store, and vCPU 0's entry runs on this CPU. The wait for the other vCPUs
 /// has no deadline: a vCPU that is slow to stop is late, not lost.
 pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
-    let request = VMS[vm_index].lock().power.request_reset(vcpu);
+    let request = VMM.vm(vm_index).power.request_reset(vcpu);
     let ResetRequest::Owner { kick } = request else {
         // Another vCPU resets the VM: this one stops like the others.
         stop_here(vm_index, vcpu);
@@ -94,7 +93,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     let mut warned = false;
     loop {
         let waiting = {
-            let state = VMS[vm_index].lock();
+            let state = VMM.vm(vm_index);
             if state.power.ready_to_reset() {
                 break;
             }
@@ -145,7 +144,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
     let copied = match load_images(vm_index, vm) {
         Ok(loaded) => loaded.copied,
         Err(why) => {
-            VMS[vm_index].lock().off = true;
+            VMM.vm(vm_index).off = true;
             log!(
                 "vm '{}': SYSTEM_RESET: boot image refused: {why}; the VM stays off",
                 vm.name
@@ -159,10 +158,9 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
         secure_path_ends(vm_index, vm);
     }
     let restart = {
-        let mut state = VMS[vm_index].lock();
+        let mut state = VMM.vm(vm_index);
         let restart = state.power.finish_reset(vcpu, vm.entry, vm.boot_arg);
-        state.uart = VirtualPl011::new();
-        state.vgic = Vgic::new(vm.cpus.len());
+        state.reset_devices(vm.cpus.len());
         restart
     };
     arch::clear_list_registers();
@@ -199,7 +197,7 @@ fn kick_vcpus(vm: &Vm<'static>, mask: u32) {
 /// At every exit of this vCPU, first: stops it here when another vCPU
 /// resets its VM.
 pub(super) fn stop_if_asked(vm_index: usize, vcpu: usize) {
-    if VMS[vm_index].lock().power.at_exit(vcpu) == AtExit::Stop {
+    if VMM.vm(vm_index).power.at_exit(vcpu) == AtExit::Stop {
         stop_here(vm_index, vcpu);
     }
 }
@@ -285,7 +283,7 @@ fn quiesce_pcie(vm: &Vm<'static>) -> usize {
 /// The secure VM `vm_index` stopped (off, or reset): the trusted path it
 /// held (console and input focus, the display) goes back to the rich VM.
 pub(super) fn secure_path_ends(vm_index: usize, vm: &Vm<'static>) {
-    if FOCUS.load(Ordering::Relaxed) == vm_index {
+    if VMM.focus() == vm_index {
         set_focus(vm_index, vm, false);
     }
     secure_display_ends();

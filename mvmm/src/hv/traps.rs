@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// A synchronous exception from the guest on this CPU.
+/// A synchronous exception from the guest on this CPU: `Vmm::on_exit`
+/// says what it calls for; this carries it out.
 pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
     let Some((vm_index, vcpu, vm)) = current() else {
         park()
@@ -12,118 +13,96 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
     // handled.
     stop_if_asked(vm_index, vcpu);
     let exit = Exit::decode(esr);
-    if !matches!(exit, Exit::DataAbort(_)) {
-        // A data abort is counted by the device it hits (`data_abort`).
-        count_exit(ExitKind::of(&exit, None));
-    }
-    match exit {
-        Exit::Wfi => {
+    let (ipa, va) = match exit {
+        Exit::DataAbort(_) | Exit::InstructionAbort { .. } => arch::fault_address(),
+        _ => (0, 0),
+    };
+    let action = VMM.on_exit(vm_index, &exit, ipa);
+    count_exit(ExitKind::of(
+        &exit,
+        match action {
+            ExitAction::Emulate { device, .. } => Some(device),
+            _ => None,
+        },
+    ));
+    match action {
+        ExitAction::Idle => {
             // Idle: whatever it printed without a newline is a prompt.
             console_flush(vm_index + 1);
             regs.elr += 4;
             arch::wait_for_interrupt();
         }
-        Exit::Wfe => regs.elr += 4,
-        Exit::Hvc { .. } => power_call(regs, vm_index, vcpu, vm),
-        Exit::Smc { .. } => {
-            // A trapped SMC returns to the SMC itself; an HVC to the next
-            // instruction.
-            regs.elr += 4;
+        ExitAction::Step => regs.elr += 4,
+        ExitAction::Call { step_over } => {
+            if step_over {
+                regs.elr += 4;
+            }
             power_call(regs, vm_index, vcpu, vm);
         }
-        Exit::SysReg(access) => match access.action() {
-            SysRegAction::SendSgi => {
-                send_sgi(regs, vm_index, vcpu, vm, &access);
-                regs.elr += 4;
+        ExitAction::SendSgi(access) => {
+            if !access.read {
+                send_sgi(vm_index, vcpu, vm, regs.get(access.rt));
             }
-            SysRegAction::ReadZero => {
-                if access.read {
-                    regs.set(access.rt, 0);
+            regs.elr += 4;
+        }
+        ExitAction::ReadZero(access) => {
+            if access.read {
+                regs.set(access.rt, 0);
+            }
+            regs.elr += 4;
+        }
+        ExitAction::Emulate { device, offset } => {
+            let Exit::DataAbort(abort) = exit else {
+                return;
+            };
+            match device {
+                Emulated::GicDistributor | Emulated::GicRedistributors => {
+                    gic_access(regs, vm_index, vm, &abort, ipa, va);
                 }
-                regs.elr += 4;
+                Emulated::Vsock => vsock_access(regs, vm_index, vm, &abort, offset, va),
+                Emulated::Uart => uart_access(regs, vm_index, vm, &abort, offset, va),
+                Emulated::Input => input_access(regs, vm_index, vm, &abort, offset, va),
             }
-            SysRegAction::Ignore => regs.elr += 4,
-            SysRegAction::Undefined => {
-                report(
+        }
+        ExitAction::Refuse { fault, cause } => {
+            match cause {
+                Cause::SysReg(access) => report(
                     vm_index,
                     vm,
                     regs,
                     format_args!("trapped system register access {access:?}; undefined"),
-                );
-                inject(regs, vm_index, vm, Fault::Undefined, None);
+                ),
+                Cause::DataOutside { ipa, write } => report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!(
+                        "stage-2 fault: {} at IPA {ipa:#x} (VA {va:#x}) outside its partition; injecting an abort",
+                        if write { "write" } else { "read" }
+                    ),
+                ),
+                Cause::FetchOutside { ipa, status } => report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!(
+                        "stage-2 fault: instruction fetch at IPA {ipa:#x} (VA {va:#x}, status {status:#x}) outside its partition; injecting an abort"
+                    ),
+                ),
+                Cause::Unexpected { class, iss } => report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!(
+                        "unexpected trap (class {class:#x}, syndrome {iss:#x}); injecting an undefined instruction"
+                    ),
+                ),
             }
-        },
-        Exit::DataAbort(abort) => data_abort(regs, vm_index, vm, &abort),
-        Exit::InstructionAbort { status } => {
-            let (ipa, va) = arch::fault_address();
-            report(
-                vm_index,
-                vm,
-                regs,
-                format_args!(
-                    "stage-2 fault: instruction fetch at IPA {ipa:#x} (VA {va:#x}, status {status:#x}) outside its partition; injecting an abort"
-                ),
-            );
-            inject(regs, vm_index, vm, Fault::InstructionAbort, Some(va));
-        }
-        Exit::Other { class, iss } => {
-            report(
-                vm_index,
-                vm,
-                regs,
-                format_args!(
-                    "unexpected trap (class {class:#x}, syndrome {iss:#x}); injecting an undefined instruction"
-                ),
-            );
-            inject(regs, vm_index, vm, Fault::Undefined, None);
-        }
-    }
-}
-
-/// A stage-2 data abort: an emulated device on the VM's bus
-/// (`mvmm_core::bus`), or an access outside the VM.
-pub(super) fn data_abort(
-    regs: &mut GuestRegs,
-    vm_index: usize,
-    vm: &Vm<'static>,
-    abort: &DataAbort,
-) {
-    let (ipa, va) = arch::fault_address();
-    // Only an access the syndrome describes fully can be emulated.
-    let emulable = abort.syndrome_valid && !abort.stage1_walk;
-    let device = BUSES
-        .get()
-        .and_then(|buses| buses.get(vm_index))
-        .and_then(|bus| bus.lookup(ipa))
-        .filter(|_| emulable);
-    count_exit(ExitKind::of(
-        &Exit::DataAbort(*abort),
-        device.map(|(d, _)| d),
-    ));
-    match device {
-        Some((Emulated::GicDistributor | Emulated::GicRedistributors, _)) => {
-            gic_access(regs, vm_index, vm, abort, ipa, va);
-        }
-        Some((Emulated::Vsock, offset)) => vsock_access(regs, vm_index, vm, abort, offset, va),
-        Some((Emulated::Uart, offset)) => uart_access(regs, vm_index, vm, abort, offset, va),
-        Some((Emulated::Input, offset)) => input_access(regs, vm_index, vm, abort, offset, va),
-        None => {
-            report(
-                vm_index,
-                vm,
-                regs,
-                format_args!(
-                    "stage-2 fault: {} at IPA {ipa:#x} (VA {va:#x}) outside its partition; injecting an abort",
-                    if abort.write { "write" } else { "read" }
-                ),
-            );
-            inject(
-                regs,
-                vm_index,
-                vm,
-                Fault::DataAbort { write: abort.write },
-                Some(va),
-            );
+            let far = match fault {
+                Fault::Undefined => None,
+                Fault::DataAbort { .. } | Fault::InstructionAbort => Some(va),
+            };
+            inject(regs, vm_index, vm, fault, far);
         }
     }
 }
@@ -143,32 +122,19 @@ fn uart_access(
         console_flush(vm_index + 1);
         feed_input(vm_index);
     }
-    let mut state = VMS[vm_index].lock();
-    let result = if abort.write {
-        state
-            .uart
-            .write(offset, abort.size, regs.get(abort.register) as u32)
-    } else {
-        state.uart.read(offset, abort.size).map(|raw| {
-            regs.set(abort.register, trap::load_value(abort, u64::from(raw)));
-            None
-        })
-    };
-    let raised = update_uart_irq(&mut state);
-    drop(state);
-    if let Some(target) = raised {
-        deliver(vm_index, vm, target);
-    }
-    match result {
-        Ok(output) => {
-            if let Some(byte) = output {
+    let access = Access::of(abort, offset, regs.get(abort.register));
+    match VMM.uart_access(vm_index, access) {
+        Ok(done) => {
+            if let Some(raw) = done.load {
+                regs.set(abort.register, trap::load_value(abort, raw));
+            }
+            notify(vm_index, vm, done.notify);
+            if let Some(byte) = done.output {
                 console_write(vm_index + 1, &[byte]);
             }
             regs.elr += 4;
         }
-        Err(_) => {
-            refuse_access(regs, vm_index, vm, abort, "UART", offset, va);
-        }
+        Err(_) => refuse_access(regs, vm_index, vm, abort, "UART", offset, va),
     }
 }
 
@@ -202,23 +168,20 @@ pub(super) fn refuse_access(
 }
 
 /// Logs a device fault of VM `vm_index` (which may not be the one running
-/// here), under the same per-VM limit as [`report`].
+/// here), up to `mvmm_core::vmm::FAULT_LOG_LIMIT` per VM.
 pub(super) fn report_vm_fault(vm_index: usize, vm: &Vm<'static>, what: core::fmt::Arguments<'_>) {
-    let count = {
-        let mut state = VMS[vm_index].lock();
-        state.faults = state.faults.saturating_add(1);
-        state.faults
-    };
-    if count <= FAULT_LOG_LIMIT {
-        log!("vm '{}': {}", vm.name, what);
-    }
-    if count == FAULT_LOG_LIMIT {
-        log!("vm '{}': further faults are counted, not logged", vm.name);
+    match VMM.note_fault(vm_index) {
+        FaultLog::Log => log!("vm '{}': {}", vm.name, what),
+        FaultLog::LogLast => {
+            log!("vm '{}': {}", vm.name, what);
+            log!("vm '{}': further faults are counted, not logged", vm.name);
+        }
+        FaultLog::Count => {}
     }
 }
 
 /// Logs a guest event with the VM's name and the guest's pc, up to
-/// [`FAULT_LOG_LIMIT`] per VM.
+/// `mvmm_core::vmm::FAULT_LOG_LIMIT` per VM.
 pub(super) fn report(
     vm_index: usize,
     vm: &Vm<'static>,
@@ -250,7 +213,7 @@ pub(super) fn inject(
             "vm '{}': cannot take exceptions (VBAR_EL1 {vbar:#x} unusable); stopping this vCPU",
             vm.name
         );
-        VMS[vm_index].lock().off = true;
+        VMM.vm(vm_index).off = true;
         park();
     }
     let at = GuestPosition {
