@@ -25,9 +25,15 @@
 
 use crate::bus::{Bus, BusError, Emulated};
 use crate::console::{FocusChange, InputQueue, focus_change};
+use crate::hypercall::{self, Hypercall, Refusal};
+use crate::irq::{self, Physical};
 use crate::partition::{Board, MAX_VMS, VmKind};
-use crate::power::{AfterSystemOff, VmPower, after_system_off};
-use crate::trap::{DataAbort, Exit, Fault, SysRegAccess, SysRegAction};
+use crate::power::{AfterSystemOff, AtExit, VmPower, after_system_off};
+use crate::psci::{Call, Outcome};
+use crate::trap::{
+    self, DataAbort, Exit, Fault, GuestPosition, Injection, SysRegAccess, SysRegAction,
+};
+use crate::trng;
 use crate::vgic::{self, Vgic};
 use crate::vuart::{BadAccess, VirtualPl011};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -317,6 +323,29 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
         }
     }
 
+    /// How to deliver `fault` to VM `vm`'s EL1 from `at`
+    /// (`crate::trap::inject`), or `None` when the guest cannot take
+    /// exceptions and would only fault again, for ever: then its vCPU is
+    /// stopped. That is so when, with its stage 1 off (`stage1_on` false),
+    /// VBAR_EL1 (then a guest-physical address) does not lie in its RAM,
+    /// or when the fault is an instruction abort inside the vector table
+    /// itself (with stage 1 on, a vector that faults at stage 2 shows up
+    /// that way).
+    pub fn injection(
+        &self,
+        vm: usize,
+        fault: Fault,
+        at: GuestPosition,
+        stage1_on: bool,
+    ) -> Option<Injection> {
+        const VECTORS: u64 = 0x800;
+        let ram = self.board.vms.get(vm)?.ram;
+        let vectors_outside = !stage1_on && !ram.iter().any(|r| r.contains_range(at.vbar, VECTORS));
+        let fault_in_vectors =
+            fault == Fault::InstructionAbort && at.pc.wrapping_sub(at.vbar) < VECTORS;
+        (!vectors_outside && !fault_in_vectors).then(|| trap::inject(fault, at))
+    }
+
     // ----- the virtual UART and typed input -----
 
     /// A load or store on VM `vm`'s virtual PL011. A store may give a byte
@@ -509,6 +538,61 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
         }
     }
 
+    // ----- calls and interrupts -----
+
+    /// What the power or vendor call in x0..x3 of vCPU `vcpu` of VM `vm`
+    /// (an HVC, or a trapped SMC) is. A PSCI call is applied to the VM's
+    /// power state here; what is left for the caller is in the action.
+    pub fn on_call(&self, vm: usize, vcpu: usize, x: [u64; 4]) -> CallAction {
+        let Some(this) = self.board.vms.get(vm) else {
+            return CallAction::Answer([psci_not_supported(), 0, 0, 0]);
+        };
+        if let Some(call) = hypercall::decode(x[0], x[1]) {
+            return match hypercall::admit(this.kind, call) {
+                Ok(call) => CallAction::Hypercall(call),
+                Err(refusal) => CallAction::Refused(refusal),
+            };
+        }
+        if let Some(call) = trng::decode(x[0], x[1]) {
+            // Only a secure VM has a TRNG; any other VM sees a machine
+            // without one.
+            return if this.kind == VmKind::Secure {
+                CallAction::Trng(call)
+            } else {
+                CallAction::Answer([trng::ret::NOT_SUPPORTED, 0, 0, 0])
+            };
+        }
+        let outcome = self.vm(vm).power.psci(Call::decode(x), vcpu, this.ram);
+        CallAction::Psci(outcome)
+    }
+
+    /// What physical interrupt `intid`, taken while VM `vm` ran, calls for
+    /// (`crate::irq::classify`).
+    pub fn on_irq(&self, vm: usize, intid: u32) -> Physical {
+        match self.board.vms.get(vm) {
+            Some(this) => irq::classify(self.board, this, intid),
+            None => Physical::Unexpected,
+        }
+    }
+
+    /// Whether a physical interrupt of `source` feeds the trusted path's
+    /// watchdog: the rich VM's own timer, which ticks while the rich VM
+    /// runs (`crate::display::PathLease`).
+    pub fn feeds_watchdog(&self, vm: usize, source: Physical) -> bool {
+        source == Physical::Timer
+            && self
+                .board
+                .vms
+                .get(vm)
+                .is_some_and(|v| v.kind == VmKind::Rich)
+    }
+
+    /// At every exit of vCPU `vcpu` of VM `vm`, first: whether it stops
+    /// because another vCPU resets the VM (`crate::power`).
+    pub fn at_exit(&self, vm: usize, vcpu: usize) -> AtExit {
+        self.vm(vm).power.at_exit(vcpu)
+    }
+
     // ----- power -----
 
     /// VM `vm` called PSCI SYSTEM_OFF: it is off now; says whether the
@@ -519,6 +603,27 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
         let every_vm_off = (0..self.board.vms.len().min(MAX_VMS)).all(|i| self.vm(i).off);
         after_system_off(kind, every_vm_off)
     }
+}
+
+/// What a power or vendor call is ([`Vmm::on_call`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallAction {
+    /// One of mvmm's hypercalls, admitted for this VM.
+    Hypercall(Hypercall),
+    /// One of mvmm's hypercalls this VM may not make: x0 gets
+    /// `refusal.code()`.
+    Refused(Refusal),
+    /// A TRNG call of the secure VM: answered from mvmm's entropy device.
+    Trng(trng::Call),
+    /// Answered at once: x0..x3.
+    Answer([u64; 4]),
+    /// A PSCI call, already applied to the VM's power state.
+    Psci(Outcome),
+}
+
+/// PSCI's NOT_SUPPORTED as a register value.
+fn psci_not_supported() -> u64 {
+    crate::psci::ret::NOT_SUPPORTED as u64
 }
 
 /// What the hardware did with a virtual interrupt handed to it

@@ -4,8 +4,8 @@
 //! and a reset of the secure VM also bring the rich framebuffer back.
 
 use super::*;
-use core::sync::atomic::Ordering;
 use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering;
 use mvmm_core::display::{HOLD_LIMIT_SECONDS, PathLease, Refused, Screen, ramfb_config};
 
 struct ScanOut {

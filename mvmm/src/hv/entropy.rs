@@ -21,12 +21,12 @@ pub(super) fn start_entropy() {
     }
 }
 
-/// A TRNG call of `vm`: x0..x3 to return. Only a secure VM has a TRNG; for
-/// any other VM (and when the board has no entropy device) every TRNG
-/// function is NOT_SUPPORTED, as on a machine without one.
-pub(super) fn trng_call(vm: &Vm<'static>, call: Call) -> [u64; 4] {
+/// A TRNG call of the secure VM (`Vmm::on_call` admits no other): x0..x3
+/// to return. Without an entropy device every TRNG function is
+/// NOT_SUPPORTED, as on a machine without one.
+pub(super) fn trng_call(call: Call) -> [u64; 4] {
     let mut guard = ENTROPY.lock();
-    let Some(device) = guard.as_mut().filter(|_| vm.kind == VmKind::Secure) else {
+    let Some(device) = guard.as_mut() else {
         return [trng::ret::NOT_SUPPORTED, 0, 0, 0];
     };
     let mut bytes = zeroize::Zeroizing::new([0u8; trng::MAX_BYTES]);

@@ -12,7 +12,7 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
     count_exit(ExitKind::Irq);
     // A kick may be another vCPU resetting this VM: then this vCPU stops
     // (what was pending for it is dropped with it).
-    if VMM.vm(vm_index).power.at_exit(vcpu) == AtExit::Stop {
+    if VMM.at_exit(vm_index, vcpu) == AtExit::Stop {
         // The guest's timers off first: a timer whose condition holds
         // would be pending again after each end of interrupt, and this
         // drain would never end (the vCPU then never reached its wait for
@@ -22,13 +22,13 @@ pub fn guest_irq(_regs: &mut GuestRegs) {
         stop_here(vm_index, vcpu);
     }
     while let Some(intid) = arch::ack_interrupt() {
-        let source = irq::classify(&BOARD, vm, intid);
+        let source = VMM.on_irq(vm_index, intid);
         count_irq(source.counted_as());
         if source.forwarded() {
             // The EL1 timers and passed-through devices are forwarded with
             // the HW bit: priority drop only here, the guest's deactivation
             // ends the physical interrupt too.
-            if source == Physical::Timer && vm.kind == VmKind::Rich {
+            if VMM.feeds_watchdog(vm_index, source) {
                 lease_watchdog();
             }
             arch::end_of_interrupt(intid, false);

@@ -18,17 +18,17 @@ use mvmm_core::dice;
 use mvmm_core::exits::{ExitCounters, ExitCounts, ExitKind, IrqSource};
 use mvmm_core::hypercall::{self, Hypercall};
 use mvmm_core::image_store::{self, Manifest, ManifestError};
-use mvmm_core::irq::{self, Physical};
+use mvmm_core::irq::Physical;
 use mvmm_core::partition;
 use mvmm_core::partition::{MAX_VMS, Vm, VmKind};
 use mvmm_core::power::{AfterSystemOff, AtExit, Overdue, ResetRequest, Restart};
-use mvmm_core::psci::{self, Call, Outcome};
+use mvmm_core::psci::{self, Outcome};
 use mvmm_core::stage2::{ENTRIES, Stage2Builder, Table};
 use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition};
 use mvmm_core::vgic;
 use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch, TRAP_PUMPS};
 use mvmm_core::virtio::{RamWindow, WriteEffect};
-use mvmm_core::vmm::{Access, Cause, ExitAction, FaultLog, Injected, Vmm};
+use mvmm_core::vmm::{Access, CallAction, Cause, ExitAction, FaultLog, Injected, Vmm};
 
 /// mvmm's locks: spin locks whose waiters yield (see `arch::Yield`).
 type Mutex<T> = spin::mutex::Mutex<T, arch::Yield>;

@@ -4,58 +4,61 @@
 use super::*;
 use mvmm_core::virtio::mmio;
 
-/// PSCI / SMCCC from a guest, through SMC or HVC.
+/// A power or vendor call from a guest, through SMC or HVC: what
+/// `Vmm::on_call` makes of it, carried out.
 pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm: &Vm<'static>) {
-    if let Some(call) = hypercall::decode(regs.x[0], regs.x[1]) {
-        regs.x[0] = match hypercall::admit(vm.kind, call) {
-            Err(refusal) => {
-                if let hypercall::Refusal::NotSecure(what) = refusal {
-                    report(
-                        vm_index,
-                        vm,
-                        regs,
-                        format_args!("asked for {what}; denied (only a secure VM may)"),
-                    );
+    let x = [regs.x[0], regs.x[1], regs.x[2], regs.x[3]];
+    let outcome = match VMM.on_call(vm_index, vcpu, x) {
+        CallAction::Hypercall(call) => {
+            regs.x[0] = match call {
+                Hypercall::ConsoleFocus(take) => {
+                    set_focus(vm_index, vm, take);
+                    if !take {
+                        // The prompt is over: the trusted screen goes too.
+                        secure_display_ends();
+                    }
+                    hypercall::SUCCESS
                 }
-                refusal.code()
+                Hypercall::Display(take) => display_call(vm, take),
+                Hypercall::Rpmb { frame } => rpmb_call(vm, frame),
+                Hypercall::Invalid => hypercall::INVALID_PARAMETERS,
+            };
+            return;
+        }
+        CallAction::Refused(refusal) => {
+            if let hypercall::Refusal::NotSecure(what) = refusal {
+                report(
+                    vm_index,
+                    vm,
+                    regs,
+                    format_args!("asked for {what}; denied (only a secure VM may)"),
+                );
             }
-            Ok(Hypercall::ConsoleFocus(take)) => {
-                set_focus(vm_index, vm, take);
-                if !take {
-                    // The prompt is over: the trusted screen goes too.
-                    secure_display_ends();
-                }
-                hypercall::SUCCESS
-            }
-            Ok(Hypercall::Display(take)) => display_call(vm, take),
-            Ok(Hypercall::Rpmb { frame }) => rpmb_call(vm, frame),
-            Ok(Hypercall::Invalid) => hypercall::INVALID_PARAMETERS,
-        };
-        return;
-    }
-    if let Some(call) = mvmm_core::trng::decode(regs.x[0], regs.x[1]) {
-        regs.x[..4].copy_from_slice(&trng_call(vm, call));
-        return;
-    }
-    let call = Call::decode([regs.x[0], regs.x[1], regs.x[2], regs.x[3]]);
-    let mut state = VMM.vm(vm_index);
-    match state.power.psci(call, vcpu, vm.ram) {
+            regs.x[0] = refusal.code();
+            return;
+        }
+        CallAction::Trng(call) => {
+            regs.x[..4].copy_from_slice(&trng_call(call));
+            return;
+        }
+        CallAction::Answer(answer) => {
+            regs.x[..4].copy_from_slice(&answer);
+            return;
+        }
+        CallAction::Psci(outcome) => outcome,
+    };
+    match outcome {
         Outcome::Return(value) => regs.x[0] = value,
         Outcome::StartVcpu { vcpu: target } => {
             regs.x[0] = psci::ret::SUCCESS as u64;
-            drop(state);
             // The target's CPU waits in WFI for a start (`wait_for_cpu_on`).
             if let Some(&cpu) = vm.cpus.get(target) {
                 arch::kick(cpu);
             }
             arch::send_event();
         }
-        Outcome::StopCaller => {
-            drop(state);
-            stop_here(vm_index, vcpu);
-        }
+        Outcome::StopCaller => stop_here(vm_index, vcpu),
         Outcome::SystemOff => {
-            drop(state);
             let after = VMM.system_off(vm_index);
             log!("vm '{}': PSCI SYSTEM_OFF", vm.name);
             if vm.kind == VmKind::Secure {
@@ -70,10 +73,7 @@ pub(super) fn power_call(regs: &mut GuestRegs, vm_index: usize, vcpu: usize, vm:
             }
             park();
         }
-        Outcome::SystemReset => {
-            drop(state);
-            reset_vm(vm_index, vcpu, vm);
-        }
+        Outcome::SystemReset => reset_vm(vm_index, vcpu, vm),
     }
 }
 
@@ -197,7 +197,7 @@ fn kick_vcpus(vm: &Vm<'static>, mask: u32) {
 /// At every exit of this vCPU, first: stops it here when another vCPU
 /// resets its VM.
 pub(super) fn stop_if_asked(vm_index: usize, vcpu: usize) {
-    if VMM.vm(vm_index).power.at_exit(vcpu) == AtExit::Stop {
+    if VMM.at_exit(vm_index, vcpu) == AtExit::Stop {
         stop_here(vm_index, vcpu);
     }
 }

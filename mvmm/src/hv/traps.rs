@@ -191,8 +191,8 @@ pub(super) fn report(
     report_vm_fault(vm_index, vm, format_args!("{} (pc {:#x})", what, regs.elr));
 }
 
-/// Delivers `fault` to the guest's EL1 vectors. A guest whose vectors are
-/// not inside its own RAM could only fault again, for ever: it is stopped.
+/// Delivers `fault` to the guest's EL1 vectors; a guest that cannot take
+/// exceptions (`Vmm::injection`) is stopped instead.
 pub(super) fn inject(
     regs: &mut GuestRegs,
     vm_index: usize,
@@ -200,28 +200,20 @@ pub(super) fn inject(
     fault: Fault,
     far: Option<u64>,
 ) {
-    let vbar = arch::guest_vbar();
-    // Without stage 1, VBAR_EL1 is a guest-physical address that must lie
-    // in the VM's RAM; with stage 1 on, a vector that faults at stage 2
-    // shows up as an instruction abort inside the vector table itself.
-    // Either way the guest could only fault again, for ever: stop it.
-    let vectors_outside =
-        !arch::guest_mmu_on() && !vm.ram.iter().any(|r| r.contains_range(vbar, 0x800));
-    let fault_in_vectors = fault == Fault::InstructionAbort && regs.elr.wrapping_sub(vbar) < 0x800;
-    if vectors_outside || fault_in_vectors {
-        log!(
-            "vm '{}': cannot take exceptions (VBAR_EL1 {vbar:#x} unusable); stopping this vCPU",
-            vm.name
-        );
-        VMM.vm(vm_index).off = true;
-        park();
-    }
     let at = GuestPosition {
         pc: regs.elr,
         pstate: regs.spsr,
-        vbar,
+        vbar: arch::guest_vbar(),
     };
-    let injection = trap::inject(fault, at);
+    let Some(injection) = VMM.injection(vm_index, fault, at, arch::guest_mmu_on()) else {
+        log!(
+            "vm '{}': cannot take exceptions (VBAR_EL1 {:#x} unusable); stopping this vCPU",
+            vm.name,
+            at.vbar
+        );
+        VMM.vm(vm_index).off = true;
+        park();
+    };
     arch::set_el1_exception(
         injection.esr_el1,
         far,

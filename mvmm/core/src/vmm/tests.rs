@@ -7,7 +7,7 @@ use super::*;
 use crate::bus::BusError;
 use crate::partition::tests::BOARD;
 use crate::power::AfterSystemOff;
-use crate::trap::{DataAbort, Exit, Fault, SysRegAccess};
+use crate::trap::{DataAbort, Exit, Fault, GuestPosition, SysRegAccess};
 use crate::vuart::{INT_RX, INT_TX};
 use spin::relax::Spin;
 
@@ -434,4 +434,114 @@ fn system_off_of_the_secure_vm_stops_it_and_the_rich_vm_stops_the_machine() {
     let vmm = started();
     vmm.system_off(RICH);
     assert_eq!(vmm.system_off(SECURE), AfterSystemOff::Machine);
+}
+
+#[test]
+fn only_the_secure_vm_gets_mvmms_calls_and_a_trng() {
+    use crate::hypercall::{CONSOLE_FOCUS, Hypercall, Refusal};
+    let vmm = started();
+    assert_eq!(
+        vmm.on_call(SECURE, 0, [CONSOLE_FOCUS, 1, 0, 0]),
+        CallAction::Hypercall(Hypercall::ConsoleFocus(true))
+    );
+    assert!(matches!(
+        vmm.on_call(RICH, 0, [CONSOLE_FOCUS, 1, 0, 0]),
+        CallAction::Refused(Refusal::NotSecure(_))
+    ));
+    assert!(matches!(
+        vmm.on_call(SECURE, 0, [crate::trng::fid::RND64, 192, 0, 0]),
+        CallAction::Trng(_)
+    ));
+    assert_eq!(
+        vmm.on_call(RICH, 0, [crate::trng::fid::RND64, 192, 0, 0]),
+        CallAction::Answer([crate::trng::ret::NOT_SUPPORTED, 0, 0, 0])
+    );
+}
+
+#[test]
+fn psci_calls_change_the_vms_power_state() {
+    use crate::psci::{Outcome, fid};
+    let vmm = started();
+    vmm.vm(RICH).power.boot();
+    assert_eq!(
+        vmm.on_call(RICH, 0, [u64::from(fid::PSCI_VERSION), 0, 0, 0]),
+        CallAction::Psci(Outcome::Return(crate::psci::VERSION_1_1))
+    );
+    let cpu_on = [u64::from(fid::CPU_ON_64), 1, 0x5000_0000, 7];
+    assert_eq!(
+        vmm.on_call(RICH, 0, cpu_on),
+        CallAction::Psci(Outcome::StartVcpu { vcpu: 1 })
+    );
+    assert_eq!(vmm.vm(RICH).power.take_start(1), Some((0x5000_0000, 7)));
+    // An entry point in the secure VM's RAM is refused.
+    let vmm2 = started();
+    vmm2.vm(RICH).power.boot();
+    let outside = [u64::from(fid::CPU_ON_64), 1, 0x4100_0000, 0];
+    assert_eq!(
+        vmm2.on_call(RICH, 0, outside),
+        CallAction::Psci(Outcome::Return(crate::psci::ret::INVALID_ADDRESS as u64))
+    );
+    assert_eq!(vmm2.vm(RICH).power.take_start(1), None);
+    assert_eq!(
+        vmm.on_call(RICH, 1, [u64::from(fid::SYSTEM_OFF), 0, 0, 0]),
+        CallAction::Psci(Outcome::SystemOff)
+    );
+}
+
+#[test]
+fn physical_interrupts_are_classified_and_only_the_rich_timer_feeds_the_watchdog() {
+    use crate::irq::Physical;
+    let vmm = started();
+    let timer = vmm.on_irq(RICH, crate::vgic::VTIMER_INTID);
+    assert_eq!(timer, Physical::Timer);
+    assert!(vmm.feeds_watchdog(RICH, timer));
+    assert!(!vmm.feeds_watchdog(SECURE, vmm.on_irq(SECURE, crate::vgic::VTIMER_INTID)));
+    assert_eq!(vmm.on_irq(RICH, 34), Physical::Device);
+    assert_eq!(vmm.on_irq(SECURE, 34), Physical::Unexpected);
+    assert_eq!(vmm.on_irq(RICH, 33), Physical::ConsoleInput);
+}
+
+#[test]
+fn a_guest_that_cannot_take_exceptions_is_stopped_not_faulted_for_ever() {
+    let vmm = started();
+    // EL1h, stage 1 off, vectors at the start of the rich VM's RAM.
+    let at = GuestPosition {
+        pc: 0x5000_1234,
+        pstate: 0b0101,
+        vbar: 0x5000_0000,
+    };
+    let injected = vmm
+        .injection(RICH, Fault::DataAbort { write: true }, at, false)
+        .expect("vectors in its RAM");
+    assert_eq!(injected.pc, 0x5000_0200, "current EL with SP_ELx");
+    assert_eq!(injected.elr_el1, 0x5000_1234);
+    // Vectors in the secure VM's RAM: the rich VM cannot take anything.
+    let elsewhere = GuestPosition {
+        vbar: 0x4100_0000,
+        ..at
+    };
+    assert_eq!(
+        vmm.injection(RICH, Fault::Undefined, elsewhere, false),
+        None
+    );
+    // With stage 1 on, VBAR_EL1 is a virtual address: not checked...
+    let virtual_vbar = GuestPosition {
+        vbar: 0xffff_8000_0001_0000,
+        pc: 0xffff_8000_0002_0000,
+        ..at
+    };
+    assert!(
+        vmm.injection(RICH, Fault::InstructionAbort, virtual_vbar, true)
+            .is_some()
+    );
+    // ... but a fetch fault inside the vector table means the vectors
+    // themselves are unreachable.
+    let in_vectors = GuestPosition {
+        pc: 0xffff_8000_0001_0280,
+        ..virtual_vbar
+    };
+    assert_eq!(
+        vmm.injection(RICH, Fault::InstructionAbort, in_vectors, true),
+        None
+    );
 }
