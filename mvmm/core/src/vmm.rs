@@ -495,6 +495,14 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
         Ok(done)
     }
 
+    /// An emulated device of VM `vm` signals its interrupt `intid` (an
+    /// edge: vsock and input have new used buffers): pending for vCPU 0, or
+    /// for the vCPU the guest routed the SPI to; returns the vCPU to notify
+    /// when the guest has it enabled.
+    pub fn raise(&self, vm: usize, intid: u32) -> Option<usize> {
+        self.vm(vm).vgic.raise(0, intid)
+    }
+
     /// The physical interrupts of the devices passed through to VM `vm`,
     /// with each device's name.
     pub fn device_irqs(&self, vm: usize) -> impl Iterator<Item = (u32, &'b str)> + 'b {

@@ -142,7 +142,7 @@ pub(super) fn pump(switch: &mut Switch, first: usize) -> PumpReport {
 /// used buffers for it).
 pub(super) fn raise_vsock_irq(vm_index: usize, vm: &Vm<'static>) {
     let Some(slot) = vm.vsock else { return };
-    let raised = VMM.vm(vm_index).vgic.raise(0, slot.irq);
+    let raised = VMM.raise(vm_index, slot.irq);
     if let Some(target) = raised {
         deliver(vm_index, vm, target);
     }

@@ -141,7 +141,7 @@ fn raise_input_irqs(raised: [bool; MAX_VMS]) {
         if raised.get(vm_index).copied().unwrap_or(false)
             && let Some(slot) = vm.input
         {
-            let target = VMM.vm(vm_index).vgic.raise(0, slot.irq);
+            let target = VMM.raise(vm_index, slot.irq);
             if let Some(target) = target {
                 super::deliver(vm_index, vm, target);
             }
