@@ -186,22 +186,38 @@ pub struct Fed {
     pub notify: Option<usize>,
 }
 
-/// Every VM's state and the board it runs on. See the module docs for the
-/// locking.
-pub struct Vmm<'b, R: RelaxStrategy> {
-    board: &'b Board<'b>,
+/// The board a [`Vmm`] runs on, as a type: mvmm's board is a constant
+/// generated from the board file, so every fact of it the `Vmm` looks at
+/// (the UART's interrupt, the GIC's addresses, each VM's CPUs) folds into
+/// the code instead of being loaded and walked on every exit.
+pub trait OnBoard {
+    const BOARD: Board<'static>;
+}
+
+/// Every VM's state, on board `B`. See the module docs for the locking.
+pub struct Vmm<B: OnBoard, R: RelaxStrategy> {
+    board: core::marker::PhantomData<B>,
     vms: [Mutex<VmState, R>; MAX_VMS],
     buses: spin::Once<[Bus; MAX_VMS]>,
     input: Mutex<InputQueue, R>,
     focus: AtomicUsize,
 }
 
-impl<'b, R: RelaxStrategy> Vmm<'b, R> {
-    /// A `Vmm` for `board` with no VM set up yet ([`Vmm::start`]); `const`,
-    /// so mvmm holds it in a `static`.
-    pub const fn new(board: &'b Board<'b>) -> Self {
+impl<B: OnBoard, R: RelaxStrategy> Default for Vmm<B, R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: OnBoard, R: RelaxStrategy> Vmm<B, R> {
+    /// The board's VMs.
+    const VMS: &'static [crate::partition::Vm<'static>] = B::BOARD.vms;
+
+    /// A `Vmm` with no VM set up yet ([`Vmm::start`]); `const`, so mvmm
+    /// holds it in a `static`.
+    pub const fn new() -> Self {
         Vmm {
-            board,
+            board: core::marker::PhantomData,
             vms: [const { Mutex::new(VmState::new()) }; MAX_VMS],
             buses: spin::Once::new(),
             input: Mutex::new(InputQueue::new()),
@@ -217,18 +233,18 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     pub fn start(&self, mut failed: impl FnMut(usize, BusError)) {
         let mut errors: [Option<BusError>; MAX_VMS] = [None; MAX_VMS];
         self.buses.call_once(|| {
-            core::array::from_fn(|i| {
-                match self.board.vms.get(i).map(|vm| Bus::for_vm(self.board, vm)) {
+            core::array::from_fn(
+                |i| match Self::VMS.get(i).map(|vm| Bus::for_vm(&B::BOARD, vm)) {
                     Some(Ok(bus)) => bus,
                     Some(Err(e)) => {
                         errors[i] = Some(e);
                         Bus::new()
                     }
                     None => Bus::new(),
-                }
-            })
+                },
+            )
         });
-        for (i, vm) in self.board.vms.iter().enumerate().take(MAX_VMS) {
+        for (i, vm) in Self::VMS.iter().enumerate().take(MAX_VMS) {
             let mut state = self.vms[i].lock();
             state.reset_devices(vm.cpus.len());
             state.power = VmPower::new(vm.cpus.len());
@@ -241,21 +257,16 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
         self.focus.store(self.rich(), Ordering::Relaxed);
     }
 
-    /// The board.
-    pub fn board(&self) -> &'b Board<'b> {
-        self.board
-    }
-
     /// VM `vm`'s state, locked. Panics on an index the board does not have
     /// (mvmm's own indices, never a guest's value).
+    #[inline]
     pub fn vm(&self, vm: usize) -> MutexGuard<'_, VmState, R> {
         self.vms[vm].lock()
     }
 
     /// The index of the board's rich VM (0 when it has none).
     fn rich(&self) -> usize {
-        self.board
-            .vms
+        Self::VMS
             .iter()
             .position(|v| v.kind == VmKind::Rich)
             .unwrap_or(0)
@@ -266,6 +277,7 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// What exit `exit` of VM `vm` calls for. `ipa` is the faulting
     /// guest-physical address of an abort (HPFAR_EL2 with FAR_EL2's page
     /// offset); it is not looked at for other exits.
+    #[inline]
     pub fn on_exit(&self, vm: usize, exit: &Exit, ipa: u64) -> ExitAction {
         match *exit {
             Exit::Wfi => ExitAction::Idle,
@@ -305,6 +317,7 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// The emulated device of VM `vm` that answers a data abort at `ipa`:
     /// only an access the syndrome describes fully (and not one made by
     /// the guest's own table walk) is emulated.
+    #[inline]
     pub fn device_at(&self, vm: usize, ipa: u64, abort: &DataAbort) -> Option<(Emulated, u64)> {
         if !abort.syndrome_valid || abort.stage1_walk {
             return None;
@@ -339,7 +352,7 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
         stage1_on: bool,
     ) -> Option<Injection> {
         const VECTORS: u64 = 0x800;
-        let ram = self.board.vms.get(vm)?.ram;
+        let ram = Self::VMS.get(vm)?.ram;
         let vectors_outside = !stage1_on && !ram.iter().any(|r| r.contains_range(at.vbar, VECTORS));
         let fault_in_vectors =
             fault == Fault::InstructionAbort && at.pc.wrapping_sub(at.vbar) < VECTORS;
@@ -350,6 +363,7 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
 
     /// A load or store on VM `vm`'s virtual PL011. A store may give a byte
     /// for the console; either may raise the UART's interrupt.
+    #[inline]
     pub fn uart_access(&self, vm: usize, access: Access) -> Result<Done, BadAccess> {
         let mut state = self.vm(vm);
         let mut done = Done::default();
@@ -361,7 +375,7 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
                 done.load = Some(u64::from(state.uart.read(access.offset, access.size)?));
             }
         }
-        if let Some(vcpu) = state.update_uart_irq(self.board.uart.irq) {
+        if let Some(vcpu) = state.update_uart_irq(B::BOARD.uart.irq) {
             done.notify = 1 << vcpu;
         }
         Ok(done)
@@ -370,8 +384,9 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// Re-evaluates VM `vm`'s UART interrupt (a level interrupt still high
     /// after the guest's end of interrupt is raised again); the vCPU to
     /// notify.
+    #[inline]
     pub fn uart_line(&self, vm: usize) -> Option<usize> {
-        self.vm(vm).update_uart_irq(self.board.uart.irq)
+        self.vm(vm).update_uart_irq(B::BOARD.uart.irq)
     }
 
     /// Queues `typed` (what the physical UART holds), then moves as much as
@@ -397,11 +412,12 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
             };
             state.uart.push_input(byte);
         }
-        fed.notify = state.update_uart_irq(self.board.uart.irq);
+        fed.notify = state.update_uart_irq(B::BOARD.uart.irq);
         fed
     }
 
     /// The VM whose virtual UART receives typed input.
+    #[inline]
     pub fn focus(&self) -> usize {
         self.focus.load(Ordering::Relaxed)
     }
@@ -409,7 +425,7 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// What moving focus to secure VM `vm` (`take`), or back to the rich
     /// VM, involves, in order (`crate::console::focus_change`).
     pub fn focus_change(&self, vm: usize, take: bool) -> FocusChange {
-        focus_change(self.board, vm, take)
+        focus_change(&B::BOARD, vm, take)
     }
 
     /// Moves focus to VM `to`. What was typed and not yet taken was for the
@@ -427,8 +443,9 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// A write of `value` to ICC_SGI1R_EL1 by vCPU `vcpu` of VM `vm`: the
     /// SGI is made pending for each vCPU it names; returns the vCPUs to
     /// notify (a bit per vCPU).
+    #[inline]
     pub fn send_sgi(&self, vm: usize, vcpu: usize, value: u64) -> u32 {
-        let vcpus = self.board.vms.get(vm).map_or(0, |v| v.cpus.len());
+        let vcpus = Self::VMS.get(vm).map_or(0, |v| v.cpus.len());
         let mut state = self.vm(vm);
         let (intid, mask) = state.vgic.sgi_targets(vcpu, value);
         let mut notify = 0u32;
@@ -446,6 +463,7 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// forwarded ones) for the pending and active registers. A store
     /// notifies every vCPU: an enable or a priority change may have made a
     /// queued interrupt deliverable.
+    #[inline]
     pub fn gic_access(
         &self,
         vm: usize,
@@ -453,8 +471,8 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
         access: Access,
         live: &dyn Fn(usize, u32) -> vgic::Live,
     ) -> Result<Done, vgic::BadAccess> {
-        let gic = self.board.gic;
-        let vcpus = self.board.vms.get(vm).map_or(0, |v| v.cpus.len());
+        let gic = B::BOARD.gic;
+        let vcpus = Self::VMS.get(vm).map_or(0, |v| v.cpus.len());
         let mut state = self.vm(vm);
         let mut done = Done::default();
         if gic.distributor.contains(ipa) {
@@ -499,20 +517,20 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// edge: vsock and input have new used buffers): pending for vCPU 0, or
     /// for the vCPU the guest routed the SPI to; returns the vCPU to notify
     /// when the guest has it enabled.
+    #[inline]
     pub fn raise(&self, vm: usize, intid: u32) -> Option<usize> {
         self.vm(vm).vgic.raise(0, intid)
     }
 
     /// The physical interrupts of the devices passed through to VM `vm`,
     /// with each device's name.
-    pub fn device_irqs(&self, vm: usize) -> impl Iterator<Item = (u32, &'b str)> + 'b {
-        let board = self.board;
-        board
-            .vms
+    pub fn device_irqs(&self, vm: usize) -> impl Iterator<Item = (u32, &'static str)> + 'static {
+        let devices: &'static [crate::partition::Device<'static>] = B::BOARD.devices;
+        Self::VMS
             .get(vm)
             .into_iter()
             .flat_map(|v| v.devices.iter())
-            .filter_map(move |name| board.device(name))
+            .filter_map(move |name| devices.iter().find(|d| d.name == *name))
             .flat_map(|d| d.irqs.iter().map(move |&irq| (irq, d.name)))
     }
 
@@ -536,6 +554,7 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// through `inject` (a free list register), highest priority first,
     /// until `inject` has no room ([`Injected::Later`]: retried on the next
     /// end-of-interrupt maintenance interrupt).
+    #[inline]
     pub fn flush(&self, vm: usize, vcpu: usize, mut inject: impl FnMut(u32, u8) -> Injected) {
         let mut state = self.vm(vm);
         while let Some((intid, priority)) = state.vgic.next_pending(vcpu) {
@@ -551,8 +570,9 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// What the power or vendor call in x0..x3 of vCPU `vcpu` of VM `vm`
     /// (an HVC, or a trapped SMC) is. A PSCI call is applied to the VM's
     /// power state here; what is left for the caller is in the action.
+    #[inline]
     pub fn on_call(&self, vm: usize, vcpu: usize, x: [u64; 4]) -> CallAction {
-        let Some(this) = self.board.vms.get(vm) else {
+        let Some(this) = Self::VMS.get(vm) else {
             return CallAction::Answer([psci_not_supported(), 0, 0, 0]);
         };
         if let Some(call) = hypercall::decode(x[0], x[1]) {
@@ -576,9 +596,10 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
 
     /// What physical interrupt `intid`, taken while VM `vm` ran, calls for
     /// (`crate::irq::classify`).
+    #[inline]
     pub fn on_irq(&self, vm: usize, intid: u32) -> Physical {
-        match self.board.vms.get(vm) {
-            Some(this) => irq::classify(self.board, this, intid),
+        match Self::VMS.get(vm) {
+            Some(this) => irq::classify(&B::BOARD, this, intid),
             None => Physical::Unexpected,
         }
     }
@@ -586,17 +607,14 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// Whether a physical interrupt of `source` feeds the trusted path's
     /// watchdog: the rich VM's own timer, which ticks while the rich VM
     /// runs (`crate::display::PathLease`).
+    #[inline]
     pub fn feeds_watchdog(&self, vm: usize, source: Physical) -> bool {
-        source == Physical::Timer
-            && self
-                .board
-                .vms
-                .get(vm)
-                .is_some_and(|v| v.kind == VmKind::Rich)
+        source == Physical::Timer && Self::VMS.get(vm).is_some_and(|v| v.kind == VmKind::Rich)
     }
 
     /// At every exit of vCPU `vcpu` of VM `vm`, first: whether it stops
     /// because another vCPU resets the VM (`crate::power`).
+    #[inline]
     pub fn at_exit(&self, vm: usize, vcpu: usize) -> AtExit {
         self.vm(vm).power.at_exit(vcpu)
     }
@@ -606,9 +624,9 @@ impl<'b, R: RelaxStrategy> Vmm<'b, R> {
     /// VM `vm` called PSCI SYSTEM_OFF: it is off now; says whether the
     /// whole machine powers off (`crate::power::after_system_off`).
     pub fn system_off(&self, vm: usize) -> AfterSystemOff {
-        let kind = self.board.vms.get(vm).map_or(VmKind::Rich, |v| v.kind);
+        let kind = Self::VMS.get(vm).map_or(VmKind::Rich, |v| v.kind);
         self.vm(vm).off = true;
-        let every_vm_off = (0..self.board.vms.len().min(MAX_VMS)).all(|i| self.vm(i).off);
+        let every_vm_off = (0..Self::VMS.len().min(MAX_VMS)).all(|i| self.vm(i).off);
         after_system_off(kind, every_vm_off)
     }
 }

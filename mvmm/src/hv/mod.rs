@@ -28,7 +28,7 @@ use mvmm_core::trap::{self, DataAbort, Exit, Fault, GuestPosition};
 use mvmm_core::vgic;
 use mvmm_core::virtio::switch::{PumpReport, Refusal, Rule, Switch, TRAP_PUMPS};
 use mvmm_core::virtio::{RamWindow, WriteEffect};
-use mvmm_core::vmm::{Access, CallAction, Cause, ExitAction, FaultLog, Injected, Vmm};
+use mvmm_core::vmm::{Access, CallAction, Cause, ExitAction, FaultLog, Injected, OnBoard, Vmm};
 
 /// mvmm's locks: spin locks whose waiters yield (see `arch::Yield`).
 type Mutex<T> = spin::mutex::Mutex<T, arch::Yield>;
@@ -78,7 +78,13 @@ struct Stage2Pool([Table; TABLES_PER_VM]);
 /// Every VM's state and the decisions on its exits (`mvmm_core::vmm`): one
 /// lock per VM, the typed-input queue, console focus, the device buses
 /// (built from the board at boot, `Vmm::start`).
-static VMM: Vmm<'static, arch::Yield> = Vmm::new(&BOARD);
+static VMM: Vmm<ThisBoard, arch::Yield> = Vmm::new();
+
+/// The board mvmm was built for, as the type `Vmm` takes it.
+struct ThisBoard;
+impl OnBoard for ThisBoard {
+    const BOARD: partition::Board<'static> = BOARD;
+}
 static STAGE2: [Mutex<Stage2Pool>; MAX_VMS] =
     [const { Mutex::new(Stage2Pool([[0; ENTRIES]; TABLES_PER_VM])) }; MAX_VMS];
 /// The physical console's writers. Lock order: after `VMM`'s locks.

@@ -23,8 +23,14 @@ const FR: u64 = 0x018;
 const IMSC: u64 = 0x038;
 const FR_RXFE: u64 = 1 << 4;
 
-fn started() -> Vmm<'static, Spin> {
-    let vmm = Vmm::new(&BOARD);
+/// The test board as a type.
+struct Test;
+impl OnBoard for Test {
+    const BOARD: Board<'static> = BOARD;
+}
+
+fn started() -> Vmm<Test, Spin> {
+    let vmm = Vmm::new();
     let mut failures = 0;
     vmm.start(|_, _| failures += 1);
     assert_eq!(failures, 0);
@@ -204,8 +210,11 @@ fn a_vm_whose_bus_cannot_be_built_is_off_and_every_access_faults() {
         }),
         ..crate::partition::tests::VMS[0]
     }];
-    static BROKEN: Board<'static> = Board { vms: VMS, ..BOARD };
-    let vmm: Vmm<'_, Spin> = Vmm::new(&BROKEN);
+    struct Broken;
+    impl OnBoard for Broken {
+        const BOARD: Board<'static> = Board { vms: VMS, ..BOARD };
+    }
+    let vmm: Vmm<Broken, Spin> = Vmm::new();
     let mut failed = None;
     vmm.start(|vm, e| failed = Some((vm, e)));
     assert!(matches!(failed, Some((0, BusError::InRam { .. }))));
@@ -246,7 +255,7 @@ fn uart_output_goes_to_the_console_and_bad_accesses_are_refused() {
 }
 
 /// Enables the distributor and SPI 33 (the UART) for vCPU 0 of `vm`.
-fn enable_uart_irq(vmm: &Vmm<'static, Spin>, vm: usize) {
+fn enable_uart_irq(vmm: &Vmm<Test, Spin>, vm: usize) {
     let none = &crate::vgic::no_live_state;
     vmm.gic_access(vm, GICD, store(0, 0b11), none).unwrap();
     // ISENABLER1: SPIs 32..63.
