@@ -27,6 +27,7 @@ pub mod partition;
 pub mod pcie;
 pub mod power;
 pub mod psci;
+pub mod rng_seed;
 pub mod rpmb;
 pub mod smmu;
 pub mod stage2;

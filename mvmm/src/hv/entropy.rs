@@ -3,7 +3,9 @@
 //! from its output (`mvmm_core::trng`).
 
 use super::*;
+use mvmm_core::rng_seed;
 use mvmm_core::trng::{self, Call};
+use mvmm_core::virtio::GuestMemory;
 
 static ENTROPY: Mutex<Option<arch::Entropy>> = Mutex::new(None);
 
@@ -33,4 +35,39 @@ pub(super) fn trng_call(call: Call) -> [u64; 4] {
     let delivered = matches!(call, Call::Random { .. }) && device.fill(&mut bytes[..]);
     drop(guard);
     trng::answer(call, delivered.then_some(&*bytes))
+}
+
+/// Writes fresh bytes from the entropy device into the `/chosen/rng-seed`
+/// of `vm`'s device tree (at its boot argument), before any of its vCPUs
+/// runs: a rich VM's kernel is seeded at once (`mvmm_core::rng_seed`),
+/// while its TRNG calls stay refused. A tree without a seed (a user's own)
+/// is left as it is.
+pub(super) fn seed_device_tree(vm: &Vm<'static>) {
+    if vm.kind != VmKind::Rich || vm.boot_arg == 0 {
+        return;
+    }
+    let mut ram = arch::VmRam::new(RamWindow::new(vm.ram));
+    let at = match rng_seed::find(&ram, vm.boot_arg) {
+        Ok(at) => at,
+        Err(e) => {
+            log!(
+                "vm '{}': no rng-seed in its device tree ({e:?}); its kernel seeds its random numbers slowly",
+                vm.name
+            );
+            return;
+        }
+    };
+    let mut seed = zeroize::Zeroizing::new([0u8; rng_seed::SEED_LEN]);
+    let filled = ENTROPY
+        .lock()
+        .as_mut()
+        .is_some_and(|device| device.fill(&mut seed[..]));
+    if !filled {
+        log!(
+            "vm '{}': no entropy for its device tree's rng-seed; its kernel seeds its random numbers slowly",
+            vm.name
+        );
+    } else if let Err(e) = ram.write(at, &seed[..]) {
+        log!("vm '{}': rng-seed not written: {e}", vm.name);
+    }
 }

@@ -56,7 +56,7 @@ use display::{
     display_call, lease_check_free, lease_taken, lease_watchdog, secure_display_ends, start_display,
 };
 use dma::{route_smmu_irq, smmu_events, start_smmu};
-use entropy::{start_entropy, trng_call};
+use entropy::{seed_device_tree, start_entropy, trng_call};
 use handover::{prepare_handover, write_handover};
 use input::{input_access, input_events, reset_input, set_input_focus, start_input};
 use interrupts::{deliver, gic_access, notify, send_sgi};
@@ -231,6 +231,11 @@ fn boot(dtb: u64) {
     start_smmu();
     start_display();
     start_entropy();
+    for (i, vm) in BOARD.vms.iter().enumerate() {
+        if !VMM.vm(i).off {
+            seed_device_tree(vm);
+        }
+    }
     configure_switch();
     arch::init_distributor();
     // Typed input interrupts the CPU of the VM with focus.

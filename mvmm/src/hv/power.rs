@@ -152,6 +152,7 @@ pub(super) fn reset_vm(vm_index: usize, vcpu: usize, vm: &Vm<'static>) -> ! {
             park();
         }
     };
+    seed_device_tree(vm);
     if vm.kind == VmKind::Secure {
         write_handover(vm);
         // A trusted screen does not outlive the secure VM that drew it.
