@@ -123,6 +123,8 @@ struct Boot {
     kernel_dd_sha: f64,
     /// The rich VM's exits over the whole run (under mvmm).
     exits: Option<ExitCounts>,
+    /// The whole console.
+    transcript: String,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -219,7 +221,13 @@ fn boot_benchmarks(board: &str, dir: &Path, boot_exits: &ExitCounts) -> Result<V
                     cmd.arg("-plugin").arg(p.plugin_arg(host));
                 }
             }
-            boots.push(measure(cmd)?);
+            let boot = measure(cmd)?;
+            if icount && let Some(p) = &profile {
+                let console = p.profile(host).with_extension("console.txt");
+                fs::write(&console, &boot.transcript)
+                    .map_err(|e| format!("{}: {e}", console.display()))?;
+            }
+            boots.push(boot);
         }
         let (bare, mvmm) = (&boots[0], &boots[1]);
         if icount && let Some(p) = &profile {
@@ -470,6 +478,7 @@ fn measure(cmd: Command) -> Result<Boot, String> {
         kernel_workload: end - start,
         kernel_dd_sha: end - at("mvmm-bench: dd start")?,
         exits: rich_exits(&transcript),
+        transcript,
     })
 }
 
