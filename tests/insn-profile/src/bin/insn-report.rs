@@ -19,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// One phase of a profile: instructions per block start and vCPU.
@@ -187,13 +189,18 @@ fn load_phase(spec: &str) -> Result<(String, Phase), String> {
     Ok((spec.to_string(), phases.swap_remove(i as usize)))
 }
 
-fn phases_command(file: &str) -> Result<(), String> {
+fn phases_command(file: &str) -> Result<String, String> {
+    let mut out = String::new();
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
     let phases = parse_profile(&text).map_err(|e| format!("{file}: {e}"))?;
-    println!("| phase | mark vCPU | instructions | per vCPU | blocks |");
-    println!("|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| phase | mark vCPU | instructions | per vCPU | blocks |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
     for (i, p) in phases.iter().enumerate() {
-        println!(
+        let _ = writeln!(
+            out,
             "| {i} | {} | {} | {} | {} |",
             p.mark_vcpu.map_or("-".into(), |v| v.to_string()),
             p.total(),
@@ -201,7 +208,7 @@ fn phases_command(file: &str) -> Result<(), String> {
             p.blocks.len()
         );
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The rows of a comparison: key, base per vCPU, other per vCPU, sorted by
@@ -226,7 +233,8 @@ fn differences<K: Ord + Clone>(
     rows
 }
 
-fn compare_command(args: &[String]) -> Result<(), String> {
+fn compare_command(args: &[String]) -> Result<String, String> {
+    let mut out = String::new();
     let mut symbols = Symbols::default();
     let mut top = 30usize;
     let mut specs = Vec::new();
@@ -251,22 +259,28 @@ fn compare_command(args: &[String]) -> Result<(), String> {
     };
     let (base_name, base) = load_phase(base)?;
     let (other_name, other) = load_phase(other)?;
-    println!(
+    let _ = writeln!(
+        out,
         "base {base_name}: {} instructions (per vCPU {})",
         base.total(),
         per_vcpu(&base.per_vcpu)
     );
-    println!(
+    let _ = writeln!(
+        out,
         "other {other_name}: {} instructions (per vCPU {})",
         other.total(),
         per_vcpu(&other.per_vcpu)
     );
-    println!();
-    println!("| region | base (per vCPU) | other (per vCPU) | difference |");
-    println!("|---|---|---|---|");
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "| region | base (per vCPU) | other (per vCPU) | difference |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
     let by_region = |p: &Phase| aggregate(p, |pc| symbols.function(pc).0);
     for (region, b, o, diff) in differences(&by_region(&base), &by_region(&other)) {
-        println!(
+        let _ = writeln!(
+            out,
             "| {region} | {} ({}) | {} ({}) | {diff:+} |",
             b.iter().sum::<u64>(),
             per_vcpu(&b),
@@ -274,15 +288,19 @@ fn compare_command(args: &[String]) -> Result<(), String> {
             per_vcpu(&o)
         );
     }
-    println!();
-    println!("| function | base (per vCPU) | other (per vCPU) | difference |");
-    println!("|---|---|---|---|");
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "| function | base (per vCPU) | other (per vCPU) | difference |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
     let by_function = |p: &Phase| aggregate(p, |pc| symbols.function(pc));
     for ((region, name), b, o, diff) in differences(&by_function(&base), &by_function(&other))
         .into_iter()
         .take(top)
     {
-        println!(
+        let _ = writeln!(
+            out,
             "| {region}:{name} | {} ({}) | {} ({}) | {diff:+} |",
             b.iter().sum::<u64>(),
             per_vcpu(&b),
@@ -290,15 +308,19 @@ fn compare_command(args: &[String]) -> Result<(), String> {
             per_vcpu(&o)
         );
     }
-    println!();
-    println!("| block | base (per vCPU) | other (per vCPU) | difference |");
-    println!("|---|---|---|---|");
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "| block | base (per vCPU) | other (per vCPU) | difference |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
     let by_block = |p: &Phase| aggregate(p, |pc| pc);
     for (pc, b, o, diff) in differences(&by_block(&base), &by_block(&other))
         .into_iter()
         .take(top)
     {
-        println!(
+        let _ = writeln!(
+            out,
             "| {pc:#x} {} | {} ({}) | {} ({}) | {diff:+} |",
             symbols.describe(pc),
             b.iter().sum::<u64>(),
@@ -307,7 +329,7 @@ fn compare_command(args: &[String]) -> Result<(), String> {
             per_vcpu(&o)
         );
     }
-    Ok(())
+    Ok(out)
 }
 
 const USAGE: &str = "usage: insn-report phases PROFILE\n       \
@@ -321,7 +343,11 @@ fn main() -> ExitCode {
         _ => Err(USAGE.to_string()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(text) => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("insn-report: {e}");
             ExitCode::FAILURE
