@@ -25,6 +25,12 @@
 //! `MVMM_BENCH=boot`, `channel`, `micro` (the probe guest's
 //! microbenchmarks, bench_micro.rs) or `nic` (the NIC's throughput,
 //! bench_nic.rs) runs one part only.
+//!
+//! `MVMM_PROFILE=1` (opt-in, off by default) also profiles the boot
+//! benchmark's `-icount` boots with the insn-profile QEMU plugin
+//! (tests/insn-profile): guest instructions per translated block and vCPU,
+//! cut at every `/dev/kmsg` marker, compared by function in
+//! target/bench/profile-report.md (see docs/benchmarks.md).
 
 use mvmm_core::exits::{ExitCounts, ExitKind};
 use mvmm_tests::{
@@ -117,6 +123,8 @@ struct Boot {
     kernel_dd_sha: f64,
     /// The rich VM's exits over the whole run (under mvmm).
     exits: Option<ExitCounts>,
+    /// The whole console.
+    transcript: String,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -185,6 +193,10 @@ fn boot_benchmarks(board: &str, dir: &Path, boot_exits: &ExitCounts) -> Result<V
         Some(WORKLOAD),
         &work,
     )?;
+    let profile = match std::env::var(PROFILE_VAR).as_deref() {
+        Ok("1") => Some(Profiling::prepare(&file, &qemu, dir)?),
+        _ => None,
+    };
     let mut results = Vec::new();
     for icount in [false, true] {
         let mut boots = Vec::new();
@@ -205,10 +217,22 @@ fn boot_benchmarks(board: &str, dir: &Path, boot_exits: &ExitCounts) -> Result<V
             };
             if icount {
                 cmd.args(ICOUNT);
+                if let Some(p) = &profile {
+                    cmd.arg("-plugin").arg(p.plugin_arg(host));
+                }
             }
-            boots.push(measure(cmd)?);
+            let boot = measure(cmd)?;
+            if icount && let Some(p) = &profile {
+                let console = p.profile(host).with_extension("console.txt");
+                fs::write(&console, &boot.transcript)
+                    .map_err(|e| format!("{}: {e}", console.display()))?;
+            }
+            boots.push(boot);
         }
         let (bare, mvmm) = (&boots[0], &boots[1]);
+        if icount && let Some(p) = &profile {
+            p.report(dir)?;
+        }
         if icount {
             let full = mvmm
                 .exits
@@ -246,6 +270,147 @@ fn boot_benchmarks(board: &str, dir: &Path, boot_exits: &ExitCounts) -> Result<V
         }
     }
     Ok(results)
+}
+
+/// Opt-in profiling of the boot benchmark's -icount boots: `MVMM_PROFILE=1`.
+const PROFILE_VAR: &str = "MVMM_PROFILE";
+/// The kernel function the profile is cut at: every `echo ... > /dev/kmsg`
+/// (the workload's markers) calls it once.
+const PROFILE_MARK: &str = "devkmsg_write";
+
+/// The insn-profile plugin, built, and the kernel's symbols, read from a
+/// bare boot (`nokaslr`: the same addresses in every boot of this kernel).
+struct Profiling {
+    plugin: std::path::PathBuf,
+    report_tool: std::path::PathBuf,
+    out: std::path::PathBuf,
+    mark: u64,
+}
+
+impl Profiling {
+    fn prepare(
+        file: &mvmm_core::config::BoardFile,
+        qemu: &mvmm_core::config::QemuSection,
+        dir: &Path,
+    ) -> Result<Profiling, String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .ok_or("xtask has no parent directory")?;
+        let build = crate::target_dir().join("insn-profile");
+        eprintln!("bench: building the insn-profile plugin (tests/insn-profile) ...");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args(["build", "--release", "--manifest-path"])
+            .arg(root.join("tests/insn-profile/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&build)
+            .status()
+            .map_err(|e| format!("cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("building tests/insn-profile failed ({status})"));
+        }
+        let out = crate::target_dir().join("bench");
+        fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        eprintln!("bench: reading the kernel's symbols (bare QEMU, /proc/kallsyms) ...");
+        let work = dir.join("work").join("bench-kallsyms");
+        let command = "echo 'mvmm-bench: kallsyms start'; grep ' [tTwW] ' /proc/kallsyms; \
+                       echo 'mvmm-bench: kallsyms end'";
+        let rich = prepare_rich_boot(
+            file,
+            qemu,
+            dir,
+            &RichSource::built(dir),
+            Some(command),
+            &work,
+        )?;
+        let mut machine = Machine::start_quiet(bare_linux(file, qemu, &rich)?);
+        machine
+            .expect("mvmm-bench: kallsyms end", LIMIT)
+            .map_err(|e| format!("bench kallsyms: {e}"))?;
+        machine.wait_exit(Duration::from_secs(60));
+        let transcript = machine.transcript().replace('\r', "");
+        let symbols = transcript
+            .split_once("mvmm-bench: kallsyms start\n")
+            .and_then(|(_, rest)| rest.split_once("mvmm-bench: kallsyms end"))
+            .map(|(syms, _)| syms)
+            .ok_or("bench kallsyms: no symbol list on the console")?;
+        fs::write(out.join("kallsyms.txt"), symbols).map_err(|e| format!("kallsyms.txt: {e}"))?;
+        let mark = symbols
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                let (addr, _, name) = (w.next()?, w.next()?, w.next()?);
+                (name == PROFILE_MARK).then(|| u64::from_str_radix(addr, 16).ok())?
+            })
+            .ok_or(format!(
+                "bench kallsyms: no {PROFILE_MARK} in /proc/kallsyms"
+            ))?;
+        Ok(Profiling {
+            plugin: build.join("release").join("libinsn_profile.so"),
+            report_tool: build.join("release").join("insn-report"),
+            out,
+            mark,
+        })
+    }
+
+    fn profile(&self, host: Host) -> std::path::PathBuf {
+        self.out.join(match host {
+            Host::Bare => "profile-bare.txt",
+            Host::Mvmm => "profile-mvmm.txt",
+        })
+    }
+
+    /// QEMU's `-plugin` argument for a boot on `host`.
+    fn plugin_arg(&self, host: Host) -> std::ffi::OsString {
+        let mut arg = self.plugin.clone().into_os_string();
+        arg.push(",out=");
+        arg.push(self.profile(host));
+        arg.push(format!(",mark={:#x}", self.mark));
+        arg
+    }
+
+    /// Compares the two profiles' sha256 phases (the one before the last:
+    /// from the `sha256 start` marker to `sha256 end`) by function into
+    /// profile-report.md, with mvmm's and secure-os's symbols when
+    /// `llvm-nm` can list them.
+    fn report(&self, dir: &Path) -> Result<(), String> {
+        let mut cmd = Command::new(&self.report_tool);
+        cmd.arg("compare");
+        cmd.arg("--syms").arg(self.out.join("kallsyms.txt"));
+        for image in ["mvmm", "secure-os"] {
+            let listed = Command::new("llvm-nm")
+                .args(["-n", "--demangle"])
+                .arg(dir.join(image))
+                .output();
+            if let Ok(o) = listed.as_ref()
+                && o.status.success()
+            {
+                let path = self.out.join(format!("{image}.nm"));
+                fs::write(&path, &o.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+                cmd.arg("--syms").arg(format!("{image}={}", path.display()));
+            } else {
+                eprintln!("bench: no symbols for {image} (llvm-nm)");
+            }
+        }
+        for host in [Host::Bare, Host::Mvmm] {
+            let mut spec = self.profile(host).into_os_string();
+            spec.push("@-2");
+            cmd.arg(spec);
+        }
+        let output = cmd
+            .output()
+            .map_err(|e| format!("{}: {e}", self.report_tool.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "insn-report failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let path = self.out.join("profile-report.md");
+        fs::write(&path, &output.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("bench: profile comparison in {}", path.display());
+        Ok(())
+    }
 }
 
 /// The baseline: the same kernel and initramfs on bare QEMU (Linux at EL1,
@@ -313,6 +478,7 @@ fn measure(cmd: Command) -> Result<Boot, String> {
         kernel_workload: end - start,
         kernel_dd_sha: end - at("mvmm-bench: dd start")?,
         exits: rich_exits(&transcript),
+        transcript,
     })
 }
 
