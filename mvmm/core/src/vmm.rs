@@ -110,8 +110,12 @@ pub enum ExitAction {
     /// load zero into `rt` on a read, then step over.
     ReadZero(SysRegAccess),
     /// An access to the emulated device `device` at `offset` from its base
-    /// (the VM's bus, `crate::bus`).
-    Emulate { device: Emulated, offset: u64 },
+    /// (the VM's bus, `crate::bus`), as `abort` describes it.
+    Emulate {
+        device: Emulated,
+        offset: u64,
+        abort: DataAbort,
+    },
     /// Refused: logged ([`Vmm::note_fault`]) and `fault` injected.
     Refuse { fault: Fault, cause: Cause },
 }
@@ -294,7 +298,11 @@ impl<B: OnBoard, R: RelaxStrategy> Vmm<B, R> {
                 },
             },
             Exit::DataAbort(abort) => match self.device_at(vm, ipa, &abort) {
-                Some((device, offset)) => ExitAction::Emulate { device, offset },
+                Some((device, offset)) => ExitAction::Emulate {
+                    device,
+                    offset,
+                    abort,
+                },
                 None => ExitAction::Refuse {
                     fault: Fault::DataAbort { write: abort.write },
                     cause: Cause::DataOutside {

@@ -51,19 +51,18 @@ pub fn guest_sync(regs: &mut GuestRegs, esr: u64) {
             }
             regs.elr += 4;
         }
-        ExitAction::Emulate { device, offset } => {
-            let Exit::DataAbort(abort) = exit else {
-                return;
-            };
-            match device {
-                Emulated::GicDistributor | Emulated::GicRedistributors => {
-                    gic_access(regs, vm_index, vm, &abort, ipa, va);
-                }
-                Emulated::Vsock => vsock_access(regs, vm_index, vm, &abort, offset, va),
-                Emulated::Uart => uart_access(regs, vm_index, vm, &abort, offset, va),
-                Emulated::Input => input_access(regs, vm_index, vm, &abort, offset, va),
+        ExitAction::Emulate {
+            device,
+            offset,
+            abort,
+        } => match device {
+            Emulated::GicDistributor | Emulated::GicRedistributors => {
+                gic_access(regs, vm_index, vm, &abort, ipa, va);
             }
-        }
+            Emulated::Vsock => vsock_access(regs, vm_index, vm, &abort, offset, va),
+            Emulated::Uart => uart_access(regs, vm_index, vm, &abort, offset, va),
+            Emulated::Input => input_access(regs, vm_index, vm, &abort, offset, va),
+        },
         ExitAction::Refuse { fault, cause } => {
             match cause {
                 Cause::SysReg(access) => report(

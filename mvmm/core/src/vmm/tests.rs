@@ -149,14 +149,16 @@ fn data_aborts_go_to_the_device_on_the_bus_or_fault() {
         vmm.on_exit(RICH, &exit(abort(false)), UART + FR),
         ExitAction::Emulate {
             device: Emulated::Uart,
-            offset: FR
+            offset: FR,
+            abort: abort(false)
         }
     );
     assert_eq!(
         vmm.on_exit(RICH, &exit(abort(true)), GICR + STRIDE + 0x100),
         ExitAction::Emulate {
             device: Emulated::GicRedistributors,
-            offset: STRIDE + 0x100
+            offset: STRIDE + 0x100,
+            abort: abort(true)
         }
     );
     // The secure VM has one vCPU: vCPU 1's redistributor frame is not on
