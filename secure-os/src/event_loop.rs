@@ -765,3 +765,1112 @@ fn done(approval: Approval) -> Option<Outcome> {
         Approval::WrongPin { .. } | Approval::NothingPending => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::rc::Rc;
+    use core::cell::{Cell, RefCell};
+    use p256::ecdsa::SigningKey;
+    use p256::elliptic_curve::Generate;
+    use payment_app::service::{FrameReader, MAX_FRAME_LEN, encode_frame_header};
+    use payment_app::{PaymentApp, Policy, Service, StorageError};
+    use protocol::session::{ClientHandshake, MAX_RECORD_LEN, Session as Channel};
+    use protocol::{
+        CredentialId, CurrencyCode, ErrorCode, FixedBytes, Label, MAX_MESSAGE_LEN, MAX_PACKET_LEN,
+        Merchant, PaymentRequest, RecordBytes, Reply, Request, Response, decode_response,
+        encode_request,
+    };
+    use std::string::{String, ToString};
+    use std::vec;
+    use trusted_ui::evdev::{EV_KEY, Event};
+    use trusted_ui::guard::{ARM_DELAY_MS, BACKOFF_BASE_MS, HOLD_MS, QUIET_MS};
+
+    use crate::server::{ECHO_PORT, IDLE_TIMEOUT_MS};
+
+    const KEY_ESC: u16 = 1;
+    const KEY_ENTER: u16 = 28;
+    const WIDTH: u32 = 800;
+    const HEIGHT: u32 = 480;
+    const RICH: u64 = 3;
+
+    /// One thing the loop asked of the devices.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Act {
+        Line(String),
+        Focus(bool),
+        Display(bool),
+        DrainConsole,
+        DrainInput,
+        Publish,
+        Reset(Endpoint),
+        Entropy,
+    }
+
+    /// Devices that record what they are asked, on a clock the test sets.
+    /// They also check the order the hypervisor relies on: the display is
+    /// taken only with the focus held, each is taken once and given back
+    /// once.
+    struct Recorder {
+        now_us: u64,
+        acts: Vec<Act>,
+        focus_status: u64,
+        display_status: u64,
+        focus: bool,
+        display: bool,
+    }
+
+    impl Recorder {
+        fn new() -> Recorder {
+            Recorder {
+                now_us: 0,
+                acts: Vec::new(),
+                focus_status: 0,
+                display_status: 0,
+                focus: false,
+                display: false,
+            }
+        }
+
+        /// Everything asked since the last call.
+        fn take(&mut self) -> Vec<Act> {
+            core::mem::take(&mut self.acts)
+        }
+
+        /// The lines among `acts`.
+        fn lines(acts: &[Act]) -> Vec<&str> {
+            acts.iter()
+                .filter_map(|a| match a {
+                    Act::Line(l) => Some(l.as_str()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// The acts that are not lines.
+        fn effects(acts: &[Act]) -> Vec<Act> {
+            acts.iter()
+                .filter(|a| !matches!(a, Act::Line(_)))
+                .cloned()
+                .collect()
+        }
+
+        fn said(acts: &[Act], text: &str) -> bool {
+            Self::lines(acts).iter().any(|l| l.contains(text))
+        }
+    }
+
+    impl Console for Recorder {
+        fn print(&mut self, line: fmt::Arguments<'_>) {
+            self.acts.push(Act::Line(line.to_string()));
+        }
+    }
+
+    impl Devices for Recorder {
+        fn now_us(&mut self) -> u64 {
+            self.now_us
+        }
+
+        fn console_focus(&mut self, take: bool) -> u64 {
+            assert_ne!(take, self.focus, "focus taken twice or given back twice");
+            assert!(take || !self.display, "focus given back before the display");
+            self.acts.push(Act::Focus(take));
+            if take && self.focus_status != 0 {
+                return self.focus_status;
+            }
+            self.focus = take;
+            0
+        }
+
+        fn display(&mut self, take: bool) -> u64 {
+            assert_ne!(
+                take, self.display,
+                "display taken twice or given back twice"
+            );
+            assert!(self.focus, "display switched without the focus");
+            self.acts.push(Act::Display(take));
+            if take && self.display_status != 0 {
+                return self.display_status;
+            }
+            self.display = take;
+            0
+        }
+
+        fn drain_console(&mut self) {
+            self.acts.push(Act::DrainConsole);
+        }
+
+        fn drain_input(&mut self) {
+            self.acts.push(Act::DrainInput);
+        }
+
+        fn publish(&mut self, pixels: &[u32]) {
+            assert_eq!(pixels.len(), (WIDTH * HEIGHT) as usize);
+            self.acts.push(Act::Publish);
+        }
+
+        fn reset(&mut self, endpoint: Endpoint) {
+            self.acts.push(Act::Reset(endpoint));
+        }
+
+        fn entropy(&mut self) -> Option<[u8; 32]> {
+            self.acts.push(Act::Entropy);
+            Some([0x5a; 32])
+        }
+    }
+
+    /// Storage in memory whose writes can be made to fail.
+    #[derive(Clone, Default)]
+    struct Flash {
+        blob: Rc<RefCell<Option<Vec<u8>>>>,
+        fail: Rc<Cell<bool>>,
+        writes: Rc<Cell<u32>>,
+    }
+
+    impl Storage for Flash {
+        fn load(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StorageError> {
+            match &*self.blob.borrow() {
+                None => Ok(None),
+                Some(blob) => {
+                    let target = buf.get_mut(..blob.len()).ok_or(StorageError)?;
+                    target.copy_from_slice(blob);
+                    Ok(Some(blob.len()))
+                }
+            }
+        }
+
+        fn store(&mut self, blob: &[u8]) -> Result<(), StorageError> {
+            if self.fail.get() {
+                return Err(StorageError);
+            }
+            *self.blob.borrow_mut() = Some(blob.to_vec());
+            self.writes.set(self.writes.get() + 1);
+            Ok(())
+        }
+    }
+
+    /// A rich-side client: its connection and its session.
+    struct Client {
+        ep: Endpoint,
+        channel: Channel,
+    }
+
+    fn frame(packet: &[u8]) -> Vec<u8> {
+        let mut out = encode_frame_header(packet.len()).expect("fits").to_vec();
+        out.extend_from_slice(packet);
+        out
+    }
+
+    fn clear_frame(request: &Request) -> Vec<u8> {
+        let mut buf = [0u8; MAX_PACKET_LEN];
+        frame(encode_request(request, &mut buf).expect("fits"))
+    }
+
+    /// The event loop on recording devices, with a clock in ms.
+    struct Rig<'fb> {
+        lp: EventLoop<'fb, Flash>,
+        dev: Recorder,
+        flash: Flash,
+        key: SigningKey,
+        rng: ChaCha20Rng,
+        now: u64,
+        next_port: u32,
+    }
+
+    impl<'fb> Rig<'fb> {
+        /// With a display when `pixels` is given (800x480).
+        fn new(pixels: Option<&'fb mut [u32]>) -> Rig<'fb> {
+            let mut rng = ChaCha20Rng::seed_from_u64(42);
+            let key = SigningKey::generate_from_rng(&mut rng);
+            let flash = Flash::default();
+            let app = PaymentApp::new(key.clone(), flash.clone(), Policy::default())
+                .expect("empty storage");
+            let board = Switchboard::new(Service::new(app, key.clone()));
+            let word = SecurityWord::try_from("HERON-76").expect("fits");
+            let screen = pixels.map(|p| Framebuffer::new(p, WIDTH, HEIGHT).expect("size"));
+            let lp = EventLoop::new(board, ChaCha20Rng::seed_from_u64(1), word, screen);
+            let mut rig = Rig {
+                lp,
+                dev: Recorder::new(),
+                flash,
+                key,
+                rng,
+                now: 0,
+                next_port: 50_000,
+            };
+            rig.at(1_000);
+            rig
+        }
+
+        /// Sets the clock.
+        fn at(&mut self, ms: u64) {
+            self.now = ms;
+            self.dev.now_us = ms * 1000;
+        }
+
+        /// Moves the clock on.
+        fn later(&mut self, ms: u64) {
+            self.at(self.now + ms);
+        }
+
+        fn endpoint(&mut self, local_port: u32) -> Endpoint {
+            self.next_port += 1;
+            Endpoint {
+                peer_cid: RICH,
+                peer_port: self.next_port,
+                local_port,
+            }
+        }
+
+        /// Connects a client to the payment port and opens its session.
+        fn connect(&mut self) -> Client {
+            let ep = self.endpoint(PAYMENT_PORT);
+            self.lp.connection_request(&mut self.dev, ep, self.now);
+            let (hs, hello) = ClientHandshake::start(&mut self.rng, self.key.verifying_key());
+            let bytes = clear_frame(&Request::OpenSession(FixedBytes(hello)));
+            self.lp.received(&mut self.dev, ep, &bytes, self.now);
+            let packets = self.packets(ep);
+            assert_eq!(packets.len(), 1);
+            let channel = match decode_response(&packets[0]).expect("decodes") {
+                Ok(Reply::SessionOpened(server)) => hs.finish(&server.0).expect("handshake"),
+                other => panic!("{other:?}"),
+            };
+            Client { ep, channel }
+        }
+
+        /// Sends a request in the client's session.
+        fn send(&mut self, client: &mut Client, request: &Request) {
+            let mut plain = [0u8; MAX_MESSAGE_LEN];
+            let encoded = encode_request(request, &mut plain).expect("fits");
+            let mut record = [0u8; MAX_RECORD_LEN];
+            let len = client.channel.seal(encoded, &mut record).expect("seal");
+            let bytes = clear_frame(&Request::Sealed(
+                RecordBytes::from_slice(&record[..len]).expect("fits"),
+            ));
+            self.lp.received(&mut self.dev, client.ep, &bytes, self.now);
+        }
+
+        /// Sends everything queued for `ep`; the packets in it.
+        fn packets(&mut self, ep: Endpoint) -> Vec<Vec<u8>> {
+            let mut reader = FrameReader::new();
+            loop {
+                let bytes = self.lp.outbox(ep).to_vec();
+                if bytes.is_empty() {
+                    break;
+                }
+                self.lp.sent(&mut self.dev, ep, bytes.len());
+                reader.push(&bytes);
+            }
+            let mut out = Vec::new();
+            while let Some(packet) = reader.next_frame().expect("well framed") {
+                out.push(packet);
+            }
+            out
+        }
+
+        /// The client's answers sent so far, opened.
+        fn answers(&mut self, client: &mut Client) -> Vec<Response> {
+            let packets = self.packets(client.ep);
+            packets
+                .iter()
+                .map(|packet| match decode_response(packet).expect("decodes") {
+                    Ok(Reply::Sealed(record)) => {
+                        let mut plain = [0u8; MAX_MESSAGE_LEN];
+                        let len = client.channel.open(&record, &mut plain).expect("opens");
+                        decode_response(&plain[..len]).expect("inner")
+                    }
+                    other => other,
+                })
+                .collect()
+        }
+
+        /// Enrolls a card; its credential.
+        fn enroll(&mut self, client: &mut Client) -> CredentialId {
+            let label = Label::try_from("Visa ending 4242").expect("fits");
+            self.send(client, &Request::Enroll { label });
+            match self.answers(client).as_slice() {
+                [Ok(Reply::Enrolled(record))] => record.credential,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Asks for a payment of 12.50 EUR.
+        fn pay(&mut self, client: &mut Client, credential: CredentialId) {
+            let request = Request::RequestPayment(PaymentRequest {
+                credential,
+                amount_minor: 1250,
+                currency: CurrencyCode(*b"EUR"),
+                merchant: Merchant::try_from("Corner Cafe").expect("fits"),
+                nonce: [9; 32],
+            });
+            self.send(client, &request);
+        }
+
+        /// Types on the console, as the image reads it (only while the
+        /// loop wants keys).
+        fn type_keys(&mut self, bytes: &[u8]) {
+            for &byte in bytes {
+                if self.lp.wants_keys() {
+                    self.lp.key(&mut self.dev, byte, self.now);
+                }
+            }
+        }
+
+        /// A key on the input device's keyboard (1: down, 0: up).
+        fn press(&mut self, code: u16, value: u32) {
+            let event = Event {
+                kind: EV_KEY,
+                code,
+                value,
+            };
+            self.lp.touch(&mut self.dev, event, self.now);
+        }
+
+        /// The end of a round: resets, then the passing of time.
+        fn tick(&mut self) {
+            self.lp.reap(&mut self.dev, self.now);
+            self.lp.tick(&mut self.dev, self.now);
+        }
+
+        /// A client with a card, and a payment on screen (armed).
+        fn prompt_up(&mut self) -> Client {
+            let mut client = self.connect();
+            let credential = self.enroll(&mut client);
+            self.pay(&mut client, credential);
+            assert!(self.lp.holds_focus());
+            self.dev.take();
+            client
+        }
+    }
+
+    fn pixels() -> Vec<u32> {
+        vec![0u32; (WIDTH * HEIGHT) as usize]
+    }
+
+    #[test]
+    fn a_request_takes_the_focus_then_the_display_and_shows_the_statement() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let mut client = rig.connect();
+        let credential = rig.enroll(&mut client);
+        rig.dev.take();
+        rig.pay(&mut client, credential);
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::effects(&acts),
+            [
+                Act::Focus(true),
+                Act::DrainConsole,
+                Act::Publish,
+                Act::Display(true),
+                Act::DrainInput,
+            ]
+        );
+        assert_eq!(
+            Recorder::lines(&acts),
+            [
+                "secure-os: approval screen on the display (drawn in 0 us; prompt to pixels 0 us)",
+                prompt::HEADING,
+                "Pay",
+                "12.50 EUR",
+                "to Corner Cafe",
+                "with Visa ending 4242",
+                "Security word: HERON-76",
+                prompt::QUESTION,
+            ]
+        );
+        assert!(rig.lp.holds_focus() && rig.lp.holds_display());
+        assert!(memory_was_drawn(&rig));
+        // Nothing is answered until the user does.
+        assert!(rig.answers(&mut client).is_empty());
+    }
+
+    fn memory_was_drawn(rig: &Rig<'_>) -> bool {
+        rig.lp
+            .screen
+            .as_ref()
+            .is_some_and(|fb| fb.pixels().iter().any(|&p| p != 0))
+    }
+
+    #[test]
+    fn without_a_display_the_text_prompt_alone_asks() {
+        // No framebuffer on the board.
+        let mut rig = Rig::new(None);
+        let mut client = rig.prompt_up();
+        assert!(rig.lp.holds_focus() && !rig.lp.holds_display());
+        rig.later(ARM_DELAY_MS);
+        rig.type_keys(b"y\r");
+        let acts = rig.dev.take();
+        assert!(Recorder::said(&acts, "secure-os: payment approved"));
+        assert_eq!(
+            Recorder::effects(&acts),
+            [Act::DrainConsole, Act::Focus(false)]
+        );
+        assert!(matches!(
+            rig.answers(&mut client).as_slice(),
+            [Ok(Reply::Authorized(_))]
+        ));
+
+        // A display mvmm refuses: the text prompt asks, the path stays
+        // with the console alone.
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        rig.dev.display_status = mvmm_core::hypercall::NOT_SUPPORTED;
+        let mut client = rig.connect();
+        let credential = rig.enroll(&mut client);
+        rig.pay(&mut client, credential);
+        let acts = rig.dev.take();
+        assert!(Recorder::said(
+            &acts,
+            "secure-os: display unavailable (hvc 0xc6000003 returned 0xffffffffffffffff); text prompt only"
+        ));
+        assert!(Recorder::said(&acts, prompt::QUESTION));
+        assert!(rig.lp.holds_focus() && !rig.lp.holds_display());
+        // The input device's events go nowhere.
+        rig.later(ARM_DELAY_MS);
+        rig.press(KEY_ENTER, 1);
+        rig.later(HOLD_MS * 2);
+        rig.tick();
+        assert!(rig.lp.holds_focus());
+        rig.type_keys(b"n\r");
+        assert!(Recorder::said(
+            &rig.dev.take(),
+            "secure-os: payment declined"
+        ));
+        assert_eq!(
+            rig.answers(&mut client).as_slice(),
+            [Err(ErrorCode::Declined)]
+        );
+    }
+
+    #[test]
+    fn no_console_focus_declines_unseen() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        rig.dev.focus_status = mvmm_core::hypercall::NOT_SUPPORTED;
+        let mut client = rig.connect();
+        let credential = rig.enroll(&mut client);
+        rig.dev.take();
+        rig.pay(&mut client, credential);
+        let acts = rig.dev.take();
+        assert_eq!(Recorder::effects(&acts), [Act::Focus(true)]);
+        assert_eq!(
+            Recorder::lines(&acts),
+            [
+                "secure-os: console focus unavailable (hvc 0xc6000001 returned 0xffffffffffffffff): declining payment",
+                "secure-os: payment declined",
+            ]
+        );
+        assert!(!memory_was_drawn(&rig));
+        assert_eq!(
+            rig.answers(&mut client).as_slice(),
+            [Err(ErrorCode::Declined)]
+        );
+        assert!(!rig.lp.wants_keys());
+    }
+
+    #[test]
+    fn type_ahead_and_early_keys_never_approve() {
+        let mut rig = Rig::new(None);
+        let mut client = rig.prompt_up();
+        // Typed within the arming delay: dropped, even the Enter that
+        // would commit.
+        rig.later(ARM_DELAY_MS - 1);
+        rig.type_keys(b"y\ry\r");
+        // Armed now, but nothing was selected: Enter alone does nothing.
+        rig.later(1);
+        rig.type_keys(b"\r");
+        let acts = rig.dev.take();
+        assert!(acts.is_empty(), "{acts:?}");
+        assert!(rig.answers(&mut client).is_empty());
+        // A stray key alone never approves; y then Enter does.
+        rig.type_keys(b"y");
+        assert_eq!(Recorder::lines(&rig.dev.take()), ["> y"]);
+        assert!(rig.answers(&mut client).is_empty());
+        rig.type_keys(b"\r");
+        assert!(Recorder::said(
+            &rig.dev.take(),
+            "secure-os: payment approved"
+        ));
+        assert!(matches!(
+            rig.answers(&mut client).as_slice(),
+            [Ok(Reply::Authorized(_))]
+        ));
+    }
+
+    #[test]
+    fn the_touch_screen_needs_an_armed_hold() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let mut client = rig.prompt_up();
+        // Enter held down from before arming until long after: nothing.
+        rig.later(ARM_DELAY_MS / 2);
+        rig.press(KEY_ENTER, 1);
+        rig.later(HOLD_MS * 3);
+        rig.tick();
+        rig.press(KEY_ENTER, 0);
+        assert!(rig.answers(&mut client).is_empty());
+        assert!(!Recorder::said(&rig.dev.take(), "approved"));
+        // Held after arming: progress is drawn, then the hold approves.
+        rig.press(KEY_ENTER, 1);
+        rig.later(HOLD_MS / 2);
+        rig.tick();
+        assert!(Recorder::effects(&rig.dev.take()).contains(&Act::Publish));
+        assert!(rig.answers(&mut client).is_empty());
+        rig.later(HOLD_MS / 2);
+        rig.tick();
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            [
+                "secure-os: approved on the touch screen",
+                "secure-os: payment approved",
+            ]
+        );
+        // Display first, then the drained console and the focus.
+        assert_eq!(
+            Recorder::effects(&acts),
+            [Act::Display(false), Act::DrainConsole, Act::Focus(false)]
+        );
+        assert!(matches!(
+            rig.answers(&mut client).as_slice(),
+            [Ok(Reply::Authorized(_))]
+        ));
+        // Events after the prompt are dropped.
+        rig.dev.take();
+        rig.press(KEY_ESC, 1);
+        assert!(rig.dev.take().is_empty());
+    }
+
+    #[test]
+    fn a_tap_or_escape_declines_on_the_touch_screen() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let mut client = rig.prompt_up();
+        rig.later(ARM_DELAY_MS);
+        rig.press(KEY_ESC, 1);
+        assert_eq!(
+            Recorder::lines(&rig.dev.take()),
+            [
+                "secure-os: declined on the touch screen",
+                "secure-os: payment declined",
+            ]
+        );
+        assert_eq!(
+            rig.answers(&mut client).as_slice(),
+            [Err(ErrorCode::Declined)]
+        );
+        assert!(!rig.lp.holds_focus() && !rig.lp.holds_display());
+    }
+
+    #[test]
+    fn a_rich_cancel_while_typing_keeps_the_path_until_quiet() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let client = rig.prompt_up();
+        rig.later(ARM_DELAY_MS + 100);
+        rig.type_keys(b"y");
+        rig.dev.take();
+        // The rich side closes the connection while the user types.
+        rig.later(100);
+        rig.lp.disconnected(&mut rig.dev, client.ep, rig.now);
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            [
+                "secure-os: payment cancelled (connection closed)",
+                CLOSING_NOTICE,
+            ]
+        );
+        // The notice is drawn on the screen; the path stays.
+        assert_eq!(Recorder::effects(&acts), [Act::Publish]);
+        assert!(rig.lp.holds_focus() && rig.lp.holds_display());
+        // Typing goes on: swallowed (no echo), and it keeps the path.
+        rig.later(QUIET_MS - 10);
+        rig.type_keys(b"\ry\r");
+        rig.tick();
+        assert!(rig.dev.take().is_empty());
+        let last_key = rig.now;
+        rig.at(last_key + QUIET_MS - 1);
+        rig.tick();
+        assert!(rig.lp.holds_focus());
+        rig.at(last_key + QUIET_MS);
+        rig.tick();
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            ["secure-os: input quiet, trusted path released"]
+        );
+        assert_eq!(
+            Recorder::effects(&acts),
+            [Act::Display(false), Act::DrainConsole, Act::Focus(false)]
+        );
+        assert!(!rig.lp.wants_keys());
+    }
+
+    #[test]
+    fn a_rich_cancel_while_touching_waits_for_the_screen_to_be_quiet() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let client = rig.prompt_up();
+        rig.later(ARM_DELAY_MS + QUIET_MS);
+        rig.press(KEY_ENTER, 1);
+        rig.later(10);
+        rig.lp.disconnected(&mut rig.dev, client.ep, rig.now);
+        assert!(Recorder::said(&rig.dev.take(), CLOSING_NOTICE));
+        // The console was quiet, the keyboard was not: the path stays
+        // until the input device is quiet too.
+        rig.later(QUIET_MS - 20);
+        rig.tick();
+        assert!(rig.lp.holds_display());
+        rig.later(20);
+        rig.tick();
+        assert!(Recorder::said(
+            &rig.dev.take(),
+            "secure-os: input quiet, trusted path released"
+        ));
+        assert!(!rig.lp.holds_focus() && !rig.lp.holds_display());
+    }
+
+    #[test]
+    fn a_quiet_rich_cancel_releases_at_once() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let client = rig.prompt_up();
+        rig.later(ARM_DELAY_MS);
+        rig.lp.disconnected(&mut rig.dev, client.ep, rig.now);
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            ["secure-os: payment cancelled (connection closed)"]
+        );
+        assert_eq!(
+            Recorder::effects(&acts),
+            [Act::Display(false), Act::DrainConsole, Act::Focus(false)]
+        );
+    }
+
+    #[test]
+    fn unanswered_prompts_back_off() {
+        let mut rig = Rig::new(None);
+        let mut client = rig.connect();
+        let credential = rig.enroll(&mut client);
+        // Two prompts declined in a row are free.
+        for _ in 0..2 {
+            rig.pay(&mut client, credential);
+            assert!(rig.lp.holds_focus());
+            rig.later(ARM_DELAY_MS);
+            rig.type_keys(b"n\r");
+            rig.later(10);
+        }
+        rig.answers(&mut client);
+        rig.dev.take();
+        // The third comes too soon: declined without a prompt.
+        rig.pay(&mut client, credential);
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            [format!(
+                "secure-os: payment declined (2 unanswered prompts in a row; next prompt in {} ms)",
+                BACKOFF_BASE_MS - 10
+            )
+            .as_str()]
+        );
+        assert!(Recorder::effects(&acts).is_empty());
+        assert_eq!(
+            rig.answers(&mut client).as_slice(),
+            [Err(ErrorCode::Declined)]
+        );
+        // Once the backoff passed, the user is asked again.
+        rig.later(BACKOFF_BASE_MS);
+        rig.pay(&mut client, credential);
+        assert!(rig.lp.holds_focus());
+        assert!(Recorder::said(&rig.dev.take(), prompt::QUESTION));
+    }
+
+    #[test]
+    fn a_second_request_is_busy_and_one_while_closing_is_declined_unseen() {
+        let mut rig = Rig::new(None);
+        let mut first = rig.prompt_up();
+        let mut second = rig.connect();
+        let credential = rig.enroll(&mut second);
+        rig.dev.take();
+        // One approval at a time: the second is answered Busy, the prompt
+        // on screen is not touched.
+        rig.pay(&mut second, credential);
+        assert!(rig.dev.take().is_empty());
+        assert_eq!(rig.answers(&mut second).as_slice(), [Err(ErrorCode::Busy)]);
+        // The first is cancelled while the user types: a new request
+        // meanwhile is declined without a prompt.
+        rig.later(ARM_DELAY_MS);
+        rig.type_keys(b"y");
+        rig.lp.disconnected(&mut rig.dev, first.ep, rig.now);
+        rig.dev.take();
+        rig.pay(&mut second, credential);
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            ["secure-os: payment declined (the previous prompt is still closing)"]
+        );
+        assert!(Recorder::effects(&acts).is_empty());
+        assert_eq!(
+            rig.answers(&mut second).as_slice(),
+            [Err(ErrorCode::Declined)]
+        );
+        assert!(rig.answers(&mut first).is_empty());
+    }
+
+    #[test]
+    fn a_malformed_frame_closes_only_its_connection() {
+        let mut rig = Rig::new(None);
+        let mut client = rig.prompt_up();
+        let other = rig.endpoint(PAYMENT_PORT);
+        rig.lp.connection_request(&mut rig.dev, other, rig.now);
+        let too_long = u32::try_from(MAX_FRAME_LEN + 1).expect("small");
+        rig.lp
+            .received(&mut rig.dev, other, &too_long.to_be_bytes(), rig.now);
+        assert!(!rig.lp.wants_input(other));
+        rig.tick();
+        let acts = rig.dev.take();
+        assert_eq!(Recorder::effects(&acts), [Act::Entropy, Act::Reset(other)]);
+        assert!(!rig.lp.endpoints().contains(&other));
+        // The prompt on screen and its connection go on.
+        assert!(rig.lp.holds_focus());
+        rig.later(ARM_DELAY_MS);
+        rig.type_keys(b"y\r");
+        assert!(matches!(
+            rig.answers(&mut client).as_slice(),
+            [Ok(Reply::Authorized(_))]
+        ));
+        assert_eq!(rig.lp.stats().violations, 1);
+    }
+
+    #[test]
+    fn the_response_goes_out_only_after_signing_and_storing() {
+        let mut rig = Rig::new(None);
+        let mut client = rig.prompt_up();
+        let writes = rig.flash.writes.get();
+        rig.later(ARM_DELAY_MS);
+        rig.type_keys(b"y");
+        assert!(rig.lp.outbox(client.ep).is_empty());
+        rig.type_keys(b"\r");
+        assert_eq!(rig.flash.writes.get(), writes + 1, "the counter was stored");
+        rig.dev.take();
+        rig.later(2);
+        let answers = rig.answers(&mut client);
+        assert!(matches!(answers.as_slice(), [Ok(Reply::Authorized(_))]));
+        // The bench's breakdown comes with the first bytes sent after it.
+        assert_eq!(
+            Recorder::lines(&rig.dev.take()),
+            [
+                "<7>secure-os: approval: signed and stored in 0 us, response sent 2000 us after the answer"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_store_answers_an_error_and_approves_nothing() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let mut client = rig.prompt_up();
+        rig.flash.fail.set(true);
+        rig.later(ARM_DELAY_MS);
+        rig.press(KEY_ENTER, 1);
+        rig.later(HOLD_MS);
+        rig.tick();
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            [
+                "secure-os: approved on the touch screen",
+                "secure-os: payment failed (StorageFailure)",
+            ]
+        );
+        assert!(!rig.lp.holds_focus() && !rig.lp.holds_display());
+        assert_eq!(
+            rig.answers(&mut client).as_slice(),
+            [Err(ErrorCode::StorageFailure)]
+        );
+        // The counter did not move: a retry signs the same counter anew.
+        rig.flash.fail.set(false);
+        rig.send(&mut client, &Request::Status);
+        match rig.answers(&mut client).as_slice() {
+            [Ok(Reply::Status(status))] => assert_eq!(status.transaction_counter, 0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Sets the trusted path up on the console: word `choice` (1 to 3)
+    /// and `pin`.
+    fn set_up(rig: &mut Rig<'_>, client: &mut Client, choice: u8, pin: &[u8]) -> Vec<Act> {
+        rig.send(client, &Request::Setup);
+        rig.later(ARM_DELAY_MS);
+        rig.type_keys(&[b'0' + choice, b'\r']);
+        rig.type_keys(pin);
+        rig.type_keys(b"\r");
+        rig.dev.take()
+    }
+
+    #[test]
+    fn setup_on_the_console_sets_the_word_every_prompt_shows() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let mut client = rig.connect();
+        let credential = rig.enroll(&mut client);
+        rig.dev.take();
+        let acts = set_up(&mut rig, &mut client, 2, b"12\r2468");
+        let lines = Recorder::lines(&acts);
+        assert_eq!(lines[0], "secure-os: setup screen on the display");
+        assert_eq!(lines[1], prompt::SETUP_HEADING);
+        let chosen = lines[3].trim_start().trim_start_matches("2) ").to_string();
+        assert_eq!(lines[5], prompt::SETUP_QUESTION);
+        assert_eq!(
+            &lines[6..],
+            [
+                "> 2",
+                prompt::SETUP_PIN_QUESTION,
+                "At least 4 digits",
+                prompt::SETUP_PIN_QUESTION,
+                "secure-os: trusted path set up (security word chosen, PIN set)",
+            ]
+        );
+        assert_eq!(
+            Recorder::effects(&acts),
+            [
+                Act::Focus(true),
+                Act::DrainConsole,
+                Act::Publish,
+                Act::Display(true),
+                Act::DrainInput,
+                Act::Display(false),
+                Act::DrainConsole,
+                Act::Focus(false),
+            ]
+        );
+        assert!(matches!(
+            rig.answers(&mut client).as_slice(),
+            [Ok(Reply::Status(_))]
+        ));
+        rig.pay(&mut client, credential);
+        let word = format!("Security word: {chosen}");
+        assert!(Recorder::said(&rig.dev.take(), &word), "{word}");
+    }
+
+    #[test]
+    fn a_wrong_pin_asks_again_and_the_right_one_approves() {
+        let mut rig = Rig::new(None);
+        let mut client = rig.connect();
+        let credential = rig.enroll(&mut client);
+        set_up(&mut rig, &mut client, 1, b"2468");
+        rig.answers(&mut client);
+        rig.pay(&mut client, credential);
+        rig.later(ARM_DELAY_MS);
+        rig.type_keys(b"y\r");
+        assert_eq!(
+            Recorder::lines(&rig.dev.take()),
+            ["> y", prompt::PIN_QUESTION]
+        );
+        rig.type_keys(b"1357\r");
+        assert_eq!(
+            Recorder::lines(&rig.dev.take()),
+            ["PIN: ****", "Wrong PIN, 2 tries left", prompt::PIN_QUESTION]
+        );
+        assert!(rig.answers(&mut client).is_empty());
+        assert!(rig.lp.holds_focus());
+        rig.type_keys(b"2468\r");
+        assert_eq!(
+            Recorder::lines(&rig.dev.take()),
+            ["PIN: ****", "secure-os: payment approved"]
+        );
+        assert!(matches!(
+            rig.answers(&mut client).as_slice(),
+            [Ok(Reply::Authorized(_))]
+        ));
+    }
+
+    #[test]
+    fn a_cancelled_setup_changes_nothing() {
+        let mut rig = Rig::new(None);
+        let mut client = rig.connect();
+        rig.dev.take();
+        rig.send(&mut client, &Request::Setup);
+        rig.later(ARM_DELAY_MS);
+        rig.type_keys(b"1\x1b");
+        assert!(Recorder::said(
+            &rig.dev.take(),
+            "secure-os: setup cancelled"
+        ));
+        assert!(!rig.lp.holds_focus());
+        assert_eq!(
+            rig.answers(&mut client).as_slice(),
+            [Err(ErrorCode::Declined)]
+        );
+    }
+
+    #[test]
+    fn an_unanswered_prompt_times_out_and_gives_the_path_back() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let mut client = rig.prompt_up();
+        let deadline = rig.now + Policy::default().approval_timeout_ms;
+        rig.at(deadline);
+        rig.tick();
+        assert!(rig.lp.holds_display());
+        rig.at(deadline + 1);
+        rig.tick();
+        let acts = rig.dev.take();
+        assert_eq!(Recorder::lines(&acts), ["secure-os: payment timed out"]);
+        assert_eq!(
+            Recorder::effects(&acts),
+            [Act::Display(false), Act::DrainConsole, Act::Focus(false)]
+        );
+        assert_eq!(
+            rig.answers(&mut client).as_slice(),
+            [Err(ErrorCode::TimedOut)]
+        );
+    }
+
+    #[test]
+    fn connections_elsewhere_are_reset_payment_ones_reseed() {
+        let mut rig = Rig::new(None);
+        let stray = rig.endpoint(22);
+        rig.lp.connection_request(&mut rig.dev, stray, rig.now);
+        assert_eq!(rig.dev.take(), [Act::Reset(stray)]);
+        let echo = rig.endpoint(ECHO_PORT);
+        rig.lp.connection_request(&mut rig.dev, echo, rig.now);
+        assert!(rig.dev.take().is_empty());
+        rig.lp.received(&mut rig.dev, echo, b"ping", rig.now);
+        assert_eq!(rig.lp.outbox(echo), b"ping");
+        let payment = rig.endpoint(PAYMENT_PORT);
+        rig.lp.connection_request(&mut rig.dev, payment, rig.now);
+        assert_eq!(rig.dev.take(), [Act::Entropy]);
+        // Idle ones are reset.
+        rig.later(IDLE_TIMEOUT_MS);
+        assert!(rig.lp.reap(&mut rig.dev, rig.now));
+        let mut reset = rig.dev.take();
+        reset.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(reset, [Act::Reset(echo), Act::Reset(payment)]);
+        assert!(rig.lp.endpoints().is_empty());
+    }
+
+    #[test]
+    fn a_lost_send_cancels_the_payment() {
+        let mut rig = Rig::new(None);
+        let client = rig.prompt_up();
+        rig.later(ARM_DELAY_MS + QUIET_MS);
+        rig.lp.send_failed(&mut rig.dev, client.ep, rig.now);
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            ["secure-os: payment cancelled (connection lost)"]
+        );
+        assert_eq!(
+            Recorder::effects(&acts),
+            [Act::Reset(client.ep), Act::DrainConsole, Act::Focus(false)]
+        );
+    }
+
+    #[test]
+    fn the_heartbeat_reports_changed_counters_only() {
+        let mut console = Recorder::new();
+        let mut beat = Heartbeat::new(100, 50);
+        beat.run(149, None, &mut console);
+        assert!(console.take().is_empty());
+        // Two periods passed: two beats; no counters without the service.
+        beat.run(200, None, &mut console);
+        assert_eq!(
+            Recorder::lines(&console.take()),
+            ["<7>secure-os: heartbeat 1", "<7>secure-os: heartbeat 2"]
+        );
+        let stats = Stats {
+            accepted: 1,
+            ..Stats::default()
+        };
+        beat.run(250, Some(stats), &mut console);
+        beat.run(300, Some(stats), &mut console);
+        assert_eq!(
+            Recorder::lines(&console.take()),
+            [
+                "<7>secure-os: heartbeat 3",
+                "<7>secure-os: vsock stats: accepted 1, refused 0, frames 0, closed for violations 0, evicted 0, idle 0",
+                "<7>secure-os: heartbeat 4",
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_event_streams_always_give_the_path_back() {
+        // A deterministic stream of events from a hostile rich side and a
+        // user typing at random: whatever happens, the recorder's checks
+        // hold (display only with the focus, each taken and given back
+        // once), and once the connections are gone and time has passed,
+        // the path is back with the rich VM.
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let mut client = rig.connect();
+        let credential = rig.enroll(&mut client);
+        let junk = rig.endpoint(PAYMENT_PORT);
+        rig.lp.connection_request(&mut rig.dev, junk, rig.now);
+        let seen_what = [
+            prompt::HEADING,
+            "payment approved",
+            "payment declined",
+            "payment cancelled",
+            CLOSING_NOTICE,
+            "input quiet",
+            "unanswered prompts",
+            "approved on the touch screen",
+        ];
+        let mut seen = [0u32; 8];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..2_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let arg = (x >> 16) as u32;
+            match x % 16 {
+                0 | 1 => rig.pay(&mut client, credential),
+                2 => rig.type_keys(&[arg as u8]),
+                3 => rig.type_keys(b"y\r"),
+                4 => rig.press((arg % 40) as u16, arg >> 30),
+                5..=7 => rig.later(u64::from(arg % 2_500)),
+                8 => {
+                    let bytes = x.to_le_bytes();
+                    rig.lp
+                        .received(&mut rig.dev, junk, &bytes[..arg as usize % 8], rig.now);
+                }
+                9 if arg.is_multiple_of(4) => {
+                    rig.lp.disconnected(&mut rig.dev, client.ep, rig.now);
+                    client = rig.connect();
+                }
+                10 if arg.is_multiple_of(8) => {
+                    rig.lp.disconnected(&mut rig.dev, junk, rig.now);
+                    rig.lp.connection_request(&mut rig.dev, junk, rig.now);
+                }
+                11 => {
+                    let _ = rig.answers(&mut client);
+                }
+                _ => rig.tick(),
+            }
+            assert!(!rig.lp.holds_display() || rig.lp.holds_focus());
+            for line in Recorder::lines(&rig.dev.take()) {
+                for (i, what) in seen_what.iter().enumerate() {
+                    if line.contains(what) {
+                        seen[i] += 1;
+                    }
+                }
+            }
+        }
+        // The stream reaches every turn of the trusted path.
+        for (what, count) in seen_what.iter().zip(seen) {
+            assert!(count > 0, "never saw {what:?}: {seen:?}");
+        }
+        rig.lp.disconnected(&mut rig.dev, client.ep, rig.now);
+        rig.lp.disconnected(&mut rig.dev, junk, rig.now);
+        rig.later(QUIET_MS + HOLD_MS);
+        rig.tick();
+        assert!(!rig.lp.holds_focus() && !rig.lp.holds_display());
+        assert!(!rig.dev.focus && !rig.dev.display);
+        assert!(!rig.lp.wants_keys());
+    }
+}
