@@ -1664,6 +1664,7 @@ mod tests {
         set_up(&mut rig, &mut client, 1, b"2468");
         rig.answers(&mut client);
         rig.pay(&mut client, credential);
+        rig.dev.take();
         rig.later(ARM_DELAY_MS);
         rig.type_keys(b"y\r");
         assert_eq!(
