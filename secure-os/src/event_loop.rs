@@ -32,7 +32,8 @@
 //!   a request that comes while a cancelled prompt waits for quiet input, or
 //!   while the limiter backs off after unanswered prompts, is declined
 //!   without being shown (and does not count as unanswered).
-//! - A rich-side cancel (its connection closes) releases the path only once
+//! - A rich-side cancel (its connection closes, or is reset for breaking
+//!   the protocol) releases the path only once
 //!   the console and the touch screen have both been quiet
 //!   ([`CLOSING_NOTICE`] is shown meanwhile and every byte is swallowed).
 //! - The path is given back (display, then drained console and focus)
@@ -280,6 +281,10 @@ impl<'fb, S: Storage> EventLoop<'fb, S> {
                 self.start_prompt(dev, &ui, now_ms);
             }
             Some(Ui::Setup(words)) => self.start_setup(dev, words, now_ms),
+            Some(Ui::Cancelled) => {
+                say!(dev, "secure-os: payment cancelled (connection reset)");
+                self.rich_cancelled(dev, now_ms);
+            }
             None => {}
         }
     }
@@ -1543,6 +1548,34 @@ mod tests {
             [Ok(Reply::Authorized(_))]
         ));
         assert_eq!(rig.lp.stats().violations, 1);
+    }
+
+    #[test]
+    fn a_malformed_frame_on_the_prompts_connection_cancels_it() {
+        let mut memory = pixels();
+        let mut rig = Rig::new(Some(&mut memory));
+        let client = rig.prompt_up();
+        rig.later(ARM_DELAY_MS + QUIET_MS);
+        let too_long = u32::try_from(MAX_FRAME_LEN + 1).expect("small");
+        rig.lp
+            .received(&mut rig.dev, client.ep, &too_long.to_be_bytes(), rig.now);
+        rig.tick();
+        let acts = rig.dev.take();
+        assert_eq!(
+            Recorder::lines(&acts),
+            ["secure-os: payment cancelled (connection reset)"]
+        );
+        // The input was quiet: the path goes back at once.
+        assert_eq!(
+            Recorder::effects(&acts),
+            [
+                Act::Display(false),
+                Act::DrainConsole,
+                Act::Focus(false),
+                Act::Reset(client.ep),
+            ]
+        );
+        assert!(!rig.lp.wants_keys());
     }
 
     #[test]
