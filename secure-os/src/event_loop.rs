@@ -33,9 +33,9 @@
 //!   while the limiter backs off after unanswered prompts, is declined
 //!   without being shown (and does not count as unanswered).
 //! - A rich-side cancel (its connection closes, or is reset for breaking
-//!   the protocol) releases the path only once
-//!   the console and the touch screen have both been quiet
-//!   ([`CLOSING_NOTICE`] is shown meanwhile and every byte is swallowed).
+//!   the protocol) releases the path only once the console and the touch
+//!   screen have both been quiet ([`CLOSING_NOTICE`] is shown meanwhile and
+//!   every byte is swallowed).
 //! - The path is given back (display, then drained console and focus)
 //!   whenever the prompt ends: answered, declined, timed out, failed.
 
@@ -150,8 +150,9 @@ impl Heartbeat {
 ///
 /// # Invariants
 /// - `display_held` implies `focus_held`: the display is taken only once
-///   the focus is, and both are given back together ([`Self::end_prompt`]).
+///   the focus is, and both are given back together when the prompt ends.
 /// - `session` is `Some` only while `display_held`.
+/// - `focus_held` exactly while `gate` is `Some`.
 /// - `prompt` and `setup` are `Some` only while `gate` is (a prompt on
 ///   screen is armed by its gate); a `gate` without either is a cancelled
 ///   prompt waiting for quiet input.
@@ -405,6 +406,28 @@ impl<'fb, S: Storage> EventLoop<'fb, S> {
         if let Some(outcome) = self.board.poll(now_ms) {
             self.finish(dev, Some(outcome));
         }
+    }
+
+    /// Panics when an invariant of the type does not hold (tests only).
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        assert!(
+            !self.display_held || self.focus_held,
+            "display without focus"
+        );
+        assert!(
+            self.session.is_none() || self.display_held,
+            "session off screen"
+        );
+        assert!(
+            self.gate.is_some() || (self.prompt.is_none() && self.setup.is_none()),
+            "prompt without its gate"
+        );
+        assert_eq!(
+            self.focus_held,
+            self.gate.is_some(),
+            "focus without a prompt"
+        );
     }
 
     /// Mixes fresh entropy into the generator (so the seed never equals
@@ -1886,7 +1909,7 @@ mod tests {
                 }
                 _ => rig.tick(),
             }
-            assert!(!rig.lp.holds_display() || rig.lp.holds_focus());
+            rig.lp.check_invariants();
             for line in Recorder::lines(&rig.dev.take()) {
                 for (i, what) in seen_what.iter().enumerate() {
                     if line.contains(what) {
