@@ -7,8 +7,11 @@
 //! # Design notes
 //! - The secure VM's devices (flash, framebuffer, entropy, provisioning
 //!   page, mvmm's vendor hypercalls, virtio glue) live in `arch`; the rest
-//!   (`keys`, `prompt`, `rollback`, `screen`, `server`, `touch`) is plain
-//!   logic tested on the host.
+//!   (`event_loop`, `keys`, `prompt`, `rollback`, `screen`, `server`,
+//!   `touch`) is plain logic tested on the host.
+//! - `event_loop` makes every decision of the image's loop (connections,
+//!   the trusted prompt, focus and display, the heartbeat); `main.rs` only
+//!   reads the devices, feeds it events and carries out what it asks.
 //! - On the host only the logic modules are built, so `cargo test --workspace`
 //!   covers them.
 
@@ -18,6 +21,7 @@ extern crate alloc;
 
 /// The device identity lives in `protocol` so the host computes the same key.
 pub use protocol::device_key as keys;
+pub mod event_loop;
 pub mod prompt;
 pub mod rollback;
 pub mod screen;

@@ -43,6 +43,10 @@ pub enum Ui {
     /// PIN (answer with [`Switchboard::finish_setup`] or
     /// [`Switchboard::decline`]).
     Setup(SetupWords),
+    /// The connection whose approval (or setup) the user is being asked
+    /// for broke the protocol and is being reset: the approval is over,
+    /// close its prompt as when the peer closes.
+    Cancelled,
 }
 
 impl Ui {
@@ -50,7 +54,7 @@ impl Ui {
     pub fn payment(self) -> Option<UiPrompt> {
         match self {
             Ui::Payment(p) => Some(p),
-            Ui::Setup(_) => None,
+            Ui::Setup(_) | Ui::Cancelled => None,
         }
     }
 }
@@ -278,7 +282,9 @@ impl<S: Storage> Switchboard<S> {
     }
 
     /// Bytes arrived on `endpoint`. Returns what to show when a request
-    /// needs the user (a payment to approve, or the setup).
+    /// needs the user (a payment to approve, or the setup), or
+    /// [`Ui::Cancelled`] when these bytes broke the protocol on the
+    /// connection whose approval is on screen.
     pub fn receive<R: CryptoRng + ?Sized>(
         &mut self,
         endpoint: Endpoint,
@@ -320,9 +326,14 @@ impl<S: Storage> Switchboard<S> {
         }
         if conn.doomed {
             self.stats.violations += 1;
-            // Its approval, if any, ends with the connection.
-            if let Kind::Payment { id, .. } = conn.kind {
-                let _ = self.service.close(id);
+            // Its approval, if any, ends with the connection: one asked for
+            // by these very bytes was never shown; an earlier one is on
+            // screen and must close.
+            if let Kind::Payment { id, .. } = conn.kind
+                && self.service.close(id)
+                && prompt.is_none()
+            {
+                return Some(Ui::Cancelled);
             }
             return None;
         }
