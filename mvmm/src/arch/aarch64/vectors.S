@@ -86,17 +86,30 @@ el2_fault:
 
 // Enters a guest: x0 = GuestRegs to load, x1 = top of this CPU's stack.
 // The frame is copied to the top of the stack so that the next exception
-// from the guest finds the stack exactly as guest_resume leaves it.
+// from the guest finds the stack exactly as guest_resume leaves it. The
+// source usually lives in the caller's frame on this same stack, so the two
+// may overlap: the copy runs downwards when the source lies below the
+// destination, upwards otherwise, as memmove does. (Copying upwards only
+// overwrote the frame it was reading whenever the compiler put it within
+// FRAME_SIZE of the top: with opt-level 2 every guest entered at pc 0.)
 .global mvmm_enter_guest
 mvmm_enter_guest:
-    mov     sp, x1
-    sub     sp, sp, #{FRAME_SIZE}
-    mov     x2, #0
-1:  ldr     x3, [x0, x2]
-    str     x3, [sp, x2]
+    sub     x1, x1, #{FRAME_SIZE}
+    cmp     x0, x1
+    b.hs    2f
+    mov     x2, #{FRAME_SIZE}
+1:  sub     x2, x2, #8
+    ldr     x3, [x0, x2]
+    str     x3, [x1, x2]
+    cbnz    x2, 1b
+    b       4f
+2:  mov     x2, #0
+3:  ldr     x3, [x0, x2]
+    str     x3, [x1, x2]
     add     x2, x2, #8
     cmp     x2, #{FRAME_SIZE}
-    b.lo    1b
+    b.lo    3b
+4:  mov     sp, x1
 guest_resume:
     ldp     x0, x1, [sp, #{OFF_ELR}]
     msr     elr_el2, x0
