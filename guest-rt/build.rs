@@ -43,11 +43,12 @@ fn main() {
     write("guest-sections.ld", Ok(sections));
     write("board.rs", codegen::constants(&board, Target::GuestRuntime));
     for vm in &board.vms {
-        let script = codegen::vm_link_script(&board, &vm.name);
+        let script =
+            codegen::vm_link_script(&board, &vm.name).unwrap_or_else(|e| fail(e.to_string()));
         if let Some(image) = &vm.image {
-            write(&format!("image-{image}.ld"), script.clone());
+            write(&format!("image-{image}.ld"), Ok(script.clone()));
         }
-        write(&format!("vm-{}.ld", vm.name), script);
+        write(&format!("vm-{}.ld", vm.name), Ok(script));
     }
     println!("cargo:rustc-link-search=native={}", out.display());
 }
