@@ -1,8 +1,12 @@
 //! Board files: TOML in `boards/<board>/board.toml`, parsed, validated and
 //! turned into Rust constants on the host.
 //!
-//! Only built with the `config` feature (mvmm's build script and xtask use
-//! it); the EL2 image links the generated constants, never this parser.
+//! A board states the hardware, the partition, what each VM boots
+//! ([`image`]) and which services it offers; [`codegen`] is the one
+//! generator that turns it into each image's constants and link scripts.
+//!
+//! Only built with the `config` feature (the build scripts and xtask use
+//! it); the images link the generated constants, never this parser.
 
 use crate::partition::{
     Board, Device, DeviceClass, Display, Dma, Gic, MemRange, PartitionError, PcieHost, Smmu,
