@@ -1,20 +1,21 @@
-//! Turns the board file into constants and, for the EL2 target, a linker
-//! memory map. A board file that breaks a partition rule stops the build
-//! here with a message naming the offending entry.
+//! Writes mvmm's view of the board file (`mvmm_core::config::codegen`):
+//! its constants and, for the EL2 target, the linker memory map and EL2
+//! page tables. A board file that breaks a partition rule stops the build
+//! here with a message naming the file and the offending entry.
 
+use mvmm_core::config::ConfigError;
+use mvmm_core::config::codegen::{self, Target};
 use std::path::PathBuf;
 use std::{env, fs, process};
 
 /// Stack bytes per physical CPU (shared with the boot assembly through the
-/// linker script).
+/// linker script, which reserves them for mvmm_core::partition::MAX_CPUS).
 const STACK_SIZE: u64 = 32 * 1024;
-/// Most CPUs mvmm reserves stacks for (mvmm_core::partition::MAX_CPUS).
-const MAX_CPUS: u64 = 8;
 
 fn main() {
     let root =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let (board_file, text, parsed) = mvmm_core::config::load_for_build(&root.join(".."))
+    let (board_file, _, board) = mvmm_core::config::load_for_build(&root.join(".."))
         .unwrap_or_else(|e| {
             eprintln!("{e}");
             process::exit(1);
@@ -25,41 +26,17 @@ fn main() {
         eprintln!("error: board file {}: {msg}", board_file.display());
         process::exit(1);
     };
-    let source = mvmm_core::config::generate(&text).unwrap_or_else(|e| fail(e.to_string()));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    fs::write(out.join("board.rs"), source)
-        .unwrap_or_else(|e| fail(format!("cannot write board.rs: {e}")));
-
+    let write = |name: &str, text: Result<String, ConfigError>| {
+        let text = text.unwrap_or_else(|e| fail(e.to_string()));
+        fs::write(out.join(name), text)
+            .unwrap_or_else(|e| fail(format!("cannot write {name}: {e}")));
+    };
+    write("board.rs", codegen::constants(&board, Target::Mvmm));
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
-        // QEMU puts its DTB at the start of RAM when the image leaves room:
-        // the image starts 2 MiB into mvmm's reservation, the boot options
-        // word in the page below it.
-        let mvmm = &parsed.board.mvmm;
-        let image = mvmm.base + mvmm_core::boot_options::IMAGE_OFFSET;
-        let memory = format!(
-            "MEMORY {{ RAM : ORIGIN = {image:#x}, LENGTH = {:#x} }}\n\
-             STACK_SIZE = {STACK_SIZE:#x};\nMAX_CPUS = {MAX_CPUS};\n",
-            mvmm.base + mvmm.size - image
-        );
-        fs::write(out.join("memory.ld"), memory)
-            .unwrap_or_else(|e| fail(format!("cannot write memory.ld: {e}")));
+        write("memory.ld", codegen::mvmm_memory(&board, STACK_SIZE));
         // mvmm's EL2 page tables, built by the linker (mvmm_core::el2_map).
-        let range =
-            |r: &mvmm_core::config::RangeEntry| mvmm_core::partition::MemRange::new(r.base, r.size);
-        let layout = mvmm_core::el2_map::El2Layout {
-            mvmm: range(mvmm),
-            image_store: parsed.board.image_store.as_ref().map(range),
-            vm_ram: parsed
-                .vms
-                .iter()
-                .flat_map(|vm| vm.ram.iter().map(range))
-                .collect(),
-        };
-        let tables = layout
-            .linker_tables()
-            .unwrap_or_else(|e| fail(e.to_string()));
-        fs::write(out.join("el2_tables.ld"), tables)
-            .unwrap_or_else(|e| fail(format!("cannot write el2_tables.ld: {e}")));
+        write("el2_tables.ld", codegen::mvmm_el2_tables(&board));
         println!("cargo:rustc-link-search={}", out.display());
         println!(
             "cargo:rustc-link-arg=-T{}",

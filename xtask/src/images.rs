@@ -2,28 +2,47 @@
 //! and measured, under `target/images/<board>/`.
 
 use super::*;
+use mvmm_core::config::{BoardFile, Image};
 
-/// Builds mvmm and the guests; returns the image set for QEMU.
+/// The test guest: it stands in for Linux (linked where the board's
+/// `image = "linux"` VM runs) in the QEMU tests.
+const TEST_GUEST: &str = "probe-guest";
+
+/// Builds mvmm and the images the board names for its VMs (and the test
+/// guest); returns the image set for QEMU.
 pub(crate) fn build(board: &str) -> Result<Images> {
     ensure_targets()?;
     let started = Instant::now();
+    // Which VM boots what is the board's to say (`image = "…"`).
+    let path = mvmm_tests::board_file(board);
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let refused = |e: mvmm_core::config::ConfigError| format!("board file {}: {e}", path.display());
+    let file = BoardFile::parse(&text).map_err(refused)?;
+    file.with_board(|_| ()).map_err(refused)?;
+    // The boot flow carries a signed secure-os and boots Linux beside it.
+    let secure = file.vm_running(Image::SecureOs).map_err(refused)?;
+    let linux = file.vm_running(Image::Linux).map_err(refused)?;
+    let mut built: Vec<(&str, &str)> = Vec::new();
+    for vm in &file.vms {
+        if let Some(krate) = vm.image().map_err(refused)?.crate_name() {
+            built.push((krate, &vm.name));
+        }
+    }
+    let named: Vec<String> = built
+        .iter()
+        .map(|(krate, vm)| format!("{krate} for vm '{vm}'"))
+        .chain([format!("{TEST_GUEST} in vm '{}'", linux.name)])
+        .collect();
     step(&format!(
-        "building guests (secure-os, probe-guest) for {TARGET_EL1}"
+        "building the guests ({}) for {TARGET_EL1}",
+        named.join(", ")
     ));
-    run_cmd(
-        cargo()
-            .args([
-                "build",
-                "--release",
-                "--target",
-                TARGET_EL1,
-                "-p",
-                "secure-os",
-                "-p",
-                "probe-guest",
-            ])
-            .env("MVMM_BOARD", board),
-    )?;
+    let mut guests = cargo();
+    guests.args(["build", "--release", "--target", TARGET_EL1]);
+    for krate in built.iter().map(|(krate, _)| *krate).chain([TEST_GUEST]) {
+        guests.args(["-p", krate]);
+    }
+    run_cmd(guests.env("MVMM_BOARD", board))?;
     step(&format!(
         "building the rich VM's static tools (mvmm-pay, mvmm-payment-hal, chan-tool, dma-attack) for {TARGET_LINUX}"
     ));
@@ -67,9 +86,13 @@ pub(crate) fn build(board: &str) -> Result<Images> {
             .map_err(|e| format!("{}: {e}", from.display()).into())
     };
     copy(TARGET_EL2, "mvmm")?;
-    copy(TARGET_EL1, "secure-os")?;
-    copy(TARGET_EL1, "probe-guest")?;
-    step("rich VM image: Debian's arm64 kernel and a busybox initramfs");
+    for krate in built.iter().map(|(krate, _)| *krate).chain([TEST_GUEST]) {
+        copy(TARGET_EL1, krate)?;
+    }
+    step(&format!(
+        "vm '{}' boots linux: Debian's arm64 kernel and a busybox initramfs",
+        linux.name
+    ));
     let image = rich::fetch_rich_image(&target_dir())?;
     fs::create_dir_all(dir.join("rich")).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (from, to) in [
@@ -85,19 +108,14 @@ pub(crate) fn build(board: &str) -> Result<Images> {
         let from = target_dir().join(TARGET_LINUX).join("release").join(tool);
         fs::copy(&from, tools.join(tool)).map_err(|e| format!("{}: {e}", from.display()))?;
     }
-    let (file, _) = load_board(board)?;
-    let secure = file
-        .vms
-        .iter()
-        .find(|v| v.kind == "secure")
-        .ok_or("the board has no secure VM")?;
     let security_version = secure_os_security_version()?;
     step(&format!(
-        "signing secure-os (security version {security_version}) with the development boot authority"
+        "signing secure-os for vm '{}' (security version {security_version}) with the development boot authority",
+        secure.name
     ));
     boot_image::sign_secure_os(
         &dir,
-        &dir.join("secure-os"),
+        &dir.join(Image::SecureOs.name()),
         &authority,
         secure.entry,
         security_version,

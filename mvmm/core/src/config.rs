@@ -1,15 +1,24 @@
 //! Board files: TOML in `boards/<board>/board.toml`, parsed, validated and
 //! turned into Rust constants on the host.
 //!
-//! Only built with the `config` feature (mvmm's build script and xtask use
-//! it); the EL2 image links the generated constants, never this parser.
+//! A board states the hardware, the partition, what each VM boots
+//! ([`image`]) and which services it offers; [`codegen`] is the one
+//! generator that turns it into each image's constants and link scripts.
+//!
+//! Only built with the `config` feature (the build scripts and xtask use
+//! it); the images link the generated constants, never this parser.
 
 use crate::partition::{
     Board, Device, DeviceClass, Display, Dma, Gic, MemRange, PartitionError, PcieHost, Smmu,
     StreamIds, Uart, VIRTIO_MMIO_SLOT, VirtioSlot, Vm, VmKind, VsockRule, VsockSlot,
 };
 use serde::Deserialize;
-use std::fmt::Write as _;
+
+pub mod codegen;
+pub mod image;
+
+pub use codegen::{Target, constants};
+pub use image::Image;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +292,33 @@ pub struct VmEntry {
     /// Where the loader puts the VM's provisioning page (device secret).
     #[serde(default)]
     pub provision: Option<u64>,
+    /// What the VM boots: a name of [`Image`] (`"secure-os"`, `"linux"`).
+    /// Required; an `Option` only so that its absence gets a clear error.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The services (`mvmm_abi::vsock::SERVICES`) the VM offers on its
+    /// vsock device; a `[[vsock_allow]]` rule to this VM names one of them.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+impl VmEntry {
+    /// The image the VM boots; the error says what to write.
+    pub fn image(&self) -> Result<Image, ConfigError> {
+        let Some(name) = &self.image else {
+            return Err(ConfigError::Partition(format!(
+                "vm '{}' names no image: add `image = \"…\"` (known: {})",
+                self.name,
+                Image::known()
+            )));
+        };
+        Image::from_name(name).ok_or_else(|| ConfigError::Unknown {
+            entry: format!("vm '{}'", self.name),
+            field: "image",
+            value: name.clone(),
+            known: Image::known(),
+        })
+    }
 }
 
 /// Why a board file was refused.
@@ -295,6 +331,13 @@ pub enum ConfigError {
         entry: String,
         field: &'static str,
         value: String,
+    },
+    /// A name field holds a value that is none of the `known` ones.
+    Unknown {
+        entry: String,
+        field: &'static str,
+        value: String,
+        known: String,
     },
     /// A field states what the ABI fixes (`mvmm_abi`), differently.
     NotTheAbi {
@@ -318,6 +361,12 @@ impl std::fmt::Display for ConfigError {
             } => {
                 write!(f, "{entry}: unknown {field} '{value}'")
             }
+            ConfigError::Unknown {
+                entry,
+                field,
+                value,
+                known,
+            } => write!(f, "{entry}: unknown {field} '{value}' (known: {known})"),
             ConfigError::NotTheAbi {
                 entry,
                 field,
@@ -338,6 +387,20 @@ impl From<PartitionError<'_>> for ConfigError {
     fn from(e: PartitionError<'_>) -> Self {
         ConfigError::Partition(e.to_string())
     }
+}
+
+/// The port of service `name`, or an error naming `entry` and the services
+/// there are.
+fn service_port(name: &str, entry: impl FnOnce() -> String) -> Result<u32, ConfigError> {
+    mvmm_abi::vsock::service_port(name).ok_or_else(|| {
+        let known: Vec<&str> = mvmm_abi::vsock::SERVICES.iter().map(|(n, _)| *n).collect();
+        ConfigError::Unknown {
+            entry: entry(),
+            field: "service",
+            value: name.into(),
+            known: known.join(", "),
+        }
+    })
 }
 
 fn range(r: &RangeEntry) -> MemRange {
@@ -430,14 +493,8 @@ impl BoardFile {
             .vsock_rules
             .iter()
             .map(|r| {
-                let port = mvmm_abi::vsock::service_port(&r.service).ok_or_else(|| {
-                    let known: Vec<&str> =
-                        mvmm_abi::vsock::SERVICES.iter().map(|(n, _)| *n).collect();
-                    ConfigError::UnknownValue {
-                        entry: format!("vsock_allow from '{}' to '{}'", r.from, r.to),
-                        field: "service",
-                        value: format!("{:?} (known: {})", r.service, known.join(", ")),
-                    }
+                let port = service_port(&r.service, || {
+                    format!("vsock_allow from '{}' to '{}'", r.from, r.to)
                 })?;
                 Ok(VsockRule {
                     from: &r.from,
@@ -513,7 +570,149 @@ impl BoardFile {
                 }
             }
         }
+        self.check_images(&vms)?;
         Ok(f(&board))
+    }
+
+    /// The rules of `image` and `services` (after the partition's: `vms`
+    /// are valid, every rule names VMs with a vsock device).
+    fn check_images(&self, vms: &[Vm<'_>]) -> Result<(), ConfigError> {
+        let mut images: Vec<(Image, &str)> = Vec::new();
+        for (v, vm) in self.vms.iter().zip(vms) {
+            let image = v.image()?;
+            if let Some((_, other)) = images.iter().find(|(i, _)| *i == image) {
+                return Err(ConfigError::Partition(format!(
+                    "image '{image}' is named by two VMs: '{other}' and '{}' (an image is linked and loaded for one VM)",
+                    v.name
+                )));
+            }
+            images.push((image, &v.name));
+            if image.kind() != vm.kind {
+                return Err(ConfigError::Partition(format!(
+                    "vm '{}': image '{image}' runs only in a {} VM, and this VM's kind is '{}'",
+                    v.name,
+                    kind_name(image.kind()),
+                    v.kind
+                )));
+            }
+            if image == Image::Linux {
+                for (field, at, what) in [
+                    ("dtb", v.dtb, "device tree"),
+                    ("initrd", v.initrd, "initramfs"),
+                ] {
+                    if at.is_none() {
+                        return Err(ConfigError::Partition(format!(
+                            "vm '{}': image '{image}' needs `{field} = 0x…`, where the loader puts its {what}",
+                            v.name
+                        )));
+                    }
+                }
+            }
+            if image == Image::SecureOs
+                && let Some(at) = v.provision
+            {
+                // secure-os reads its provisioning page at the last page of
+                // the RAM range it is linked in.
+                let last_page = v
+                    .ram
+                    .iter()
+                    .find(|r| r.base <= v.entry && v.entry - r.base < r.size)
+                    .map_or(0, |r| r.base + r.size - crate::partition::PAGE_SIZE);
+                if at != last_page {
+                    return Err(ConfigError::Partition(format!(
+                        "vm '{}': provision = {at:#x}, but secure-os reads its provisioning page at the last page of its RAM ({last_page:#x})",
+                        v.name
+                    )));
+                }
+            }
+            for (i, service) in v.services.iter().enumerate() {
+                service_port(service, || format!("vm '{}' services", v.name))?;
+                if v.services[..i].contains(service) {
+                    return Err(ConfigError::Partition(format!(
+                        "vm '{}': service '{service}' is listed twice",
+                        v.name
+                    )));
+                }
+                if !image.services().contains(&service.as_str()) {
+                    let serves = image.services();
+                    return Err(ConfigError::Partition(format!(
+                        "vm '{}': image '{image}' does not serve '{service}' (it serves: {})",
+                        v.name,
+                        if serves.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            serves.join(", ")
+                        }
+                    )));
+                }
+                if v.vsock.is_none() {
+                    return Err(ConfigError::Partition(format!(
+                        "vm '{}' offers service '{service}' but has no vsock device to offer it on",
+                        v.name
+                    )));
+                }
+            }
+        }
+        for rule in &self.vsock_rules {
+            let offered = self
+                .vms
+                .iter()
+                .find(|v| v.name == rule.to)
+                .map_or(&[][..], |v| v.services.as_slice());
+            if !offered.contains(&rule.service) {
+                return Err(ConfigError::Partition(format!(
+                    "vsock_allow from '{}' to '{}': vm '{}' does not offer service '{}' (its services: {}); add it to the VM's `services`",
+                    rule.from,
+                    rule.to,
+                    rule.to,
+                    rule.service,
+                    if offered.is_empty() {
+                        "none".to_string()
+                    } else {
+                        offered.join(", ")
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The VM that boots `image`; the error says how to name it.
+    pub fn vm_running(&self, image: Image) -> Result<&VmEntry, ConfigError> {
+        self.vms
+            .iter()
+            .find(|v| v.image.as_deref() == Some(image.name()))
+            .ok_or_else(|| {
+                ConfigError::Partition(format!(
+                    "no VM of the board boots image '{image}': add `image = \"{image}\"` to its [[vm]]"
+                ))
+            })
+    }
+
+    /// The VM called `name`; the error lists the board's VMs.
+    pub fn vm(&self, name: &str) -> Result<&VmEntry, ConfigError> {
+        self.vms
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| ConfigError::Unknown {
+                entry: format!("board '{}'", self.board.name),
+                field: "vm",
+                value: name.into(),
+                known: self
+                    .vms
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// The name of a VM kind in a board file.
+fn kind_name(kind: VmKind) -> &'static str {
+    match kind {
+        VmKind::Rich => "rich",
+        VmKind::Secure => "secure",
     }
 }
 
@@ -565,166 +764,31 @@ pub fn load_for_build(
     repo_root: &std::path::Path,
 ) -> Result<(std::path::PathBuf, String, BoardFile), String> {
     let (path, text) = board_for_build(repo_root)?;
-    let refused = |e: ConfigError| format!("error: board file {}: {e}", path.display());
-    let board = BoardFile::parse(&text).map_err(refused)?;
-    board.with_board(|_| ()).map_err(refused)?;
+    let board = check_file(&path, &text)?;
     Ok((path, text, board))
+}
+
+/// `text`, the contents of board file `path`, parsed and checked against
+/// every rule; the error names the file and the offending entry.
+pub fn check_file(path: &std::path::Path, text: &str) -> Result<BoardFile, String> {
+    let refused = |e: ConfigError| format!("error: board file {}: {e}", path.display());
+    let board = BoardFile::parse(text).map_err(refused)?;
+    board.with_board(|_| ()).map_err(refused)?;
+    Ok(board)
 }
 
 /// Parses and validates a board file; on success returns Rust source that
 /// defines `pub const BOARD: mvmm_core::partition::Board<'static>`.
 pub fn generate(text: &str) -> Result<String, ConfigError> {
-    BoardFile::parse(text)?.with_board(codegen)
-}
-
-fn codegen(board: &Board<'_>) -> String {
-    let r = |m: MemRange| format!("MemRange::new({:#x}, {:#x})", m.base, m.size);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "// Generated from the board file by mvmm-core's config module. Do not edit."
-    );
-    let _ = writeln!(s, "use mvmm_core::partition::*;");
-    let _ = writeln!(s, "pub const BOARD: Board<'static> = Board {{");
-    let _ = writeln!(s, "    name: {:?},", board.name);
-    let _ = writeln!(s, "    cpu_count: {},", board.cpu_count);
-    let _ = writeln!(s, "    ram: {},", r(board.ram));
-    let _ = writeln!(s, "    mvmm: {},", r(board.mvmm));
-    let _ = writeln!(
-        s,
-        "    uart: Uart {{ mmio: {}, irq: {} }},",
-        r(board.uart.mmio),
-        board.uart.irq
-    );
-    let _ = writeln!(
-        s,
-        "    gic: Gic {{ distributor: {}, redistributors: {}, redistributor_stride: {:#x} }},",
-        r(board.gic.distributor),
-        r(board.gic.redistributors),
-        board.gic.redistributor_stride
-    );
-    let _ = writeln!(s, "    devices: &[");
-    for d in board.devices {
-        let _ = writeln!(
-            s,
-            "        Device {{ name: {:?}, class: DeviceClass::{:?}, mmio: {}, irqs: &{:?}, dma: Dma::{:?}, pcie: {} }},",
-            d.name,
-            d.class,
-            r(d.mmio),
-            d.irqs,
-            d.dma,
-            d.pcie.map_or("None".to_string(), |p| format!(
-                "Some(PcieHost {{ ecam: {}, mmio: {}, io: {} }})",
-                r(p.ecam),
-                r(p.mmio),
-                r(p.io)
-            ))
-        );
-    }
-    let _ = writeln!(s, "    ],");
-    let _ = writeln!(s, "    vms: &[");
-    for vm in board.vms {
-        let rams: Vec<String> = vm.ram.iter().map(|m| r(*m)).collect();
-        let _ = writeln!(
-            s,
-            "        Vm {{ name: {:?}, kind: VmKind::{:?}, vmid: {}, cpus: &{:?}, ram: &[{}], devices: &{:?}, entry: {:#x}, boot_arg: {:#x}, vsock: {}, input: {} }},",
-            vm.name,
-            vm.kind,
-            vm.vmid,
-            vm.cpus,
-            rams.join(", "),
-            vm.devices,
-            vm.entry,
-            vm.boot_arg,
-            match vm.vsock {
-                Some(v) => format!(
-                    "Some(VsockSlot {{ cid: {}, mmio: {}, irq: {} }})",
-                    v.cid,
-                    r(v.mmio),
-                    v.irq
-                ),
-                None => "None".into(),
-            },
-            vm.input.map_or("None".to_string(), |v| format!(
-                "Some(VirtioSlot {{ mmio: {}, irq: {} }})",
-                r(v.mmio),
-                v.irq
-            ))
-        );
-    }
-    let _ = writeln!(s, "    ],");
-    let _ = writeln!(s, "    vsock_rules: &[");
-    for rule in board.vsock_rules {
-        let _ = writeln!(
-            s,
-            "        VsockRule {{ from: {:?}, to: {:?}, port: {} }},",
-            rule.from, rule.to, rule.port
-        );
-    }
-    let _ = writeln!(s, "    ],");
-    let _ = writeln!(
-        s,
-        "    image_store: {},",
-        board
-            .image_store
-            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
-    );
-    let _ = writeln!(
-        s,
-        "    entropy: {},",
-        board
-            .entropy
-            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
-    );
-    let _ = writeln!(
-        s,
-        "    rpmb: {},",
-        board
-            .rpmb
-            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
-    );
-    let _ = writeln!(
-        s,
-        "    display: {},",
-        board.display.map_or("None".to_string(), |d| format!(
-            "Some(Display {{ fw_cfg: {}, width: {}, height: {}, rich_framebuffer: {:#x}, secure_framebuffer: {:#x} }})",
-            r(d.fw_cfg),
-            d.width,
-            d.height,
-            d.rich_framebuffer,
-            d.secure_framebuffer
-        ))
-    );
-    let _ = writeln!(
-        s,
-        "    smmu: {},",
-        board.smmu.map_or("None".to_string(), |m| format!(
-            "Some(Smmu {{ mmio: {}, event_irq: {} }})",
-            r(m.mmio),
-            m.event_irq
-        ))
-    );
-    let inputs: Vec<String> = board
-        .input
-        .iter()
-        .map(|v| format!("VirtioSlot {{ mmio: {}, irq: {} }}", r(v.mmio), v.irq))
-        .collect();
-    let _ = writeln!(s, "    input: &[{}],", inputs.join(", "));
-    let _ = writeln!(s, "}};");
-    let prefixes: Vec<String> = std::iter::once("mvmm")
-        .chain(board.vms.iter().map(|vm| vm.name))
-        .map(|n| format!("[{n}] "))
-        .collect();
-    let _ = writeln!(s, "/// Console line prefixes: mvmm, then each VM in order.");
-    let _ = writeln!(s, "pub const CONSOLE_PREFIXES: &[&str] = &{prefixes:?};");
-    s
+    constants(&BoardFile::parse(text)?, Target::Mvmm)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    /// A small valid board (the generator's tests use it too).
+    pub(super) const GOOD: &str = r#"
 [board]
 name = "t"
 cpus = 3
@@ -743,14 +807,18 @@ irqs = [79]
 [[vm]]
 name = "rich"
 kind = "rich"
+image = "linux"
 cpus = [0, 1]
 ram = [{ base = 0x5000_0000, size = 0x3000_0000 }]
 devices = ["net0"]
 entry = 0x5000_0000
+dtb = 0x5600_0000
+initrd = 0x5800_0000
 
 [[vm]]
 name = "secure"
 kind = "secure"
+image = "secure-os"
 cpus = [2]
 ram = [{ base = 0x4100_0000, size = 0x200_0000 }]
 entry = 0x4100_0000
@@ -779,7 +847,7 @@ entry = 0x4100_0000
         );
         let good = good.replace(
             "entry = 0x4100_0000",
-            "entry = 0x4100_0000\nvsock = { base = 0x0a00_0000, irq = 48 }",
+            "entry = 0x4100_0000\nvsock = { base = 0x0a00_0000, irq = 48 }\nservices = [\"echo\"]",
         ) + "\n[[vsock_allow]]\nfrom = \"rich\"\nto = \"secure\"\nservice = \"echo\"\n";
         let src = generate(&good).unwrap();
         assert!(
@@ -804,7 +872,7 @@ entry = 0x4100_0000
         let unknown = good.replace("service = \"echo\"", "service = \"ssh\"");
         assert_eq!(
             generate(&unknown).unwrap_err().to_string(),
-            "vsock_allow from 'rich' to 'secure': unknown service '\"ssh\" (known: payment, echo)'"
+            "vsock_allow from 'rich' to 'secure': unknown service 'ssh' (known: payment, echo)"
         );
         let numbered = good.replace("service = \"echo\"", "port = 7101");
         assert!(generate(&numbered).is_err(), "a rule by port number");
@@ -964,5 +1032,147 @@ entry = 0x4100_0000
             "qemu device 'virtio-net-pci,netdev=n': a virtio PCI device needs iommu_platform=on, \
              or QEMU sends its DMA past the SMMU straight to memory"
         );
+    }
+
+    /// The path of the reference board from this file.
+    pub(super) const QEMU_VIRT: &str = include_str!("../../../boards/qemu-virt/board.toml");
+
+    /// [`GOOD`] with its device aligned: a board that passes every rule.
+    pub(super) fn valid() -> String {
+        GOOD.replace("0x0a00_3e00", "0x0a00_3000")
+    }
+
+    fn refused(text: &str) -> String {
+        generate(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_reference_board_names_its_images_and_services() {
+        let board = BoardFile::parse(QEMU_VIRT).unwrap();
+        board.with_board(|_| ()).unwrap();
+        let secure = board.vm_running(Image::SecureOs).unwrap();
+        assert_eq!(secure.kind, "secure");
+        assert_eq!(secure.services, ["payment", "echo"]);
+        assert_eq!(board.vm_running(Image::Linux).unwrap().kind, "rich");
+        // Every rule names a service its VM offers.
+        for rule in &board.vsock_rules {
+            assert!(board.vm(&rule.to).unwrap().services.contains(&rule.service));
+        }
+    }
+
+    #[test]
+    fn each_vm_names_a_known_image_of_its_kind_once() {
+        let err = refused(&valid().replace("image = \"linux\"\n", ""));
+        assert_eq!(
+            err,
+            "vm 'rich' names no image: add `image = \"…\"` (known: secure-os, linux)"
+        );
+        let err = refused(&valid().replace("image = \"secure-os\"", "image = \"securos\""));
+        assert_eq!(
+            err,
+            "vm 'secure': unknown image 'securos' (known: secure-os, linux)"
+        );
+        let swapped = valid()
+            .replace("image = \"linux\"", "image = \"x\"")
+            .replace("image = \"secure-os\"", "image = \"linux\"")
+            .replace("image = \"x\"", "image = \"secure-os\"");
+        assert_eq!(
+            refused(&swapped),
+            "vm 'rich': image 'secure-os' runs only in a secure VM, and this VM's kind is 'rich'"
+        );
+        let twice = valid().replace("image = \"secure-os\"", "image = \"linux\"");
+        assert_eq!(
+            refused(&twice),
+            "image 'linux' is named by two VMs: 'rich' and 'secure' (an image is linked and loaded for one VM)"
+        );
+        let board = BoardFile::parse(&valid().replace("image = \"secure-os\"\n", "")).unwrap();
+        assert_eq!(
+            board.vm_running(Image::SecureOs).unwrap_err().to_string(),
+            "no VM of the board boots image 'secure-os': add `image = \"secure-os\"` to its [[vm]]"
+        );
+    }
+
+    #[test]
+    fn an_images_boot_addresses_are_stated() {
+        assert_eq!(
+            refused(&valid().replace("dtb = 0x5600_0000\n", "")),
+            "vm 'rich': image 'linux' needs `dtb = 0x…`, where the loader puts its device tree"
+        );
+        assert_eq!(
+            refused(&valid().replace("initrd = 0x5800_0000\n", "")),
+            "vm 'rich': image 'linux' needs `initrd = 0x…`, where the loader puts its initramfs"
+        );
+        // secure-os reads its provisioning page at the end of its RAM.
+        let at = |page: &str| {
+            valid().replace(
+                "entry = 0x4100_0000",
+                &format!("entry = 0x4100_0000\nprovision = {page}"),
+            )
+        };
+        generate(&at("0x42ff_f000")).unwrap();
+        assert_eq!(
+            refused(&at("0x42ff_e000")),
+            "vm 'secure': provision = 0x42ffe000, but secure-os reads its provisioning page at the last page of its RAM (0x42fff000)"
+        );
+    }
+
+    #[test]
+    fn services_are_the_abis_the_images_and_offered_on_a_vsock() {
+        let vsock = valid().replace(
+            "entry = 0x4100_0000",
+            "entry = 0x4100_0000\nvsock = { base = 0x0a00_0000, irq = 48 }\nservices = [\"payment\", \"echo\"]",
+        );
+        generate(&vsock).unwrap();
+        let with = |services: &str| vsock.replace("[\"payment\", \"echo\"]", services);
+        assert_eq!(
+            refused(&with("[\"payment\", \"ssh\"]")),
+            "vm 'secure' services: unknown service 'ssh' (known: payment, echo)"
+        );
+        assert_eq!(
+            refused(&with("[\"echo\", \"echo\"]")),
+            "vm 'secure': service 'echo' is listed twice"
+        );
+        let rich = vsock.replace(
+            "entry = 0x5000_0000",
+            "entry = 0x5000_0000\nvsock = { base = 0x0a00_0000, irq = 48 }\nservices = [\"payment\"]",
+        );
+        assert_eq!(
+            refused(&rich),
+            "vm 'rich': image 'linux' does not serve 'payment' (it serves: nothing)"
+        );
+        let no_vsock = vsock.replace("vsock = { base = 0x0a00_0000, irq = 48 }\n", "");
+        assert_eq!(
+            refused(&no_vsock),
+            "vm 'secure' offers service 'payment' but has no vsock device to offer it on"
+        );
+        // A rule opens only what the VM offers.
+        let rule = |services: &str, service: &str| {
+            with(services).replace(
+                "entry = 0x5000_0000",
+                "entry = 0x5000_0000\nvsock = { base = 0x0a00_0000, irq = 48 }",
+            ) + &format!(
+                "\n[[vsock_allow]]\nfrom = \"rich\"\nto = \"secure\"\nservice = \"{service}\"\n"
+            )
+        };
+        generate(&rule("[\"payment\", \"echo\"]", "echo")).unwrap();
+        assert_eq!(
+            refused(&rule("[\"payment\"]", "echo")),
+            "vsock_allow from 'rich' to 'secure': vm 'secure' does not offer service 'echo' (its services: payment); add it to the VM's `services`"
+        );
+        assert_eq!(
+            refused(&rule("[]", "echo")),
+            "vsock_allow from 'rich' to 'secure': vm 'secure' does not offer service 'echo' (its services: none); add it to the VM's `services`"
+        );
+    }
+
+    #[test]
+    fn a_build_scripts_error_names_the_file_and_the_entry() {
+        let path = std::path::Path::new("boards/x/board.toml");
+        let err = check_file(path, &valid().replace("\"secure-os\"", "\"securos\"")).unwrap_err();
+        assert_eq!(
+            err,
+            "error: board file boards/x/board.toml: vm 'secure': unknown image 'securos' (known: secure-os, linux)"
+        );
+        check_file(path, QEMU_VIRT).unwrap();
     }
 }
