@@ -1,40 +1,38 @@
-//! The GICv3 CPU interface, through its system registers (mvmm virtualises
-//! them; a guest has no distributor or redistributor access).
+//! The GICv3 as a guest of mvmm sees it: the CPU interface through its
+//! system registers (virtualised by mvmm's list registers, not trapped),
+//! and the distributor that mvmm emulates by trapping every access.
+//!
+//! Both go through `arm-gic` (`GicCpuInterface`, and `GicDistributor` over
+//! a `safe-mmio` pointer). `safe-mmio` accesses registers with plain
+//! `ldr`/`str` instructions, whose trap syndrome names the register and
+//! size, which is what mvmm's emulation decodes.
 
-use core::arch::asm;
+use aarch64_cpu::asm::barrier;
+use arm_gic::gicv3::registers::{Gicd, GicdCtlr};
+use arm_gic::gicv3::{GicCpuInterface, GicDistributor, Group};
+use arm_gic::{IntId, InterruptGroup, UniqueMmioPointer};
+use core::ptr::NonNull;
+
+/// What [`acknowledge`] returns when no interrupt is pending.
+const NONE: u32 = 1023;
 
 /// Enables the system-register interface, opens the priority mask and
-/// enables group 1 interrupts on this vCPU.
+/// enables group 1 interrupts on this vCPU. IRQs stay masked in PSTATE, so
+/// nothing is taken yet.
 pub fn init_cpu_interface() {
-    // SAFETY: ICC_SRE_EL1 = SRE|DFB|DIB selects the system-register
-    // interface; PMR = 0xff lets every priority through; IGRPEN1 = 1 enables
-    // group 1. IRQs stay masked in PSTATE, so nothing is taken yet. No
-    // memory is touched.
-    unsafe {
-        asm!(
-            "msr icc_sre_el1, {sre}",
-            "isb",
-            "msr icc_pmr_el1, {pmr}",
-            "msr icc_igrpen1_el1, {on}",
-            "isb",
-            sre = in(reg) 0b111_u64,
-            pmr = in(reg) 0xff_u64,
-            on = in(reg) 1_u64,
-            options(nomem, nostack, preserves_flags)
-        );
-    }
+    // ICC_SRE_EL1: SRE, and IRQ/FIQ bypass disabled (DFB, DIB).
+    GicCpuInterface::enable_system_register_el1();
+    GicCpuInterface::disable_legacy_interrupt_bypass_el1(true);
+    barrier::isb(barrier::SY);
+    GicCpuInterface::set_priority_mask(0xff);
+    GicCpuInterface::enable_group1(true);
+    barrier::isb(barrier::SY);
 }
 
 /// Acknowledges the highest-priority pending group 1 interrupt and returns
 /// its INTID (1020..=1023 when none).
 pub fn acknowledge() -> u32 {
-    let intid: u64;
-    // SAFETY: reading ICC_IAR1_EL1 acknowledges an interrupt; the caller
-    // ends it with `end_of_interrupt`. No memory is touched.
-    unsafe {
-        asm!("mrs {}, icc_iar1_el1", out(reg) intid, options(nomem, nostack, preserves_flags))
-    };
-    (intid & 0xff_ffff) as u32
+    GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1).map_or(NONE, u32::from)
 }
 
 /// Whether an acknowledged INTID means "no interrupt".
@@ -43,45 +41,38 @@ pub fn is_spurious(intid: u32) -> bool {
 }
 
 /// Ends (drops the priority of and deactivates) an acknowledged interrupt.
+/// A number that is no INTID is ignored.
 pub fn end_of_interrupt(intid: u32) {
-    // SAFETY: writing ICC_EOIR1_EL1 with an INTID returned by `acknowledge`
-    // completes that interrupt. No memory is touched.
-    unsafe {
-        asm!("msr icc_eoir1_el1, {}", "isb", in(reg) u64::from(intid), options(nomem, nostack, preserves_flags))
-    };
+    if let Ok(id) = IntId::try_from(intid) {
+        GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
+        barrier::isb(barrier::SY);
+    }
 }
-
-/// Distributor registers of the virtual GIC mvmm emulates for this VM.
-const GICD_CTLR: usize = 0x0000;
-const GICD_IGROUPR: usize = 0x0080;
-const GICD_ISENABLER: usize = 0x0100;
-const GICD_IPRIORITYR: usize = 0x0400;
-const GICD_IROUTER: usize = 0x6000;
-/// CTLR: affinity routing and group 1 enabled.
-const CTLR_ARE_GRP1: u32 = 1 << 4 | 1 << 1;
 
 /// Enables shared peripheral interrupt `intid` at the (virtual) distributor
 /// at `gicd_base`: group 1, middle priority, routed to vCPU 0. Used for the
-/// vsock device, so an idle WFI wakes when a packet arrives.
+/// vsock device, so an idle WFI wakes when a packet arrives. Does nothing
+/// for a number that is no SPI or a null base.
 pub fn enable_spi(gicd_base: usize, intid: u32) {
-    let word = (intid as usize / 32) * 4;
-    let bit = 1u32 << (intid % 32);
+    let Some(id) = IntId::try_from(intid).ok().filter(|id| id.is_spi()) else {
+        return;
+    };
+    let Some(regs) = NonNull::new(gicd_base as *mut Gicd) else {
+        return;
+    };
     // SAFETY: `gicd_base` is the distributor window of this VM's virtual
     // GIC (board data), mapped as device memory by the stage-1 tables; mvmm
-    // traps and emulates every access. These writes configure only `intid`
-    // (its group, priority, route, enable) and turn group 1 on.
-    unsafe {
-        let reg32 = |offset: usize| (gicd_base + offset) as *mut u32;
-        core::ptr::write_volatile(reg32(GICD_CTLR), CTLR_ARE_GRP1);
-        core::ptr::write_volatile(reg32(GICD_IGROUPR + word), bit);
-        core::ptr::write_volatile(
-            (gicd_base + GICD_IPRIORITYR + intid as usize) as *mut u8,
-            0xa0,
-        );
-        core::ptr::write_volatile(
-            (gicd_base + GICD_IROUTER + intid as usize * 8) as *mut u64,
-            0,
-        );
-        core::ptr::write_volatile(reg32(GICD_ISENABLER + word), bit);
-    }
+    // traps and emulates every access, so no access reaches memory. The
+    // pointer lives only for this call, and the runtime's callers enable
+    // interrupts from one vCPU, one at a time.
+    let mut distributor = GicDistributor::new(unsafe { UniqueMmioPointer::new(regs) });
+    // Affinity routing and group 1 on (the bits arm-gic names ARE_S and
+    // EnableGrp1NS are ARE and EnableGrp1 of a GIC with one security state,
+    // which is what mvmm emulates).
+    distributor.modify_control(GicdCtlr::ARE_S | GicdCtlr::EnableGrp1NS, true);
+    // An SPI: none of these calls can fail.
+    let _ = distributor.set_group(id, Group::Group1NS);
+    let _ = distributor.set_interrupt_priority(id, 0xa0);
+    let _ = distributor.set_routing(id, Some(0));
+    let _ = distributor.enable_interrupt(id, true);
 }

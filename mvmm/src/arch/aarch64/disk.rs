@@ -2,6 +2,10 @@
 //! maps (the board's `rpmb` window), driven at EL2 with the `virtio-drivers`
 //! crate. It holds the secure VM's rollback counter (`mvmm_core::rpmb`).
 //! Its DMA goes only to mvmm's own pool (`super::dma`).
+//!
+//! Its registers are reached through `virtio-drivers`' `MmioTransport`,
+//! which is built on `safe-mmio`; the one `unsafe` here is the promise
+//! that transport's constructor asks for.
 
 use super::dma::El2Hal;
 use core::ptr::NonNull;

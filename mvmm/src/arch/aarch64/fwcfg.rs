@@ -3,18 +3,43 @@
 //! for the formats and the decisions).
 //!
 //! fw_cfg's page is the board's `display.fw_cfg`, which no VM maps (board
-//! validation): its DMA reaches all memory. The DMA descriptor and the
-//! record it carries live in a static of mvmm's image, written with
-//! volatile stores and published with a barrier before the transfer
-//! starts.
+//! validation): its DMA reaches all memory. Its registers are a `safe-mmio`
+//! block ([`Registers`], big-endian fields typed as such). The DMA
+//! descriptor and the record it carries are ordinary memory, not MMIO: they
+//! live in a static of mvmm's image, written with volatile stores and
+//! published with a barrier before the transfer starts.
 
-use core::ptr::{read_volatile, write_volatile};
+use core::ptr::{NonNull, read_volatile, write_volatile};
 use core::sync::atomic::{AtomicBool, Ordering};
 use mvmm_core::display::{
     DIR_ENTRY_LEN, DmaDescriptor, FEATURE_DMA, MAX_DIR_ENTRIES, RAMFB_CONFIG_LEN, RAMFB_FILE,
     SIGNATURE, dir_entry_matches, item, reg,
 };
 use mvmm_core::partition::MemRange;
+use safe_mmio::fields::{ReadOnly, WriteOnly};
+use safe_mmio::{UniqueMmioPointer, field};
+use zerocopy::byteorder::{BigEndian, U16, U32};
+
+/// fw_cfg's MMIO registers (QEMU's docs/specs/fw_cfg.rst, "MMIO").
+#[repr(C, align(8))]
+struct Registers {
+    /// Data: each read returns the next byte of the selected item.
+    data: ReadOnly<u8>,
+    /// The rest of the 64-bit data register (mvmm reads byte by byte).
+    _data_wide: [u8; 7],
+    /// Selects the item that data reads return.
+    selector: WriteOnly<U16<BigEndian>>,
+    _reserved: [u8; 6],
+    /// DMA descriptor address, high word...
+    dma_high: WriteOnly<U32<BigEndian>>,
+    /// ...and low word; writing it starts the transfer.
+    dma_low: WriteOnly<U32<BigEndian>>,
+}
+
+const _: () = assert!(core::mem::offset_of!(Registers, data) as u64 == reg::DATA);
+const _: () = assert!(core::mem::offset_of!(Registers, selector) as u64 == reg::SELECTOR);
+const _: () = assert!(core::mem::offset_of!(Registers, dma_high) as u64 == reg::DMA_HIGH);
+const _: () = assert!(core::mem::offset_of!(Registers, dma_low) as u64 == reg::DMA_LOW);
 
 /// The DMA descriptor (control, length, address: big-endian) and the
 /// ramfb record it points at.
@@ -43,7 +68,7 @@ const DMA_POLLS: u32 = 1_000_000;
 
 /// The fw_cfg device with its ramfb file found.
 pub struct FwCfg {
-    base: usize,
+    regs: UniqueMmioPointer<'static, Registers>,
     ramfb: u16,
 }
 
@@ -52,16 +77,24 @@ impl FwCfg {
     /// `etc/ramfb`; the error says what is missing. Only the first call
     /// can succeed.
     pub fn open(window: MemRange) -> Result<FwCfg, &'static str> {
-        if window.size < 0x18 {
+        if window.size < size_of::<Registers>() as u64 {
             return Err("the fw_cfg window is too small");
         }
+        let Some(base) =
+            NonNull::new(window.base as usize as *mut Registers).filter(|p| p.is_aligned())
+        else {
+            return Err("the fw_cfg window is not 8-byte aligned");
+        };
         if OPENED.swap(true, Ordering::AcqRel) {
             return Err("fw_cfg is already in use");
         }
-        let mut dev = FwCfg {
-            base: window.base as usize,
-            ramfb: 0,
-        };
+        // SAFETY: `base` is the board's fw_cfg window, aligned and large
+        // enough for `Registers` (checked above), device memory in EL2's
+        // identity map and in no VM's stage-2 map (board validation). Only
+        // the first `open` gets here (`OPENED`), so this is the one pointer
+        // to these registers, for as long as mvmm runs.
+        let regs = unsafe { UniqueMmioPointer::new(base) };
+        let mut dev = FwCfg { regs, ramfb: 0 };
         let mut word = [0u8; 4];
         dev.select(item::SIGNATURE);
         dev.read(&mut word);
@@ -114,19 +147,9 @@ impl FwCfg {
         // them.
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
         let descriptor = area as u64;
-        // SAFETY: the DMA register pair of fw_cfg's page (device memory in
-        // EL2's identity map, owned by this driver); the low word starts the
-        // transfer of the descriptor written above.
-        unsafe {
-            write_volatile(
-                (self.base + reg::DMA_HIGH as usize) as *mut u32,
-                ((descriptor >> 32) as u32).to_be(),
-            );
-            write_volatile(
-                (self.base + reg::DMA_LOW as usize) as *mut u32,
-                (descriptor as u32).to_be(),
-            );
-        }
+        // The low word starts the transfer of the descriptor written above.
+        field!(self.regs, dma_high).write(U32::new((descriptor >> 32) as u32));
+        field!(self.regs, dma_low).write(U32::new(descriptor as u32));
         for _ in 0..DMA_POLLS {
             aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
             // SAFETY: as above; the device writes the control word back.
@@ -141,21 +164,14 @@ impl FwCfg {
     }
 
     fn select(&mut self, selector: u16) {
-        // SAFETY: fw_cfg's selector register (16-bit, big-endian) in its
-        // page, device memory owned by this driver.
-        unsafe {
-            write_volatile(
-                (self.base + reg::SELECTOR as usize) as *mut u16,
-                selector.to_be(),
-            )
-        };
+        field!(self.regs, selector).write(U16::new(selector));
     }
 
+    /// Reads the next `buf.len()` bytes of the selected item.
     fn read(&mut self, buf: &mut [u8]) {
+        let mut data = field!(self.regs, data);
         for b in buf {
-            // SAFETY: fw_cfg's data register, read a byte at a time (each
-            // read advances the selected item).
-            *b = unsafe { read_volatile((self.base + reg::DATA as usize) as *const u8) };
+            *b = data.read();
         }
     }
 }

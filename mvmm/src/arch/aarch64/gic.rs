@@ -1,72 +1,131 @@
 //! The physical GICv3 that mvmm owns, and the list registers through which
 //! it hands virtual interrupts to the guest running on this CPU.
+//!
+//! # Crates, and what stays hand-written
+//! - Distributor and redistributors: `arm-gic`'s `GicDistributor` and
+//!   `GicRedistributor`, over `safe-mmio` pointers to its register structs
+//!   (`Gicd`, `GicrSgi`). Reading an interrupt's pending and active bits has
+//!   no driver method (`arm-gic` reads them only into a power-down context),
+//!   so [`physical_state`] reads those fields of the same structs itself.
+//! - The physical CPU interface: `arm-gic`'s `GicCpuInterface` (system
+//!   register enable, priority mask, group enable, acknowledge, end of
+//!   interrupt, SGIs). It has no deactivate (ICC_DIR_EL1) and no way to set
+//!   EOImode (its `init_cpu` sets EOImode 0, which mvmm must not have: a
+//!   forwarded interrupt stays active until the guest ends it), nor the
+//!   binary point; those three come from `arm-sysregs`, the register crate
+//!   `arm-gic` is built on.
+//! - The virtual CPU interface (ICH_*_EL2): no crate drives it; `arm-gic`
+//!   stops at the EL2 ICC_SRE bit. The list registers, ICH_HCR_EL2 and
+//!   ICH_VTR_EL2 are typed registers of `aarch64-cpu`; which list register
+//!   takes which interrupt (load, merge, reap, clear) is mvmm's code here.
+//!   ICH_ELRSR_EL2 and ICH_EISR_EL2 are in no crate (`aarch64-cpu` 11 and
+//!   `arm-sysregs` 0.5 both lack them): one `mrs` each, below.
 
 use crate::board::BOARD;
+use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    ICC_SRE_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2, ICH_LR4_EL2,
-    ICH_LR5_EL2, ICH_LR6_EL2, ICH_LR7_EL2, ICH_LR8_EL2, ICH_LR9_EL2, ICH_LR10_EL2, ICH_LR11_EL2,
-    ICH_LR12_EL2, ICH_LR13_EL2, ICH_LR14_EL2, ICH_LR15_EL2, ICH_VTR_EL2, Readable, Writeable,
+    ICH_HCR_EL2, ICH_LR0_EL2, ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2, ICH_LR4_EL2, ICH_LR5_EL2,
+    ICH_LR6_EL2, ICH_LR7_EL2, ICH_LR8_EL2, ICH_LR9_EL2, ICH_LR10_EL2, ICH_LR11_EL2, ICH_LR12_EL2,
+    ICH_LR13_EL2, ICH_LR14_EL2, ICH_LR15_EL2, ICH_VTR_EL2, Readable, Writeable,
 };
+use arm_gic::gicv3::registers::{Gicd, GicdCtlr, GicrSgi};
+use arm_gic::gicv3::{
+    GicCpuInterface, GicDistributor, GicRedistributor, Group, SgiTarget, SgiTargetGroup,
+};
+use arm_gic::{IntId, InterruptGroup, Trigger, UniqueMmioPointer};
+use arm_sysregs::el1::accessors::{write_icc_bpr1_el1, write_icc_ctlr_el1, write_icc_dir_el1};
+use arm_sysregs::el1::registers::{IccBpr1El1, IccCtlrEl1, IccDirEl1};
 use core::arch::asm;
-use core::ptr;
+use core::ptr::NonNull;
+use mvmm_core::irq::KICK_INTID;
 use mvmm_core::vgic::{FORWARDED_TIMERS, MAINTENANCE_INTID};
 
-const GICD_CTLR: usize = 0x0000;
-const GICD_CTLR_RWP: u32 = 1 << 31;
-const GICR_WAKER: usize = 0x0014;
-const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
-const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
-/// The SGI/PPI frame follows the redistributor's control frame.
-const SGI_FRAME: usize = 0x1_0000;
-const GICR_IGROUPR0: usize = 0x0080;
-const GICR_ISENABLER0: usize = 0x0100;
-const GICR_IPRIORITYR: usize = 0x0400;
-/// Set-pending and set-active registers, one bit per INTID (the same
-/// offsets in the distributor and in a redistributor's SGI frame).
-const GIC_ISPENDR: usize = 0x0200;
-const GIC_ISACTIVER: usize = 0x0300;
-const GICD_IGROUPR: usize = 0x0080;
-const GICD_ISENABLER: usize = 0x0100;
-const GICD_IPRIORITYR: usize = 0x0400;
-const GICD_IROUTER: usize = 0x6000;
-
-// The SGI mvmm sends to another CPU (its choice: `mvmm_core::irq`).
-use mvmm_core::irq::KICK_INTID;
 /// Priority of every interrupt mvmm forwards.
 const PRIORITY: u8 = 0xa0;
 
-fn mmio_read(addr: usize) -> u32 {
-    // SAFETY: callers pass addresses inside the GIC's distributor or this
-    // CPU's redistributor frames, identity mapped as device memory at EL2
-    // and absent from every stage-2 map.
-    unsafe { ptr::read_volatile(addr as *const u32) }
+/// The SGI mvmm sends to another CPU (its choice: `mvmm_core::irq`); an
+/// INTID that is no SGI fails the build here.
+const KICK: IntId = IntId::sgi(KICK_INTID);
+
+/// The private interrupts each CPU takes: the kick, the GIC maintenance
+/// interrupt and the EL1 timers it forwards (a PPI number out of range
+/// fails the build).
+const PRIVATE: [IntId; 4] = [
+    KICK,
+    IntId::ppi(MAINTENANCE_INTID - 16),
+    IntId::ppi(FORWARDED_TIMERS[0] - 16),
+    IntId::ppi(FORWARDED_TIMERS[1] - 16),
+];
+
+/// Held across every access to the distributor or a redistributor.
+/// `arm-gic`'s drivers take a `UniqueMmioPointer`, which promises that no
+/// other pointer to those registers is in use meanwhile; all CPUs share the
+/// distributor and [`physical_state`] reads other CPUs' redistributors, so
+/// they take turns here. A leaf lock: nothing else is locked while it is
+/// held, and EL2 takes no interrupts (vectors.S).
+static REGISTERS: spin::mutex::Mutex<(), super::Yield> = spin::mutex::Mutex::new(());
+
+/// The distributor's registers (board data; a null address fails the
+/// build).
+const DISTRIBUTOR: NonNull<Gicd> =
+    match NonNull::new(BOARD.gic.distributor.base as usize as *mut Gicd) {
+        Some(p) => p,
+        None => panic!("the board's GIC distributor is at address 0"),
+    };
+const _: () = assert!(size_of::<Gicd>() as u64 <= BOARD.gic.distributor.size);
+// Each CPU's redistributor (control and SGI frames) fits its stride, and
+// every CPU of the board has one.
+const _: () = assert!(size_of::<GicrSgi>() as u64 <= BOARD.gic.redistributor_stride);
+const _: () = assert!(
+    BOARD.gic.redistributor_stride * BOARD.cpu_count as u64 <= BOARD.gic.redistributors.size
+);
+
+/// Runs `f` on the distributor's registers, [`REGISTERS`] held.
+fn with_distributor<R>(f: impl FnOnce(UniqueMmioPointer<'_, Gicd>) -> R) -> R {
+    let _turn = REGISTERS.lock();
+    // SAFETY: `DISTRIBUTOR` is the GIC distributor of the board, a
+    // `Gicd`-sized block (asserted above) that EL2's identity map maps as
+    // device memory and no stage-2 map contains (board validation). The
+    // pointer lives only inside this call, while `REGISTERS` is held, so no
+    // other pointer to these registers is in use.
+    let regs = unsafe { UniqueMmioPointer::new(DISTRIBUTOR) };
+    f(regs)
 }
 
-fn mmio_write(addr: usize, value: u32) {
-    // SAFETY: as in `mmio_read`.
-    unsafe { ptr::write_volatile(addr as *mut u32, value) }
-}
-
-/// Sets `intid`'s byte in a priority register block at `block`.
-fn set_priority(block: usize, intid: u32) {
-    let word = block + (intid as usize & !3);
-    let shift = (intid % 4) * 8;
-    mmio_write(
-        word,
-        (mmio_read(word) & !(0xff << shift)) | u32::from(PRIORITY) << shift,
-    );
+/// Runs `f` on physical CPU `cpu`'s redistributor, [`REGISTERS`] held;
+/// `None` for a CPU the board does not have.
+fn with_redistributor<R>(
+    cpu: usize,
+    f: impl FnOnce(UniqueMmioPointer<'_, GicrSgi>) -> R,
+) -> Option<R> {
+    if cpu >= BOARD.cpu_count {
+        return None;
+    }
+    let address = BOARD.gic.redistributors.base + BOARD.gic.redistributor_stride * cpu as u64;
+    let frames = NonNull::new(address as usize as *mut GicrSgi)?;
+    let _turn = REGISTERS.lock();
+    // SAFETY: `frames` is CPU `cpu`'s redistributor (`cpu` is below the
+    // board's CPU count, and the asserts above keep its `GicrSgi` inside
+    // the board's redistributor range), mapped as device memory at EL2 and
+    // in no stage-2 map. As in `with_distributor`, `REGISTERS` makes this
+    // the only pointer in use.
+    let regs = unsafe { UniqueMmioPointer::new(frames) };
+    Some(f(regs))
 }
 
 /// Turns on affinity routing and both interrupt groups (once, on the boot
 /// CPU).
 pub fn init_distributor() {
-    let base = BOARD.gic.distributor.base as usize;
-    // ARE (bit 4), EnableGrp1 (bit 1), EnableGrp0 (bit 0): QEMU's GIC has
-    // no security extension, so this is the single-security-state layout.
-    mmio_write(base + GICD_CTLR, 1 << 4 | 1 << 1 | 1);
-    while mmio_read(base + GICD_CTLR) & GICD_CTLR_RWP != 0 {
-        core::hint::spin_loop();
-    }
+    // QEMU's GIC has no security extension (GICD_CTLR.DS = 1): there bit 4
+    // is ARE and bit 1 EnableGrp1, which `arm-gic` names by the
+    // two-security-state layout (ARE_S, EnableGrp1NS). `modify_control`
+    // waits for RWP.
+    with_distributor(|regs| {
+        GicDistributor::new(regs).modify_control(
+            GicdCtlr::ARE_S | GicdCtlr::EnableGrp1NS | GicdCtlr::EnableGrp0,
+            true,
+        );
+    });
 }
 
 /// Wakes this CPU's redistributor, enables the PPIs that are forwarded to
@@ -74,47 +133,29 @@ pub fn init_distributor() {
 /// interrupt with split priority-drop/deactivate so that a forwarded
 /// interrupt stays active until the guest deactivates it.
 pub fn init_cpu_interface(cpu: usize) {
-    let rd = (BOARD.gic.redistributors.base + BOARD.gic.redistributor_stride * cpu as u64) as usize;
-    let waker = mmio_read(rd + GICR_WAKER);
-    mmio_write(rd + GICR_WAKER, waker & !WAKER_PROCESSOR_SLEEP);
-    while mmio_read(rd + GICR_WAKER) & WAKER_CHILDREN_ASLEEP != 0 {
-        core::hint::spin_loop();
-    }
-    let sgi = rd + SGI_FRAME;
-    mmio_write(sgi + GICR_IGROUPR0, u32::MAX);
-    let private = [
-        KICK_INTID,
-        MAINTENANCE_INTID,
-        FORWARDED_TIMERS[0],
-        FORWARDED_TIMERS[1],
-    ];
-    for intid in private {
-        set_priority(sgi + GICR_IPRIORITYR, intid);
-    }
-    mmio_write(
-        sgi + GICR_ISENABLER0,
-        private.iter().fold(0, |m, i| m | 1 << i),
-    );
+    with_redistributor(cpu, |regs| {
+        let mut redistributor = GicRedistributor::new(regs);
+        // Already awake (firmware woke it) is fine.
+        let _ = redistributor.mark_core_awake();
+        for intid in PRIVATE {
+            // Private INTIDs: none of these calls can fail.
+            let _ = redistributor.set_group(intid, Group::Group1NS);
+            let _ = redistributor.set_interrupt_priority(intid, PRIORITY);
+            let _ = redistributor.enable_interrupt(intid, true);
+        }
+    });
 
-    ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
-    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
-    // SAFETY: writes to this CPU's GIC CPU-interface registers: EOImode 1
-    // (EOIR only drops priority, DIR deactivates), unmask all priorities,
-    // one group-priority bit, enable group 1. They only affect how EL2
-    // takes interrupts.
-    unsafe {
-        asm!(
-            "msr icc_ctlr_el1, {eoimode}",
-            "msr icc_pmr_el1, {pmr}",
-            "msr icc_bpr1_el1, xzr",
-            "msr icc_igrpen1_el1, {one}",
-            "isb",
-            pmr = in(reg) 0xffu64,
-            one = in(reg) 1u64,
-            eoimode = in(reg) 1u64 << 1,
-            options(nostack),
-        );
-    }
+    // ICC_SRE_EL2: system registers at EL2, and EL1 may use them too.
+    GicCpuInterface::enable_system_register_el2(true);
+    barrier::isb(barrier::SY);
+    // EOImode 1: EOIR only drops the priority, DIR deactivates.
+    write_icc_ctlr_el1(IccCtlrEl1::EOIMODE);
+    GicCpuInterface::set_priority_mask(0xff);
+    // One group-priority bit: no preemption matters at EL2 (it takes no
+    // interrupts while it runs).
+    write_icc_bpr1_el1(IccBpr1El1::empty());
+    GicCpuInterface::enable_group1(true);
+    barrier::isb(barrier::SY);
     // Virtual CPU interface on; EOI maintenance interrupts (LR.EOI) are
     // always reported.
     ICH_HCR_EL2.write(ICH_HCR_EL2::En::SET);
@@ -122,24 +163,28 @@ pub fn init_cpu_interface(cpu: usize) {
 
 /// Acknowledges the highest-priority pending interrupt, if any.
 pub fn ack_interrupt() -> Option<u32> {
-    let iar: u64;
-    // SAFETY: reading ICC_IAR1_EL1 acknowledges an interrupt at this CPU's
-    // interface; the caller ends it with `end_of_interrupt`.
-    unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nostack)) };
-    let intid = (iar & 0xff_ffff) as u32;
-    (intid < 1020).then_some(intid)
+    GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1)
+        .map(u32::from)
+        .filter(|&intid| intid < 1020)
 }
 
 /// Drops the running priority of `intid`; with `deactivate` also ends it.
 /// Forwarded hardware interrupts are deactivated by the guest instead.
 pub fn end_of_interrupt(intid: u32, deactivate: bool) {
-    // SAFETY: EOI/DIR writes for an interrupt this CPU acknowledged.
-    unsafe {
-        asm!("msr icc_eoir1_el1, {}", in(reg) u64::from(intid), options(nostack));
-        if deactivate {
-            asm!("msr icc_dir_el1, {}", in(reg) u64::from(intid), options(nostack));
-        }
+    // `intid` came from `ack_interrupt`, so it is a valid INTID.
+    let Ok(id) = IntId::try_from(intid) else {
+        return;
+    };
+    GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
+    if deactivate {
+        deactivate_physical(intid);
     }
+}
+
+/// ICC_DIR_EL1: ends physical interrupt `intid`, whose priority mvmm
+/// already dropped (EOImode 1).
+fn deactivate_physical(intid: u32) {
+    write_icc_dir_el1(IccDirEl1::from_bits_retain(u64::from(intid & 0xff_ffff)));
 }
 
 /// What happened to a virtual interrupt handed to the list registers.
@@ -153,6 +198,28 @@ pub enum Injected {
     /// every list register is busy: try again after an EOI maintenance
     /// interrupt.
     Later,
+}
+
+/// ICH_ELRSR_EL2: bit n set when list register n holds no interrupt.
+fn empty_list_registers() -> u64 {
+    let elrsr: u64;
+    // SAFETY: reading ICH_ELRSR_EL2 has no side effects and touches no
+    // memory. (No register crate names it: see the module's notes.)
+    unsafe {
+        asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nomem, nostack, preserves_flags))
+    };
+    elrsr
+}
+
+/// ICH_EISR_EL2: bit n set when list register n holds an interrupt the
+/// guest has ended and that asked for an EOI maintenance interrupt.
+fn ended_list_registers() -> u64 {
+    let eisr: u64;
+    // SAFETY: as in `empty_list_registers`, for ICH_EISR_EL2.
+    unsafe {
+        asm!("mrs {}, ich_eisr_el2", out(reg) eisr, options(nomem, nostack, preserves_flags))
+    };
+    eisr
 }
 
 fn lr_count() -> usize {
@@ -212,9 +279,7 @@ const LR_EOI: u64 = 1 << 41;
 /// interrupt of the same number; otherwise an EOI maintenance interrupt
 /// tells mvmm when the guest is done, so that queued interrupts follow.
 pub fn inject_virtual(intid: u32, hardware: bool, priority: u8) -> Injected {
-    let elrsr: u64;
-    // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
-    unsafe { asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nostack)) };
+    let elrsr = empty_list_registers();
     let count = lr_count();
     let mut free = None;
     for n in 0..count {
@@ -243,22 +308,20 @@ pub fn inject_virtual(intid: u32, hardware: bool, priority: u8) -> Injected {
         LR_EOI
     };
     write_lr(n, lr);
-    true_barrier();
+    barrier::isb(barrier::SY);
     Injected::Loaded
 }
 
 /// Empties the list registers whose interrupt the guest has finished
 /// (which ends the EOI maintenance interrupt they raised).
 pub fn reap_list_registers() {
-    let eisr: u64;
-    // SAFETY: reading ICH_EISR_EL2 has no side effects.
-    unsafe { asm!("mrs {}, ich_eisr_el2", out(reg) eisr, options(nostack)) };
+    let eisr = ended_list_registers();
     for n in 0..lr_count() {
         if eisr & (1 << n) != 0 {
             write_lr(n, 0);
         }
     }
-    true_barrier();
+    barrier::isb(barrier::SY);
 }
 
 /// Empties every list register of this CPU (a vCPU being stopped or reset
@@ -267,72 +330,68 @@ pub fn reap_list_registers() {
 /// interrupt left active is never taken again (the next kernel's timer or
 /// NIC would stay silent).
 pub fn clear_list_registers() {
-    let elrsr: u64;
-    // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
-    unsafe { asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nostack)) };
+    let elrsr = empty_list_registers();
     for n in 0..lr_count() {
         let lr = read_lr(n);
         if elrsr & (1 << n) == 0 && lr & LR_HW != 0 && lr >> LR_STATE_SHIFT != 0 {
-            let physical = (lr >> 32) & 0x1fff;
-            // SAFETY: ICC_DIR_EL1 deactivates the physical interrupt this
-            // list register forwarded (EOImode 1: mvmm only dropped its
-            // priority); no memory is touched.
-            unsafe { asm!("msr icc_dir_el1, {}", in(reg) physical, options(nostack)) };
+            // EOImode 1: mvmm only dropped its priority.
+            deactivate_physical(((lr >> 32) & 0x1fff) as u32);
         }
         write_lr(n, 0);
     }
-    true_barrier();
-}
-
-fn true_barrier() {
-    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    barrier::isb(barrier::SY);
 }
 
 /// Interrupts the guest on physical CPU `cpu` so that it comes to EL2 and
 /// picks up newly queued virtual interrupts.
 pub fn kick(cpu: usize) {
-    // ICC_SGI1R_EL1: INTID in bits 27:24, target list (Aff0) in 15:0; on
-    // QEMU virt the CPU's Aff0 is its index.
-    let value = u64::from(KICK_INTID) << 24 | 1u64 << (cpu & 0xf);
-    // SAFETY: sends mvmm's own kick SGI to one CPU, after this CPU's
-    // earlier writes (the state the kicked CPU reads) are visible; no
-    // memory is touched.
-    unsafe { asm!("dsb ish", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
+    // This CPU's earlier writes (the state the kicked CPU reads) are
+    // visible before the SGI is sent.
+    barrier::dsb(barrier::ISH);
+    // On QEMU virt a CPU's Aff0 is its index (Aff1..3 are 0).
+    let target = SgiTarget::List {
+        affinity3: 0,
+        affinity2: 0,
+        affinity1: 0,
+        target_list: 1 << (cpu & 0xf),
+    };
+    // `KICK` is an SGI (checked at build time): this cannot fail.
+    let _ = GicCpuInterface::send_sgi(KICK, target, SgiTargetGroup::CurrentGroup1);
+    barrier::isb(barrier::SY);
+}
+
+/// `intid` as a shared peripheral interrupt, if it is one.
+fn spi(intid: u32) -> Option<IntId> {
+    IntId::try_from(intid).ok().filter(|id| id.is_spi())
 }
 
 /// Routes a physical SPI to `cpu` as a group-1 interrupt and enables it
 /// (or leaves it disabled, for [`set_spi_enabled`] to decide).
 pub fn route_spi(intid: u32, cpu: usize, enable: bool) {
-    let base = BOARD.gic.distributor.base as usize;
-    let word = (intid / 32) as usize * 4;
-    let bit = 1u32 << (intid % 32);
-    mmio_write(
-        base + GICD_IGROUPR + word,
-        mmio_read(base + GICD_IGROUPR + word) | bit,
-    );
-    set_priority(base + GICD_IPRIORITYR, intid);
-    // SAFETY: the IROUTER register of this SPI, inside the distributor.
-    unsafe {
-        ptr::write_volatile(
-            (base + GICD_IROUTER + intid as usize * 8) as *mut u64,
-            cpu as u64,
-        )
+    let Some(id) = spi(intid) else {
+        return;
     };
-    if enable {
-        mmio_write(base + GICD_ISENABLER + word, bit);
-    }
+    with_distributor(|regs| {
+        let mut distributor = GicDistributor::new(regs);
+        // An SPI: none of these calls can fail.
+        let _ = distributor.set_group(id, Group::Group1NS);
+        let _ = distributor.set_interrupt_priority(id, PRIORITY);
+        let _ = distributor.set_routing(id, Some(cpu as u64));
+        if enable {
+            let _ = distributor.enable_interrupt(id, true);
+        }
+    });
 }
-
-const GICD_ICENABLER: usize = 0x0180;
-const GICD_ICFGR: usize = 0x0c00;
 
 /// Makes an SPI edge-triggered (for devices that pulse their line, such
 /// as the SMMU's event queue interrupt).
 pub fn set_spi_edge(intid: u32) {
-    let base = BOARD.gic.distributor.base as usize;
-    let word = base + GICD_ICFGR + (intid / 16) as usize * 4;
-    let bit = 2u32 << ((intid % 16) * 2);
-    mmio_write(word, mmio_read(word) | bit);
+    let Some(id) = spi(intid) else {
+        return;
+    };
+    with_distributor(|regs| {
+        let _ = GicDistributor::new(regs).set_trigger(id, Trigger::Edge);
+    });
 }
 
 /// Moves an enabled SPI (routed by [`route_spi`]) to `cpu`, as Linux's GICv3
@@ -340,43 +399,33 @@ pub fn set_spi_edge(intid: u32) {
 /// the route, enable again. An interrupt pending meanwhile stays pending and
 /// is taken by the new CPU.
 pub fn reroute_spi(intid: u32, cpu: usize) {
-    let base = BOARD.gic.distributor.base as usize;
-    let word = (intid / 32) as usize * 4;
-    let bit = 1u32 << (intid % 32);
-    mmio_write(base + GICD_ICENABLER + word, bit);
-    while mmio_read(base + GICD_CTLR) & GICD_CTLR_RWP != 0 {
-        core::hint::spin_loop();
-    }
-    // SAFETY: the IROUTER register of this SPI, inside the distributor.
-    unsafe {
-        ptr::write_volatile(
-            (base + GICD_IROUTER + intid as usize * 8) as *mut u64,
-            cpu as u64,
-        )
+    let Some(id) = spi(intid) else {
+        return;
     };
-    mmio_write(base + GICD_ISENABLER + word, bit);
+    with_distributor(|regs| {
+        let mut distributor = GicDistributor::new(regs);
+        let _ = distributor.enable_interrupt(id, false);
+        distributor.wait_for_pending_write();
+        let _ = distributor.set_routing(id, Some(cpu as u64));
+        let _ = distributor.enable_interrupt(id, true);
+    });
 }
 
 /// Enables or disables a physical SPI at the distributor.
 pub fn set_spi_enabled(intid: u32, enabled: bool) {
-    let base = BOARD.gic.distributor.base as usize;
-    let word = (intid / 32) as usize * 4;
-    let reg = if enabled {
-        GICD_ISENABLER
-    } else {
-        GICD_ICENABLER
+    let Some(id) = spi(intid) else {
+        return;
     };
-    mmio_write(base + reg + word, 1u32 << (intid % 32));
+    with_distributor(|regs| {
+        let _ = GicDistributor::new(regs).enable_interrupt(id, enabled);
+    });
 }
 
 /// (pending, active) of `intid` in this CPU's list registers: where a
 /// virtual interrupt lives from its injection until the guest deactivates
 /// it. (false, false) when no list register holds it.
 pub fn list_register_state(intid: u32) -> (bool, bool) {
-    let elrsr: u64;
-    // SAFETY: reading ICH_ELRSR_EL2 (which list registers are empty) has no
-    // side effects and touches no memory.
-    unsafe { asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nostack)) };
+    let elrsr = empty_list_registers();
     for n in 0..lr_count() {
         if elrsr & (1 << n) != 0 {
             continue;
@@ -394,17 +443,32 @@ pub fn list_register_state(intid: u32) -> (bool, bool) {
 /// private one in physical CPU `cpu`'s redistributor, an SPI in the
 /// distributor. For an interrupt forwarded with the HW bit this is the
 /// guest's view too: it stays active until the guest deactivates it.
+/// (false, false) for an INTID or CPU the GIC does not have.
 pub fn physical_state(intid: u32, cpu: usize) -> (bool, bool) {
-    let block = if intid < 32 {
-        (BOARD.gic.redistributors.base + BOARD.gic.redistributor_stride * cpu as u64) as usize
-            + SGI_FRAME
-    } else {
-        BOARD.gic.distributor.base as usize
-    };
-    let word = (intid as usize / 32) * 4;
+    let word = intid as usize / 32;
     let bit = 1u32 << (intid % 32);
-    (
-        mmio_read(block + GIC_ISPENDR + word) & bit != 0,
-        mmio_read(block + GIC_ISACTIVER + word) & bit != 0,
-    )
+    let bits = |pending: u32, active: u32| (pending & bit != 0, active & bit != 0);
+    if intid < 32 {
+        with_redistributor(cpu, |regs| {
+            let sgi = safe_mmio::field_shared!(regs, sgi);
+            let pending = safe_mmio::field_shared!(sgi, ispendr)
+                .get(0)
+                .map(|r| r.read());
+            let active = safe_mmio::field_shared!(sgi, isactiver)
+                .get(0)
+                .map(|r| r.read());
+            bits(pending.unwrap_or(0), active.unwrap_or(0))
+        })
+        .unwrap_or((false, false))
+    } else {
+        with_distributor(|regs| {
+            let pending = safe_mmio::field_shared!(regs, ispendr)
+                .get(word)
+                .map(|r| r.read());
+            let active = safe_mmio::field_shared!(regs, isactiver)
+                .get(word)
+                .map(|r| r.read());
+            bits(pending.unwrap_or(0), active.unwrap_or(0))
+        })
+    }
 }

@@ -1,6 +1,10 @@
 //! mvmm's input devices: the board's virtio keyboard and tablet, in
 //! virtio-mmio slots no VM maps, driven at EL2 with `virtio-drivers`. Their
 //! events go to `mvmm_core::input::Router`, which decides which VM sees each.
+//!
+//! Its registers are reached through `virtio-drivers`' `MmioTransport`,
+//! which is built on `safe-mmio`; the one `unsafe` here is the promise
+//! that transport's constructor asks for.
 
 use super::dma::El2Hal;
 use core::ptr::NonNull;

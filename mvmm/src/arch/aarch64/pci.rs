@@ -1,6 +1,11 @@
 //! PCIe configuration space at EL2, through a host bridge's ECAM window:
 //! mvmm_core::pcie decides which registers and values; this file only
 //! reads and writes them.
+//!
+//! Plain volatile accesses, not `safe-mmio`: each is one 16-bit register at
+//! an address `mvmm_core::pcie` computes (any function of any bus), not a
+//! fixed register block; a `safe-mmio` pointer would be made per access
+//! with the same promise as the `unsafe` blocks below, and save nothing.
 
 use core::ptr;
 use mvmm_core::partition::{PcieHost, StreamIds};

@@ -2,6 +2,10 @@
 //! (the board's `entropy`), driven at EL2 with `virtio-drivers`. Its output
 //! reaches the secure VM only through the TRNG calls (`mvmm_core::trng`):
 //! the device does DMA, so no VM may own it without an IOMMU.
+//!
+//! Its registers are reached through `virtio-drivers`' `MmioTransport`,
+//! which is built on `safe-mmio`; the one `unsafe` here is the promise
+//! that transport's constructor asks for.
 
 use super::dma::El2Hal;
 use core::ptr::NonNull;

@@ -4,39 +4,67 @@
 //!
 //! What goes into the tables is decided by `mvmm_core::smmu`; this module
 //! only moves it into memory and registers. No VM maps the SMMU (the board
-//! validator keeps it out of every stage-2 map).
+//! validator keeps it out of every stage-2 map). The registers are a
+//! `safe-mmio` block ([`Registers`]); the tables and queues are ordinary
+//! memory the SMMU reads and writes, accessed with volatile operations.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, Ordering};
 use mvmm_core::partition::{Board, MAX_STREAMS, MAX_VMS, MemRange};
 use mvmm_core::smmu::{
     self, CD_SIZE, Cd, Command, EventRecord, INVALIDATE_ALL, QueueIndex, STE_SIZE,
     STREAM_TABLE_LOG2, Ste, StreamConfig,
 };
 use mvmm_core::stage2::{ENTRIES, Table};
+use safe_mmio::fields::{ReadPure, ReadPureWrite};
+use safe_mmio::{UniqueMmioPointer, field};
 /// Its locks yield while they wait, as mvmm's do (see [`super::Yield`]).
 type Mutex<T> = spin::mutex::Mutex<T, super::Yield>;
 
-// Register offsets (SMMUv3 spec, "Register map"); the event queue's
-// indices live in page 1.
-const IDR0: usize = 0x00;
-const IDR1: usize = 0x04;
-const CR0: usize = 0x20;
-const CR0ACK: usize = 0x24;
-const CR1: usize = 0x28;
-const CR2: usize = 0x2c;
-const GBPA: usize = 0x44;
-const IRQ_CTRL: usize = 0x50;
-const IRQ_CTRLACK: usize = 0x54;
-const GERROR: usize = 0x60;
-const GERRORN: usize = 0x64;
-const STRTAB_BASE: usize = 0x80;
-const STRTAB_BASE_CFG: usize = 0x88;
-const CMDQ_BASE: usize = 0x90;
-const CMDQ_PROD: usize = 0x98;
-const CMDQ_CONS: usize = 0x9c;
-const EVTQ_BASE: usize = 0xa0;
-const EVTQ_PROD: usize = 0x1_00a8;
-const EVTQ_CONS: usize = 0x1_00ac;
+/// The SMMU's registers that mvmm uses (SMMUv3 spec, "Register map"):
+/// page 0, and the event queue's indices in page 1.
+#[repr(C, align(8))]
+struct Registers {
+    idr0: ReadPure<u32>,
+    idr1: ReadPure<u32>,
+    _idr2_to_0x1c: [u32; 6],
+    cr0: ReadPureWrite<u32>,
+    cr0ack: ReadPure<u32>,
+    cr1: ReadPureWrite<u32>,
+    cr2: ReadPureWrite<u32>,
+    _0x30_to_0x40: [u32; 5],
+    gbpa: ReadPureWrite<u32>,
+    _0x48_to_0x4c: [u32; 2],
+    irq_ctrl: ReadPureWrite<u32>,
+    irq_ctrlack: ReadPure<u32>,
+    _0x58_to_0x5c: [u32; 2],
+    gerror: ReadPure<u32>,
+    gerrorn: ReadPureWrite<u32>,
+    _0x68_to_0x7c: [u32; 6],
+    strtab_base: ReadPureWrite<u64>,
+    strtab_base_cfg: ReadPureWrite<u32>,
+    _0x8c: u32,
+    cmdq_base: ReadPureWrite<u64>,
+    cmdq_prod: ReadPureWrite<u32>,
+    cmdq_cons: ReadPureWrite<u32>,
+    evtq_base: ReadPureWrite<u64>,
+    _0xa8_to_page1: [u32; (0x1_00a8 - 0xa8) / 4],
+    evtq_prod: ReadPureWrite<u32>,
+    evtq_cons: ReadPureWrite<u32>,
+}
+
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Registers, cr0) == 0x20);
+    assert!(offset_of!(Registers, gbpa) == 0x44);
+    assert!(offset_of!(Registers, irq_ctrl) == 0x50);
+    assert!(offset_of!(Registers, gerror) == 0x60);
+    assert!(offset_of!(Registers, strtab_base) == 0x80);
+    assert!(offset_of!(Registers, cmdq_base) == 0x90);
+    assert!(offset_of!(Registers, evtq_base) == 0xa0);
+    assert!(offset_of!(Registers, evtq_prod) == 0x1_00a8);
+    assert!(offset_of!(Registers, evtq_cons) == 0x1_00ac);
+};
 
 const IDR0_S1P: u32 = 1 << 1;
 /// IDR0.TTF (bits 3:2): 0b10 AArch64 tables, 0b11 both.
@@ -92,43 +120,24 @@ static DMA: Mutex<DmaTables> = Mutex::new(DmaTables([[0; ENTRIES]; DMA_TABLES]))
 static CMDQ: Mutex<CommandQueue> = Mutex::new(CommandQueue([[0; 2]; 1 << CMDQ_LOG2]));
 static EVTQ: Mutex<EventQueue> = Mutex::new(EventQueue([[0; 4]; 1 << EVTQ_LOG2]));
 
+/// Set by the first [`Smmu::start`]: one driver, so one pointer to the
+/// registers.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
 /// The SMMU's registers.
-#[derive(Clone, Copy)]
 pub struct Smmu {
-    base: usize,
-    size: usize,
+    regs: UniqueMmioPointer<'static, Registers>,
 }
 
 impl Smmu {
-    fn read(&self, offset: usize) -> u32 {
-        assert!(offset + 4 <= self.size);
-        // SAFETY: a 32-bit register inside the SMMU's register pages, which
-        // EL2 maps as device memory and no stage-2 map contains.
-        unsafe { ptr::read_volatile((self.base + offset) as *const u32) }
-    }
-
-    fn write(&self, offset: usize, value: u32) {
-        assert!(offset + 4 <= self.size);
-        // SAFETY: as in `read`.
-        unsafe { ptr::write_volatile((self.base + offset) as *mut u32, value) }
-    }
-
-    fn write64(&self, offset: usize, value: u64) {
-        assert!(offset + 8 <= self.size);
-        // SAFETY: as in `read`; the 64-bit base registers are 8-byte aligned.
-        unsafe { ptr::write_volatile((self.base + offset) as *mut u64, value) }
-    }
-
-    /// Polls until `(read(offset) & mask) == want`.
+    /// Polls until `done` holds.
     fn wait(
-        &self,
-        offset: usize,
-        mask: u32,
-        want: u32,
+        &mut self,
         what: &'static str,
+        mut done: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), &'static str> {
         for _ in 0..POLLS {
-            if self.read(offset) & mask == want {
+            if done(self) {
                 return Ok(());
             }
             core::hint::spin_loop();
@@ -136,9 +145,11 @@ impl Smmu {
         Err(what)
     }
 
-    fn set_cr0(&self, value: u32) -> Result<(), &'static str> {
-        self.write(CR0, value);
-        self.wait(CR0ACK, 0xff, value, "CR0ACK did not follow CR0")
+    fn set_cr0(&mut self, value: u32) -> Result<(), &'static str> {
+        field!(self.regs, cr0).write(value);
+        self.wait("CR0ACK did not follow CR0", |s| {
+            field!(s.regs, cr0ack).read() & 0xff == value
+        })
     }
 
     /// Programs the SMMU for `board` and enables it: every stream of a VM's
@@ -146,18 +157,29 @@ impl Smmu {
     /// recorded in the event queue (interrupt enabled). On error the SMMU is
     /// left disabled; the caller must not run the VMs whose DMA it confines.
     pub fn start(board: &Board<'_>, mmio: MemRange) -> Result<Smmu, &'static str> {
-        let smmu = Smmu {
-            base: mmio.base as usize,
-            size: mmio.size as usize,
-        };
-        if smmu.size < EVTQ_CONS + 4 {
+        if mmio.size < size_of::<Registers>() as u64 {
             return Err("its register range lacks page 1");
         }
-        let idr0 = smmu.read(IDR0);
+        let Some(base) =
+            NonNull::new(mmio.base as usize as *mut Registers).filter(|p| p.is_aligned())
+        else {
+            return Err("its registers are not 8-byte aligned");
+        };
+        if STARTED.swap(true, Ordering::AcqRel) {
+            return Err("it is already started");
+        }
+        // SAFETY: `base` is the board's SMMU, aligned and large enough for
+        // `Registers` (checked above), device memory in EL2's identity map
+        // and in no stage-2 map (board validation). Only the first `start`
+        // gets here (`STARTED`), so this is the one pointer to these
+        // registers, for as long as mvmm runs.
+        let regs = unsafe { UniqueMmioPointer::new(base) };
+        let mut smmu = Smmu { regs };
+        let idr0 = field!(smmu.regs, idr0).read();
         if idr0 & IDR0_S1P == 0 || idr0 & IDR0_TTF_AARCH64 == 0 {
             return Err("no stage-1 translation with AArch64 tables (IDR0)");
         }
-        let idr1 = smmu.read(IDR1);
+        let idr1 = field!(smmu.regs, idr1).read();
         if idr1 & IDR1_SIDSIZE < STREAM_TABLE_LOG2
             || (idr1 >> 21) & 0x1f < CMDQ_LOG2
             || (idr1 >> 16) & 0x1f < EVTQ_LOG2
@@ -166,10 +188,14 @@ impl Smmu {
         }
         // Off (firmware may have left it on), aborting what comes meanwhile.
         smmu.set_cr0(0)?;
-        smmu.write(GBPA, GBPA_UPDATE | GBPA_ABORT);
-        smmu.wait(GBPA, GBPA_UPDATE, 0, "GBPA update did not complete")?;
-        smmu.write(IRQ_CTRL, 0);
-        smmu.wait(IRQ_CTRLACK, 0x7, 0, "IRQ_CTRLACK did not clear")?;
+        field!(smmu.regs, gbpa).write(GBPA_UPDATE | GBPA_ABORT);
+        smmu.wait("GBPA update did not complete", |s| {
+            field!(s.regs, gbpa).read() & GBPA_UPDATE == 0
+        })?;
+        field!(smmu.regs, irq_ctrl).write(0);
+        smmu.wait("IRQ_CTRLACK did not clear", |s| {
+            field!(s.regs, irq_ctrlack).read() & 0x7 == 0
+        })?;
 
         // The tables, in mvmm's memory (identity mapped: VA == PA).
         let mut cds = CDS.lock();
@@ -203,22 +229,20 @@ impl Smmu {
         // The SMMU reads the tables from memory: make the writes visible.
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
 
-        smmu.write(CR1, CR1_WB_ISH);
-        smmu.write(CR2, CR2_RECINVSID_PTM);
-        smmu.write64(STRTAB_BASE, BASE_RA_WA | strtab_pa);
+        field!(smmu.regs, cr1).write(CR1_WB_ISH);
+        field!(smmu.regs, cr2).write(CR2_RECINVSID_PTM);
+        field!(smmu.regs, strtab_base).write(BASE_RA_WA | strtab_pa);
         // FMT 0: linear.
-        smmu.write(STRTAB_BASE_CFG, STREAM_TABLE_LOG2);
+        field!(smmu.regs, strtab_base_cfg).write(STREAM_TABLE_LOG2);
 
         let cmdq_pa = {
             let queue = CMDQ.lock();
             (&raw const queue.0) as u64
         };
-        smmu.write64(
-            CMDQ_BASE,
-            BASE_RA_WA | (cmdq_pa & QUEUE_ADDR_MASK) | u64::from(CMDQ_LOG2),
-        );
-        smmu.write(CMDQ_PROD, 0);
-        smmu.write(CMDQ_CONS, 0);
+        field!(smmu.regs, cmdq_base)
+            .write(BASE_RA_WA | (cmdq_pa & QUEUE_ADDR_MASK) | u64::from(CMDQ_LOG2));
+        field!(smmu.regs, cmdq_prod).write(0);
+        field!(smmu.regs, cmdq_cons).write(0);
         smmu.set_cr0(CR0_CMDQEN)?;
         smmu.run_commands(&INVALIDATE_ALL)?;
 
@@ -226,28 +250,23 @@ impl Smmu {
             let queue = EVTQ.lock();
             (&raw const queue.0) as u64
         };
-        smmu.write64(
-            EVTQ_BASE,
-            BASE_RA_WA | (evtq_pa & QUEUE_ADDR_MASK) | u64::from(EVTQ_LOG2),
-        );
-        smmu.write(EVTQ_PROD, 0);
-        smmu.write(EVTQ_CONS, 0);
+        field!(smmu.regs, evtq_base)
+            .write(BASE_RA_WA | (evtq_pa & QUEUE_ADDR_MASK) | u64::from(EVTQ_LOG2));
+        field!(smmu.regs, evtq_prod).write(0);
+        field!(smmu.regs, evtq_cons).write(0);
         smmu.set_cr0(CR0_CMDQEN | CR0_EVTQEN)?;
-        smmu.write(IRQ_CTRL, IRQ_CTRL_EVENTQ | IRQ_CTRL_GERROR);
-        smmu.wait(
-            IRQ_CTRLACK,
-            0x7,
-            IRQ_CTRL_EVENTQ | IRQ_CTRL_GERROR,
-            "IRQ_CTRLACK did not follow",
-        )?;
+        field!(smmu.regs, irq_ctrl).write(IRQ_CTRL_EVENTQ | IRQ_CTRL_GERROR);
+        smmu.wait("IRQ_CTRLACK did not follow", |s| {
+            field!(s.regs, irq_ctrlack).read() & 0x7 == IRQ_CTRL_EVENTQ | IRQ_CTRL_GERROR
+        })?;
         smmu.set_cr0(CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN)?;
         Ok(smmu)
     }
 
     /// Queues `commands` and waits until the SMMU has consumed them all.
-    fn run_commands(&self, commands: &[Command]) -> Result<(), &'static str> {
+    fn run_commands(&mut self, commands: &[Command]) -> Result<(), &'static str> {
         let mut queue = CMDQ.lock();
-        let mut prod = QueueIndex::from_register(CMDQ_LOG2, self.read(CMDQ_PROD));
+        let mut prod = QueueIndex::from_register(CMDQ_LOG2, field!(self.regs, cmdq_prod).read());
         for command in commands {
             let slot = &mut queue.0[prod.slot()];
             // SAFETY: `slot` is an exclusively borrowed entry of the queue;
@@ -256,9 +275,9 @@ impl Smmu {
             prod = prod.next();
         }
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
-        self.write(CMDQ_PROD, prod.value);
+        field!(self.regs, cmdq_prod).write(prod.value);
         for _ in 0..POLLS {
-            let cons = self.read(CMDQ_CONS);
+            let cons = field!(self.regs, cmdq_cons).read();
             if cons & CMDQ_CONS_ERR != 0 {
                 return Err("the command queue reported an error");
             }
@@ -273,11 +292,11 @@ impl Smmu {
     /// Hands every pending event record to `f`, oldest first, and frees its
     /// slot. Returns whether the queue had overflowed (events were lost),
     /// and the global error bits that became active (acknowledged here).
-    pub fn drain_events(&self, mut f: impl FnMut(&EventRecord)) -> (bool, u32) {
+    pub fn drain_events(&mut self, mut f: impl FnMut(&EventRecord)) -> (bool, u32) {
         let queue = EVTQ.lock();
-        let prod_reg = self.read(EVTQ_PROD);
+        let prod_reg = field!(self.regs, evtq_prod).read();
         let prod = QueueIndex::from_register(EVTQ_LOG2, prod_reg);
-        let cons_reg = self.read(EVTQ_CONS);
+        let cons_reg = field!(self.regs, evtq_cons).read();
         let mut cons = QueueIndex::from_register(EVTQ_LOG2, cons_reg);
         // At most one queue's worth, whatever the registers say.
         for _ in 0..(1u32 << EVTQ_LOG2) {
@@ -292,10 +311,11 @@ impl Smmu {
         }
         // Acknowledge an overflow by copying its flag into CONS.
         let overflow = (prod_reg ^ cons_reg) & EVTQ_PROD_OVFLG != 0;
-        self.write(EVTQ_CONS, cons.value | (prod_reg & EVTQ_PROD_OVFLG));
-        let errors = self.read(GERROR) ^ self.read(GERRORN);
+        field!(self.regs, evtq_cons).write(cons.value | (prod_reg & EVTQ_PROD_OVFLG));
+        let gerror = field!(self.regs, gerror).read();
+        let errors = gerror ^ field!(self.regs, gerrorn).read();
         if errors != 0 {
-            self.write(GERRORN, self.read(GERROR));
+            field!(self.regs, gerrorn).write(gerror);
         }
         (overflow, errors)
     }

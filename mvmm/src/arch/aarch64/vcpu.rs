@@ -9,9 +9,12 @@ use super::{GuestRegs, stack_top};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTHCTL_EL2, CNTP_CTL_EL0, CNTPCT_EL0, CNTV_CTL_EL0, CNTVOFF_EL2, CPTR_EL2,
-    ELR_EL1, ESR_EL1, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, MIDR_EL1, Readable, SCTLR_EL1,
-    SPSR_EL1, TPIDR_EL2, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
+    ELR_EL1, ESR_EL1, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, MDCR_EL2, MIDR_EL1, Readable,
+    SCTLR_EL1, SPSR_EL1, TPIDR_EL2, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2, Writeable,
 };
+// VPIDR_EL2 is not in aarch64-cpu 11; arm-sysregs (under arm-gic) has it.
+use arm_sysregs::el2::accessors::write_vpidr_el2;
+use arm_sysregs::el2::registers::VpidrEl2;
 use core::arch::asm;
 use mvmm_core::stage2::IPA_BITS;
 
@@ -63,9 +66,8 @@ pub fn install_vm(vmid: u16, stage2_root: u64, vcpu: usize) {
     HCR_EL2.set(HCR);
     // Bit 31 of MPIDR is RES1; U (bit 30) clear: a multiprocessor system.
     VMPIDR_EL2.set(1 << 31 | vcpu as u64);
-    let midr = MIDR_EL1.get();
-    // SAFETY: VPIDR_EL2 only sets the MIDR value the guest reads.
-    unsafe { asm!("msr vpidr_el2, {}", in(reg) midr, options(nostack)) };
+    // The MIDR value the guest reads: this CPU's own.
+    write_vpidr_el2(VpidrEl2::from_bits_retain(MIDR_EL1.get()));
     // The guest may read the physical counter and use its physical timer
     // (EL1PCTEN, EL1PCEN). The event stream (EVNTEN, bit 2) wakes mvmm's
     // own WFE waits every 2^(EVNTI + 1) counter ticks (about 1 ms at
@@ -79,8 +81,7 @@ pub fn install_vm(vmid: u16, stage2_root: u64, vcpu: usize) {
     CNTVOFF_EL2.set(0);
     // No FP/SIMD trap (TFP clear); SVE (TZ) trapped; RES1 bits set.
     CPTR_EL2.set(0x33ff);
-    // SAFETY: MDCR_EL2 only sets which debug and monitor registers trap.
-    unsafe { asm!("msr mdcr_el2, {}", in(reg) MDCR, options(nostack)) };
+    MDCR_EL2.set(MDCR);
     barrier::isb(barrier::SY);
     // SAFETY: invalidates this VMID's stale stage-1+2 TLB entries on all
     // CPUs of the inner-shareable domain; no memory is touched.
