@@ -63,6 +63,7 @@ pub fn load_board(board: &str) -> Result<(BoardFile, QemuSection), String> {
 
 pub mod android_boot;
 pub mod boot_image;
+pub mod facts;
 pub mod payment;
 pub mod qmp;
 pub mod rich;

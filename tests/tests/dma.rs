@@ -26,11 +26,17 @@ const STEP: Duration = Duration::from_secs(120);
 
 /// Memory the rich VM's NIC must never reach: the secure VM's RAM (its
 /// code), mvmm's image, the image store (its manifest).
-const TARGETS: [(u64, &str); 3] = [
-    (0x4100_0000, "secure VM RAM"),
-    (0x4020_0000, "mvmm's image"),
-    (0x4300_0000, "the image store"),
-];
+fn nic_targets() -> [(u64, &'static str); 3] {
+    let facts = mvmm_tests::facts::Facts::load();
+    [
+        (facts.ram_base("secure"), "secure VM RAM"),
+        (facts.mvmm_image(), "mvmm's image"),
+        (
+            facts.file.board.image_store.expect("an image store").base,
+            "the image store",
+        ),
+    ]
+}
 const SNAPSHOT: u64 = 0x1000;
 /// The NIC: slot 1 of bus 0, stream id 0x8 (its requester id).
 const NIC: &str = "0000:00:01.0";
@@ -67,7 +73,7 @@ fn serve(go: Arc<AtomicBool>) -> u16 {
 }
 
 fn snapshot(qmp: &mut mvmm_tests::qmp::Qmp, dir: &std::path::Path, tag: &str) -> Vec<Vec<u8>> {
-    TARGETS
+    nic_targets()
         .iter()
         .map(|&(addr, _)| {
             let file = dir.join(format!("mem-{addr:x}-{tag}.bin"));
@@ -87,7 +93,10 @@ fn snapshot(qmp: &mut mvmm_tests::qmp::Qmp, dir: &std::path::Path, tag: &str) ->
 fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
     let go = Arc::new(AtomicBool::new(false));
     let port = serve(go.clone());
-    let targets: Vec<String> = TARGETS.iter().map(|(a, _)| format!("{a:x}")).collect();
+    let targets: Vec<String> = nic_targets()
+        .iter()
+        .map(|(a, _)| format!("{a:x}"))
+        .collect();
     let command = format!(
         "ip -4 addr show eth0; \
          wget -q -O- http://10.0.2.2:{port}/health || echo 'health FAILED'; \
@@ -113,7 +122,18 @@ fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
         ],
     );
     ok(m.expect(
-        "[mvmm] smmu at 0x9050000..0x9070000: on; DMA of vm 'rich' confined to its RAM",
+        &{
+            let smmu = mvmm_tests::facts::Facts::load()
+                .file
+                .board
+                .smmu
+                .expect("the board has an SMMU");
+            format!(
+                "[mvmm] smmu at {:#x}..{:#x}: on; DMA of vm 'rich' confined to its RAM",
+                smmu.base,
+                smmu.base + smmu.size
+            )
+        },
         BOOT,
     ));
     ok(m.expect("[rich] mvmm-rich: network eth0 10.0.2.15", BOOT));
@@ -136,7 +156,7 @@ fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
         out.contains("dma-attack: without ACCESS_PLATFORM: refused"),
         "{out}"
     );
-    for (((addr, what), b), a) in TARGETS.iter().zip(&before).zip(&after) {
+    for (((addr, what), b), a) in nic_targets().iter().zip(&before).zip(&after) {
         assert_eq!(b, a, "{what} at {addr:#x} changed");
         // Both attacks ran (the device may complete a TX whose buffer it
         // could not read: QEMU then sends zeros, checked below).
@@ -162,7 +182,7 @@ fn the_rich_vms_nic_works_and_its_dma_reaches_only_its_ram() {
     // Nothing of those memories on the wire (the capture works: it holds
     // the host service's answers).
     let pcap = std::fs::read(&wire).unwrap_or_else(|e| panic!("{}: {e}", wire.display()));
-    for ((addr, what), b) in TARGETS.iter().zip(&before) {
+    for ((addr, what), b) in nic_targets().iter().zip(&before) {
         for chunk in b.chunks(64).filter(|c| c.iter().any(|&x| x != 0)).take(16) {
             assert!(
                 !pcap.windows(chunk.len()).any(|w| w == chunk),

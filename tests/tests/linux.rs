@@ -266,7 +266,10 @@ fn a_rich_vm_reboot_restarts_only_the_rich_vm_from_fresh_images() {
         STEP,
     ));
     ok(m.expect(
-        "[mvmm] vm 'rich': SYSTEM_RESET: restarting at 0x50000000 with fresh boot images",
+        &format!(
+            "[mvmm] vm 'rich': SYSTEM_RESET: restarting at {:#x} with fresh boot images",
+            mvmm_tests::facts::Facts::load().entry("rich")
+        ),
         STEP,
     ));
     ok(m.expect("[mvmm] vm 'rich': vcpu 1 starts at", BOOT));

@@ -9,6 +9,7 @@
 //! machine off with exit status 0.
 
 use mvmm_tests::Machine;
+use mvmm_tests::facts::Facts;
 use std::time::Duration;
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -62,12 +63,9 @@ fn mvmm_boots_secure_os_to_its_banner_on_its_own_cpu() {
         ),
         BOOT,
     ));
-    // The secure VM runs on its own CPU; its devices are its entropy source
-    // and its flash (no network device).
-    let line = ok(m.expect(
-        "[mvmm] vm 'secure' (VMID 2): cpus [2], ram 0x41000000..0x43000000, devices [\"flash1\"]",
-        STEP,
-    ));
+    // The secure VM runs on its own CPU; its device is its flash (no
+    // network device).
+    let line = ok(m.expect(&format!("[mvmm] {}", Facts::load().vm_line("secure")), STEP));
     let secure_line = line.lines().last().unwrap_or_default();
     assert!(!secure_line.contains("net0"), "{secure_line}");
     all(
@@ -82,15 +80,17 @@ fn mvmm_boots_secure_os_to_its_banner_on_its_own_cpu() {
 #[test]
 #[ignore = "needs the QEMU images: run `cargo xtask test`"]
 fn rich_vm_reading_secure_ram_gets_an_abort_and_the_secure_vm_keeps_running() {
+    let facts = Facts::load();
+    let secure = facts.ram_base("secure");
     let mut m = booted();
-    m.send("peek 0x41000000\n");
+    m.send(&format!("peek {secure:#x}\n"));
     ok(m.expect(
-        "[mvmm] vm 'rich': stage-2 fault: read at IPA 0x41000000 (VA 0x41000000) outside its partition; injecting an abort",
+        &format!("[mvmm] vm 'rich': stage-2 fault: read at IPA {secure:#x} (VA {secure:#x}) outside its partition; injecting an abort"),
         STEP,
     ));
     // EC 0x25 (data abort, same EL), IL, DFSC 0x10 (external abort).
     ok(m.expect(
-        "[rich] probe: abort: ESR_EL1=0x96000010 FAR_EL1=0x41000000",
+        &format!("[rich] probe: abort: ESR_EL1=0x96000010 FAR_EL1={secure:#x}"),
         STEP,
     ));
     ok(m.expect("[rich] probe: alive after abort", STEP));
@@ -104,9 +104,10 @@ fn rich_vm_reading_secure_ram_gets_an_abort_and_the_secure_vm_keeps_running() {
         HEARTBEAT,
     ));
     // A write to mvmm's own memory is refused the same way.
-    m.send("poke 0x40200000 0xdead\n");
+    let image = facts.mvmm_image();
+    m.send(&format!("poke {image:#x} 0xdead\n"));
     ok(m.expect(
-        "[mvmm] vm 'rich': stage-2 fault: write at IPA 0x40200000",
+        &format!("[mvmm] vm 'rich': stage-2 fault: write at IPA {image:#x}"),
         STEP,
     ));
     ok(m.expect("[rich] probe: alive after abort", STEP));
@@ -116,30 +117,43 @@ fn rich_vm_reading_secure_ram_gets_an_abort_and_the_secure_vm_keeps_running() {
 #[test]
 #[ignore = "needs the QEMU images: run `cargo xtask test`"]
 fn the_gic_and_uart_are_emulated_and_foreign_devices_unreachable() {
+    let facts = Facts::load();
     let mut m = booted();
+    let peek = |m: &mut Machine, at: u64| m.send(&format!("peek {at:#x}\n"));
     // The GIC belongs to mvmm: the guest sees an emulated distributor
     // (GICv3 in PIDR2), not the hardware.
-    m.send("peek 0x0800ffe8\n");
-    ok(m.expect("[rich] probe: peek 0x800ffe8 = 0x30", STEP));
+    let pidr2 = facts.gicd() + 0xffe8;
+    peek(&mut m, pidr2);
+    ok(m.expect(&format!("[rich] probe: peek {pidr2:#x} = 0x30"), STEP));
     // fw_cfg is given to no VM.
-    m.send("peek 0x09020000\n");
+    let fw_cfg = facts
+        .file
+        .board
+        .display
+        .as_ref()
+        .map(|d| d.fw_cfg.base)
+        .expect("the board has a display (fw_cfg)");
+    peek(&mut m, fw_cfg);
     ok(m.expect(
-        "[mvmm] vm 'rich': stage-2 fault: read at IPA 0x9020000",
+        &format!("[mvmm] vm 'rich': stage-2 fault: read at IPA {fw_cfg:#x}"),
         STEP,
     ));
     ok(m.expect("[rich] probe: alive after abort", STEP));
     // The virtual PL011 answers its PrimeCell id like the real one.
-    m.send("peek 0x09000fe0\n");
-    ok(m.expect("[rich] probe: peek 0x9000fe0 = 0x11", STEP));
+    let uart_id = facts.uart() + 0xfe0;
+    peek(&mut m, uart_id);
+    ok(m.expect(&format!("[rich] probe: peek {uart_id:#x} = 0x11"), STEP));
     // The RTC is passed through to the rich VM: reading it works.
-    m.send("peek 0x09010fe0\n");
-    ok(m.expect("[rich] probe: peek 0x9010fe0 = 0x31", STEP));
+    let rtc_id = facts.device_of("rich", "rtc").base + 0xfe0;
+    peek(&mut m, rtc_id);
+    ok(m.expect(&format!("[rich] probe: peek {rtc_id:#x} = 0x31"), STEP));
     power_off(m);
 }
 
 #[test]
 #[ignore = "needs the QEMU images: run `cargo xtask test`"]
 fn psci_is_emulated_per_vm() {
+    let entry = Facts::load().entry("rich");
     let mut m = booted();
     m.send("psci-version\n");
     ok(m.expect("[rich] probe: psci version 0x10001", STEP));
@@ -180,7 +194,7 @@ fn psci_is_emulated_per_vm() {
     // Both vCPUs call SYSTEM_RESET at once: the VM restarts exactly once.
     m.send("reset-both\n");
     ok(m.expect(
-        "[mvmm] vm 'rich': SYSTEM_RESET: restarting at 0x50000000",
+        &format!("[mvmm] vm 'rich': SYSTEM_RESET: restarting at {entry:#x}"),
         STEP,
     ));
     ok(m.expect("[rich] probe: ready", BOOT));
@@ -201,11 +215,11 @@ fn psci_is_emulated_per_vm() {
     // vCPU 1 is off and starts again on request).
     m.send("reset-1\n");
     ok(m.expect(
-        "[mvmm] vm 'rich': SYSTEM_RESET: restarting at 0x50000000",
+        &format!("[mvmm] vm 'rich': SYSTEM_RESET: restarting at {entry:#x}"),
         STEP,
     ));
     ok(m.expect(
-        "[mvmm] vm 'rich': vcpu 0 starts at 0x50000000 on cpu 0",
+        &format!("[mvmm] vm 'rich': vcpu 0 starts at {entry:#x} on cpu 0"),
         STEP,
     ));
     ok(m.expect("[rich] probe: ready", BOOT));
@@ -214,7 +228,7 @@ fn psci_is_emulated_per_vm() {
     // Resetting the rich VM restarts it alone.
     m.send("reset\n");
     ok(m.expect(
-        "[mvmm] vm 'rich': SYSTEM_RESET: restarting at 0x50000000",
+        &format!("[mvmm] vm 'rich': SYSTEM_RESET: restarting at {entry:#x}"),
         STEP,
     ));
     ok(m.expect("[rich] probe: ready", BOOT));
