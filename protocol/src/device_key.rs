@@ -3,7 +3,7 @@
 //!
 //! # Provisioning page
 //! Before boot, the loader puts one page at the end of the secure VM's RAM
-//! (0x42ff_f000 on qemu-virt): the 8-byte magic [`PROVISION_MAGIC`]
+//! (the board's `provision` address): the 8-byte magic [`PROVISION_MAGIC`]
 //! (`MVMMDEV1`), then the 32-byte device secret; the rest of the page is zero.
 //! The runtime copies the secret out and zeroes the whole page.
 //!

@@ -177,8 +177,8 @@ impl StreamIds {
 /// stream id is refused by the SMMU itself (`C_BAD_STREAMID`).
 pub const MAX_STREAMS: u32 = 256;
 
-/// A PCIe host bridge's windows (QEMU `virt` with `highmem=off`: ECAM
-/// 0x3f00_0000, MMIO 0x1000_0000..0x3eff_0000, I/O 0x3eff_0000), each inside
+/// A PCIe host bridge's windows (ECAM, 32-bit MMIO and I/O, as the board
+/// file gives them for QEMU `virt` with `highmem=off`), each inside
 /// the device's `mmio` and none overlapping another. The guest programs the
 /// BARs of the devices on the bus inside these windows through ECAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ unsafe extern "C" {
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// Address of the hand-over page (0x42ff_f000 for qemu-virt's secure VM).
+/// Address of the hand-over page: the last page of the secure VM's RAM (the board's `provision`).
 pub fn page_address() -> usize {
     (&raw const __vm_ram_end as usize) - PAGE_SIZE
 }
