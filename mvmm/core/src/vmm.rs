@@ -15,8 +15,10 @@
 //!   once.
 //! - The typed-input queue has its own lock, taken *before* a VM's lock
 //!   when both are needed ([`Vmm::feed_input`], [`Vmm::move_focus`]).
-//! - mvmm's other locks come after these: the console multiplexer last; the
-//!   VMM channel's switch is never held with the input queue.
+//! - mvmm's other locks come after these: the console multiplexer, then the
+//!   arch layer's register locks (the physical GIC's, the PL011's), each
+//!   held only while registers are touched; the VMM channel's switch is
+//!   never held with the input queue.
 //! - The focus is an atomic, written only under the input queue's lock, so
 //!   typed bytes and the focus change are ordered.
 //!
