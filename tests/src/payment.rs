@@ -91,7 +91,7 @@ pub fn json_lines(transcript: &str) -> Vec<Value> {
             let mut text = rows[i].to_string();
             let mut next = i + 1;
             loop {
-                if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                if let Some(value) = whole_object(&text) {
                     values.push(value);
                     i = next - 1;
                     break;
@@ -108,6 +108,19 @@ pub fn json_lines(transcript: &str) -> Vec<Value> {
         i += 1;
     }
     values
+}
+
+/// The object `text` holds: all of it, or an object with a kernel message
+/// of the rich VM glued to its end (the kernel printed between the
+/// program's object and its newline).
+fn whole_object(text: &str) -> Option<Value> {
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return Some(value);
+    }
+    let mut objects = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let value = objects.next()?.ok()?;
+    let rest = &text[objects.byte_offset()..];
+    is_kernel_message(rest).then_some(value)
 }
 
 /// Rows [`json_lines`] looks at to complete a cut line.
@@ -142,6 +155,19 @@ mod json_tests {
         assert_eq!(values[0]["a"], 1);
         assert_eq!(values[1]["eat"], "0oRDpu/x");
         assert_eq!(values[1]["nonce"], "5a");
+    }
+
+    #[test]
+    fn a_kernel_message_glued_to_an_object_leaves_the_object() {
+        // Seen in the power-cut test: the acknowledgement of a delete, and
+        // the rich kernel's message before the program's newline.
+        let transcript = "[rich] {\"deleted\":\"4fee\"}[    3.878663] IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready\n\
+            [rich] {\"credential\":\"5bdc\"}\n\
+            [rich] {\"x\":1} and something else\n";
+        let values = json_lines(transcript);
+        assert_eq!(values.len(), 2, "{values:?}");
+        assert_eq!(values[0]["deleted"], "4fee");
+        assert_eq!(values[1]["credential"], "5bdc");
     }
 }
 

@@ -168,10 +168,11 @@ fn a_locked_pin_stays_locked_after_a_restart() {
 #[test]
 #[ignore = "needs the QEMU images: run `cargo xtask test`"]
 fn the_rich_vm_reading_the_secure_flash_gets_a_bus_error_and_both_vms_keep_running() {
-    // The secure VM's flash bank, its first and its last word.
+    // The secure VM's flash bank: its first word, and the last word of its
+    // first half (Linux's own /dev/mem refuses to map the bank's last page).
     let facts = mvmm_tests::facts::Facts::load();
     let flash = facts.device_of("secure", "secure-storage");
-    let (first, last) = (flash.base, flash.base + flash.size - 4);
+    let (first, last) = (flash.base, flash.base + flash.size / 2 - 4);
     let cmd = format!(
         "devmem {first:#x} 32; echo \"devmem exited with $?\"; \
          devmem {last:#x} 32; echo \"devmem exited with $?\"; \
