@@ -482,7 +482,6 @@ impl<B: OnBoard, R: RelaxStrategy> Vmm<B, R> {
         live: &dyn Fn(usize, u32) -> vgic::Live,
     ) -> Result<Done, vgic::BadAccess> {
         let gic = B::BOARD.gic;
-        let vcpus = Self::VMS.get(vm).map_or(0, |v| v.cpus.len());
         let mut state = self.vm(vm);
         let mut done = Done::default();
         if gic.distributor.contains(ipa) {
@@ -514,6 +513,7 @@ impl<B: OnBoard, R: RelaxStrategy> Vmm<B, R> {
             return Err(vgic::BadAccess);
         }
         if access.store.is_some() {
+            let vcpus = Self::VMS.get(vm).map_or(0, |v| v.cpus.len());
             done.notify = if vcpus >= 32 {
                 u32::MAX
             } else {

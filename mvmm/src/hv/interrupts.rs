@@ -122,6 +122,9 @@ pub(super) fn deliver(vm_index: usize, vm: &Vm<'static>, target: usize) {
 /// Makes the vCPUs of the VM named in `mask` (a bit per vCPU) look at
 /// their pending interrupts.
 pub(super) fn notify(vm_index: usize, vm: &Vm<'static>, mask: u32) {
+    if mask == 0 {
+        return;
+    }
     for target in (0..vm.cpus.len()).filter(|t| mask & (1 << t) != 0) {
         deliver(vm_index, vm, target);
     }
