@@ -213,6 +213,19 @@ fn phases_command(file: &str) -> Result<String, String> {
 
 /// The rows of a comparison: key, base per vCPU, other per vCPU, sorted by
 /// the absolute difference of the totals, largest first.
+/// One table row: the label, both totals with their per-vCPU split, and the
+/// difference.
+fn row(out: &mut String, label: &str, base: &[u64], other: &[u64], diff: i128) {
+    let _ = writeln!(
+        out,
+        "| {label} | {} ({}) | {} ({}) | {diff:+} |",
+        base.iter().sum::<u64>(),
+        per_vcpu(base),
+        other.iter().sum::<u64>(),
+        per_vcpu(other)
+    );
+}
+
 fn differences<K: Ord + Clone>(
     base: &BTreeMap<K, Vec<u64>>,
     other: &BTreeMap<K, Vec<u64>>,
@@ -279,14 +292,7 @@ fn compare_command(args: &[String]) -> Result<String, String> {
     let _ = writeln!(out, "|---|---|---|---|");
     let by_region = |p: &Phase| aggregate(p, |pc| symbols.function(pc).0);
     for (region, b, o, diff) in differences(&by_region(&base), &by_region(&other)) {
-        let _ = writeln!(
-            out,
-            "| {region} | {} ({}) | {} ({}) | {diff:+} |",
-            b.iter().sum::<u64>(),
-            per_vcpu(&b),
-            o.iter().sum::<u64>(),
-            per_vcpu(&o)
-        );
+        row(&mut out, &region.to_string(), &b, &o, diff);
     }
     out.push('\n');
     let _ = writeln!(
@@ -299,14 +305,7 @@ fn compare_command(args: &[String]) -> Result<String, String> {
         .into_iter()
         .take(top)
     {
-        let _ = writeln!(
-            out,
-            "| {region}:{name} | {} ({}) | {} ({}) | {diff:+} |",
-            b.iter().sum::<u64>(),
-            per_vcpu(&b),
-            o.iter().sum::<u64>(),
-            per_vcpu(&o)
-        );
+        row(&mut out, &format!("{region}:{name}"), &b, &o, diff);
     }
     out.push('\n');
     let _ = writeln!(
@@ -319,14 +318,12 @@ fn compare_command(args: &[String]) -> Result<String, String> {
         .into_iter()
         .take(top)
     {
-        let _ = writeln!(
-            out,
-            "| {pc:#x} {} | {} ({}) | {} ({}) | {diff:+} |",
-            symbols.describe(pc),
-            b.iter().sum::<u64>(),
-            per_vcpu(&b),
-            o.iter().sum::<u64>(),
-            per_vcpu(&o)
+        row(
+            &mut out,
+            &format!("{pc:#x} {}", symbols.describe(pc)),
+            &b,
+            &o,
+            diff,
         );
     }
     Ok(out)
