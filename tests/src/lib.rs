@@ -251,6 +251,14 @@ impl Images {
         }
     }
 
+    /// The directory the images are in (the one mvmm's image is in).
+    pub fn dir(&self) -> PathBuf {
+        self.mvmm
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     /// The image directory named by [`IMAGE_DIR_VAR`]; panics with a hint
     /// when it is not set (the QEMU tests are run by `cargo xtask test`).
     pub fn dir_from_env() -> PathBuf {

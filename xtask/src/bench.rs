@@ -138,11 +138,7 @@ enum Host {
 pub(crate) fn command(board: &str) -> crate::Result {
     crate::ensure_packages()?;
     let images = crate::build(board)?;
-    let dir = images
-        .mvmm
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = images.dir();
     crate::step(
         "benchmarks: Linux boot and a workload on bare QEMU and under mvmm, then the VMM channel; wall and -icount",
     );

@@ -6,11 +6,7 @@ pub(crate) fn demo(board: &str, answer: &str) -> Result {
     use mvmm_tests::payment;
     ensure_packages()?;
     let images = build(board)?;
-    let dir = images
-        .mvmm
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = images.dir();
     let (file, qemu) = load_board(board)?;
     let out = target_dir().join("demo");
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -73,11 +73,7 @@ pub(crate) fn run_backend(
 pub(crate) fn run(args: &RunArgs) -> Result {
     ensure_packages()?;
     let probe_images = build(&args.board)?;
-    let dir = probe_images
-        .mvmm
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = probe_images.dir();
     let (file, qemu) = load_board(&args.board)?;
     // The backend serves for as long as this function runs.
     let backend = match args.backend {

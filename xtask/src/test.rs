@@ -160,11 +160,7 @@ impl Drop for Load {
 pub(crate) fn qemu_tests(args: &TestArgs) -> Result {
     ensure_packages()?;
     let images = build(&args.board)?;
-    let dir = images
-        .mvmm
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = images.dir();
     let _load = if args.stress {
         Some(Load::start()?)
     } else {

@@ -423,25 +423,10 @@ mod tests {
 
     #[test]
     fn the_tree_has_an_rng_seed_for_mvmm_to_fill() {
-        use crate::virtio::{GuestMemory, MemFault};
-        struct Blob(Vec<u8>);
-        impl GuestMemory for Blob {
-            fn check(&self, ipa: u64, len: u64) -> Result<(), MemFault> {
-                (len > 0 && ipa.saturating_add(len) <= self.0.len() as u64)
-                    .then_some(())
-                    .ok_or(MemFault { ipa, len })
-            }
-            fn read(&self, ipa: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-                self.check(ipa, buf.len() as u64)?;
-                buf.copy_from_slice(&self.0[ipa as usize..ipa as usize + buf.len()]);
-                Ok(())
-            }
-            fn write(&mut self, _: u64, _: &[u8]) -> Result<(), MemFault> {
-                unreachable!()
-            }
-        }
         let dtb = vm_device_tree(&board(), "rich", &BOOT).unwrap();
-        let at = crate::rng_seed::find(&Blob(dtb.clone()), 0).expect("a seed to fill") as usize;
+        let mut ram = crate::virtio::mem::testing::TestRam::new(0, dtb.len());
+        ram.bytes.copy_from_slice(&dtb);
+        let at = crate::rng_seed::find(&ram, 0).expect("a seed to fill") as usize;
         assert_eq!(&dtb[at..at + crate::rng_seed::SEED_LEN], &[0; 32]);
     }
 

@@ -247,6 +247,8 @@ pub fn mvmm_el2_tables(board: &BoardFile) -> Result<String, ConfigError> {
 /// mvmm's constants: the whole board and partition as a `Board`.
 fn mvmm(board: &Board<'_>) -> String {
     let r = |m: MemRange| format!("MemRange::new({:#x}, {:#x})", m.base, m.size);
+    let optional =
+        |m: Option<MemRange>| m.map_or("None".to_string(), |m| format!("Some({})", r(m)));
     let mut s = String::new();
     header(&mut s, board.name, "mvmm: the board and its partition");
     let _ = writeln!(s, "use mvmm_core::partition::*;");
@@ -327,27 +329,9 @@ fn mvmm(board: &Board<'_>) -> String {
         );
     }
     let _ = writeln!(s, "    ],");
-    let _ = writeln!(
-        s,
-        "    image_store: {},",
-        board
-            .image_store
-            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
-    );
-    let _ = writeln!(
-        s,
-        "    entropy: {},",
-        board
-            .entropy
-            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
-    );
-    let _ = writeln!(
-        s,
-        "    rpmb: {},",
-        board
-            .rpmb
-            .map_or("None".to_string(), |m| format!("Some({})", r(m)))
-    );
+    let _ = writeln!(s, "    image_store: {},", optional(board.image_store));
+    let _ = writeln!(s, "    entropy: {},", optional(board.entropy));
+    let _ = writeln!(s, "    rpmb: {},", optional(board.rpmb));
     let _ = writeln!(
         s,
         "    display: {},",

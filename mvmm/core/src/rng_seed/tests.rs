@@ -1,35 +1,16 @@
 //! `find` on flattened device trees built here, token by token.
 
 use super::*;
+use crate::virtio::mem::testing::TestRam;
 use proptest::prelude::*;
 
 const BASE: u64 = 0x5600_0000;
 
-/// Guest RAM holding one blob at `BASE`, and nothing else.
-struct Ram(Vec<u8>);
-
-impl GuestMemory for Ram {
-    fn check(&self, ipa: u64, len: u64) -> Result<(), MemFault> {
-        let fault = MemFault { ipa, len };
-        let off = ipa.checked_sub(BASE).ok_or(fault)?;
-        let end = off.checked_add(len).ok_or(fault)?;
-        if len == 0 || end > self.0.len() as u64 {
-            return Err(fault);
-        }
-        Ok(())
-    }
-    fn read(&self, ipa: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        self.check(ipa, buf.len() as u64)?;
-        let off = (ipa - BASE) as usize;
-        buf.copy_from_slice(&self.0[off..off + buf.len()]);
-        Ok(())
-    }
-    fn write(&mut self, ipa: u64, data: &[u8]) -> Result<(), MemFault> {
-        self.check(ipa, data.len() as u64)?;
-        let off = (ipa - BASE) as usize;
-        self.0[off..off + data.len()].copy_from_slice(data);
-        Ok(())
-    }
+/// Guest RAM holding exactly `blob` at `BASE`, and nothing else.
+fn ram(blob: &[u8]) -> TestRam {
+    let mut ram = TestRam::new(BASE, blob.len());
+    ram.bytes.copy_from_slice(blob);
+    ram
 }
 
 /// A small device tree writer: the structure block and the strings.
@@ -119,11 +100,13 @@ fn rich_tree(seed_len: usize) -> Vec<u8> {
 #[test]
 fn the_seed_is_found_and_filled_in_place() {
     let blob = rich_tree(SEED_LEN);
-    let mut ram = Ram(blob.clone());
-    let at = find(&ram, BASE).expect("seed");
-    ram.write(at, &[0xa5; SEED_LEN]).unwrap();
+    let mut mem = ram(&blob);
+    let at = find(&mem, BASE).expect("seed");
+    mem.write(at, &[0xa5; SEED_LEN]).unwrap();
     // Only the seed's bytes changed.
-    let changed: Vec<usize> = (0..blob.len()).filter(|&i| ram.0[i] != blob[i]).collect();
+    let changed: Vec<usize> = (0..blob.len())
+        .filter(|&i| mem.bytes[i] != blob[i])
+        .collect();
     assert_eq!(changed.len(), SEED_LEN);
     assert_eq!(changed[0] as u64, at - BASE);
     // And it is the value of the `rng-seed` property: its length word
@@ -135,7 +118,7 @@ fn the_seed_is_found_and_filled_in_place() {
 #[test]
 fn a_seed_elsewhere_or_of_another_size_is_not_used() {
     assert_eq!(
-        find(&Ram(rich_tree(16)), BASE),
+        find(&ram(&rich_tree(16)), BASE),
         Err(SeedError::NoSeed),
         "a 16-byte seed would leave half of it zero"
     );
@@ -153,7 +136,7 @@ fn a_seed_elsewhere_or_of_another_size_is_not_used() {
         .end()
         .end()
         .blob();
-    assert_eq!(find(&Ram(elsewhere), BASE), Err(SeedError::NoSeed));
+    assert_eq!(find(&ram(&elsewhere), BASE), Err(SeedError::NoSeed));
     // A property whose name only starts with `rng-seed`.
     let longer = Tree::default()
         .begin("")
@@ -162,7 +145,7 @@ fn a_seed_elsewhere_or_of_another_size_is_not_used() {
         .end()
         .end()
         .blob();
-    assert_eq!(find(&Ram(longer), BASE), Err(SeedError::NoSeed));
+    assert_eq!(find(&ram(&longer), BASE), Err(SeedError::NoSeed));
 }
 
 #[test]
@@ -170,26 +153,26 @@ fn broken_trees_are_refused_with_the_reason() {
     let good = rich_tree(SEED_LEN);
     let mut bad_magic = good.clone();
     bad_magic[0] = 0;
-    assert_eq!(find(&Ram(bad_magic), BASE), Err(SeedError::NotATree));
+    assert_eq!(find(&ram(&bad_magic), BASE), Err(SeedError::NotATree));
     // Structure block said to run past the tree's end.
     let mut long_struct = good.clone();
     long_struct[36..40].copy_from_slice(&u32::MAX.to_be_bytes());
-    assert_eq!(find(&Ram(long_struct), BASE), Err(SeedError::BadHeader));
+    assert_eq!(find(&ram(&long_struct), BASE), Err(SeedError::BadHeader));
     // The tree cut off in its structure block, where the RAM ends: reads
     // would leave the RAM.
     let mut short = good.clone();
     short.truncate(100);
     assert!(matches!(
-        find(&Ram(short), BASE),
+        find(&ram(&short), BASE),
         Err(SeedError::Memory(_) | SeedError::Malformed)
     ));
     // An unknown token.
     let mut token = good.clone();
     token[56..60].copy_from_slice(&7u32.to_be_bytes());
-    assert_eq!(find(&Ram(token), BASE), Err(SeedError::Malformed));
+    assert_eq!(find(&ram(&token), BASE), Err(SeedError::Malformed));
     // Nothing at the boot argument at all.
     assert!(matches!(
-        find(&Ram(Vec::new()), BASE),
+        find(&ram(&Vec::new()), BASE),
         Err(SeedError::Memory(_))
     ));
 }
@@ -207,7 +190,7 @@ proptest! {
             }
         }
         let len = blob.len() as u64;
-        if let Ok(at) = find(&Ram(blob), BASE) {
+        if let Ok(at) = find(&ram(&blob), BASE) {
             prop_assert!(at >= BASE && at + SEED_LEN as u64 <= BASE + len);
         }
     }
