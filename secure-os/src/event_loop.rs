@@ -801,19 +801,19 @@ mod tests {
     use core::cell::{Cell, RefCell};
     use p256::ecdsa::SigningKey;
     use p256::elliptic_curve::Generate;
-    use payment_app::service::{FrameReader, MAX_FRAME_LEN, encode_frame_header};
+    use payment_app::service::{FrameReader, MAX_FRAME_LEN};
     use payment_app::{PaymentApp, Policy, Service, StorageError};
     use protocol::session::{ClientHandshake, MAX_RECORD_LEN, Session as Channel};
     use protocol::{
-        CredentialId, CurrencyCode, ErrorCode, FixedBytes, Label, MAX_MESSAGE_LEN, MAX_PACKET_LEN,
-        Merchant, PaymentRequest, RecordBytes, Reply, Request, Response, decode_response,
-        encode_request,
+        CredentialId, CurrencyCode, ErrorCode, FixedBytes, Label, MAX_MESSAGE_LEN, Merchant,
+        PaymentRequest, RecordBytes, Reply, Request, Response, decode_response, encode_request,
     };
     use std::string::{String, ToString};
     use std::vec;
     use trusted_ui::evdev::{EV_KEY, Event};
     use trusted_ui::guard::{ARM_DELAY_MS, BACKOFF_BASE_MS, HOLD_MS, QUIET_MS};
 
+    use crate::server::tests::request as clear_frame;
     use crate::server::{ECHO_PORT, IDLE_TIMEOUT_MS};
 
     const KEY_ESC: u16 = 1;
@@ -981,17 +981,6 @@ mod tests {
     struct Client {
         ep: Endpoint,
         channel: Channel,
-    }
-
-    fn frame(packet: &[u8]) -> Vec<u8> {
-        let mut out = encode_frame_header(packet.len()).expect("fits").to_vec();
-        out.extend_from_slice(packet);
-        out
-    }
-
-    fn clear_frame(request: &Request) -> Vec<u8> {
-        let mut buf = [0u8; MAX_PACKET_LEN];
-        frame(encode_request(request, &mut buf).expect("fits"))
     }
 
     /// The event loop on recording devices, with a clock in ms.

@@ -461,7 +461,7 @@ fn push_frame(outbox: &mut VecDeque<u8>, packet: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use p256::ecdsa::SigningKey;
     use p256::elliptic_curve::Generate;
@@ -494,13 +494,15 @@ mod tests {
         (Switchboard::new(Service::new(app, key.clone())), key)
     }
 
-    fn frame(packet: &[u8]) -> Vec<u8> {
+    /// `packet` framed as on the payment stream (length, then the packet).
+    pub(crate) fn frame(packet: &[u8]) -> Vec<u8> {
         let mut out = encode_frame_header(packet.len()).expect("fits").to_vec();
         out.extend_from_slice(packet);
         out
     }
 
-    fn request(request: &Request) -> Vec<u8> {
+    /// `request`, encoded and framed.
+    pub(crate) fn request(request: &Request) -> Vec<u8> {
         let mut buf = [0u8; MAX_PACKET_LEN];
         frame(encode_request(request, &mut buf).expect("fits"))
     }
