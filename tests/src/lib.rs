@@ -840,6 +840,17 @@ impl Machine {
         Ok(())
     }
 
+    /// Waits for `wanted` unless it is already anywhere in the transcript,
+    /// before the cursor too: for a line of another writer that may come
+    /// before or after the lines the test follows (the cursor does not
+    /// move when it is already there).
+    pub fn seen_or_expect(&mut self, wanted: &str, timeout: Duration) -> Result<(), ConsoleError> {
+        if !self.transcript().contains(wanted) {
+            self.expect(wanted, timeout)?;
+        }
+        Ok(())
+    }
+
     /// Everything the machine printed so far.
     pub fn transcript(&self) -> String {
         self.output

@@ -307,9 +307,8 @@ fn the_approval_screen_is_on_the_display_and_the_rich_vm_cannot_change_it() {
     // The rich side's own line may come before the closing notice (it
     // ends its request at once; the secure VM closes the screen only
     // after quiet input), so it is looked for in the whole transcript.
-    if !m.transcript().contains("[rich] rich second request ended") {
-        ok(m.expect("[rich] rich second request ended", STEP));
-    }
+    m.seen_or_expect("[rich] rich second request ended", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
     // The console is the rich VM's again: it asks for the next payment.
     m.send("\n");
     // Declining is a tap on Decline.
