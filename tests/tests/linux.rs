@@ -280,4 +280,17 @@ fn a_rich_vm_reboot_restarts_only_the_rich_vm_from_fresh_images() {
     // The secure VM was not restarted and kept running.
     assert_eq!(out.matches("[secure] secure-os: ready").count(), 1, "{out}");
     assert!(!out.contains("stage-2 fault"), "{out}");
+    // Each boot's kernel found the seed mvmm wrote into its device tree
+    // (mvmm_core::rng_seed) and was seeded before anything ran: without
+    // it, this line never comes (the rich VM has no TRNG and no RNDR).
+    assert_eq!(
+        out.matches("[rich] [    0.000000] random: crng init done")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        !out.contains("no rng-seed") && !out.contains("no entropy for its device tree"),
+        "{out}"
+    );
 }
