@@ -59,6 +59,22 @@ impl From<MemFault> for SeedError {
     }
 }
 
+/// Bytes of the whole `rng-seed` property in the structure block: its
+/// token, length and name offset, then the value.
+pub const PROPERTY_BYTES: usize = 12 + SEED_LEN;
+
+/// What replaces the `rng-seed` whose value starts at `value` when mvmm has
+/// no entropy to put there: where the property starts, and NOP tokens over
+/// all of it. Left in place, its zeros would be credited by Linux as a
+/// seed everyone knows; a NOP is skipped by every device tree reader.
+pub fn removal(value: u64) -> (u64, [u8; PROPERTY_BYTES]) {
+    let mut nops = [0u8; PROPERTY_BYTES];
+    for word in nops.chunks_exact_mut(4) {
+        word.copy_from_slice(&NOP.to_be_bytes());
+    }
+    (value - 12, nops)
+}
+
 fn be32(mem: &impl GuestMemory, at: u64) -> Result<u32, SeedError> {
     let mut b = [0u8; 4];
     mem.read(at, &mut b)?;

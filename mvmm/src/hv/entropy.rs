@@ -62,12 +62,19 @@ pub(super) fn seed_device_tree(vm: &Vm<'static>) {
         .lock()
         .as_mut()
         .is_some_and(|device| device.fill(&mut seed[..]));
-    if !filled {
+    let written = filled && ram.write(at, &seed[..]).is_ok();
+    if !written {
+        // Its zeros must not stand: Linux would credit them as a seed.
+        let (start, nops) = rng_seed::removal(at);
+        let removed = ram.write(start, &nops).is_ok();
         log!(
-            "vm '{}': no entropy for its device tree's rng-seed; its kernel seeds its random numbers slowly",
-            vm.name
+            "vm '{}': no entropy for its device tree's rng-seed ({}); its kernel seeds its random numbers slowly",
+            vm.name,
+            if removed {
+                "property removed"
+            } else {
+                "property NOT removed"
+            }
         );
-    } else if let Err(e) = ram.write(at, &seed[..]) {
-        log!("vm '{}': rng-seed not written: {e}", vm.name);
     }
 }

@@ -116,6 +116,46 @@ fn the_seed_is_found_and_filled_in_place() {
 }
 
 #[test]
+fn without_entropy_the_seed_is_removed_and_the_tree_still_reads() {
+    let blob = rich_tree(SEED_LEN);
+    let mut mem = ram(&blob);
+    let at = find(&mem, BASE).unwrap();
+    let (start, nops) = removal(at);
+    mem.write(start, &nops).unwrap();
+    // The property is gone: no zeros left for Linux to credit.
+    assert_eq!(find(&mem, BASE), Err(SeedError::NoSeed));
+    // Only its bytes changed, and they are NOP tokens.
+    let changed: Vec<usize> = (0..blob.len())
+        .filter(|&i| mem.bytes[i] != blob[i])
+        .collect();
+    assert!(
+        changed
+            .iter()
+            .all(|&i| (start - BASE) as usize <= i && i < (start - BASE) as usize + PROPERTY_BYTES)
+    );
+    assert_eq!(
+        &mem.bytes[(start - BASE) as usize..][..4],
+        &NOP.to_be_bytes()
+    );
+    // The rest of /chosen is still where a reader finds it: a seed placed
+    // after the NOPs would be found.
+    let again = Tree::default()
+        .begin("")
+        .begin("chosen")
+        .prop("bootargs", b"x\0")
+        .prop(PROPERTY, &[0; SEED_LEN])
+        .prop(PROPERTY, &[0; SEED_LEN])
+        .end()
+        .end()
+        .blob();
+    let mut mem = ram(&again);
+    let first = find(&mem, BASE).unwrap();
+    let (start, nops) = removal(first);
+    mem.write(start, &nops).unwrap();
+    assert_eq!(find(&mem, BASE), Ok(first + PROPERTY_BYTES as u64));
+}
+
+#[test]
 fn a_seed_elsewhere_or_of_another_size_is_not_used() {
     assert_eq!(
         find(&ram(&rich_tree(16)), BASE),
